@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. Each sets up .venv itself (once) and reuses it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU torch that lies on CI machines' disk; `make ... CONSTRAINTS=` lets pip pick a CUDA build instead.
+CONSTRAINTS ?= constraints-cpu.txt
+export DAGSTER_HOME := $(CURDIR)/data
+
+.PHONY: demo test ui install clean-demo
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) --editable ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/kb-assets demo run
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+ui: $(VENV)/.installed
+	$(BIN)/dagster dev -w workspace.yaml --host 127.0.0.1 --port 3000
+
+clean-demo:
+	rm -rf data/demo/genome data/demo/annotation data/demo/cohort data/demo/checkpoint data/warehouse/demo
