@@ -1,0 +1,177 @@
+"""Reference genome access: a FASTA (plain or bgzipped) read by region through its .fai index.
+
+Plain FASTA goes through pyfaidx (it keeps empty contigs and reads Windows line endings); bgzipped FASTA goes
+through pysam/htslib, which builds the .fai and .gzi it needs (pyfaidx would need Biopython for BGZF). htslib
+leaves zero-length contigs out of its index, so an empty contig in a bgzipped FASTA is not listed in `contigs`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import pyfaidx
+import pysam
+
+from kb_assets.errors import InputError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# Every BGZF file ends with this empty block; a file cut short lacks it (SAM/BAM spec §4.1.2).
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+_REINDEX = "delete the stale index (.fai/.gzi) next to it so it is rebuilt"
+
+
+class ReferenceGenome:
+    """A reference FASTA: contig lengths and uppercase sequence by 0-based half-open region."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(self.path, None, "FASTA file not found", "point inputs.fasta at an existing FASTA file")
+        if self.path.stat().st_size == 0:
+            raise InputError(self.path, None, "the FASTA file is empty (0 bytes)", "download or copy it again")
+        with open(self.path, "rb") as handle:
+            compressed = handle.read(2) == _GZIP_MAGIC
+        if compressed:
+            self._check_bgzf()
+        self._check_first_line(compressed)
+        self._handle, self._contigs = self._open_bgzf() if compressed else self._open_plain()
+
+    @property
+    def contigs(self) -> dict[str, int]:
+        """Contig name → length, in file order."""
+        return dict(self._contigs)
+
+    def fetch(self, chrom: str, start: int, end: int) -> str:
+        """The uppercase sequence of chrom[start:end] (0-based, half-open)."""
+        self.check_region(chrom, start, end)
+        if start == end:
+            return ""
+        if isinstance(self._handle, pysam.FastaFile):
+            return self._handle.fetch(chrom, start, end).upper()
+        return self._handle.faidx.fetch(chrom, start + 1, end).seq
+
+    def check_region(self, chrom: str, start: int, end: int) -> None:
+        """Raise InputError unless chrom is a contig and 0 <= start <= end <= its length."""
+        if chrom not in self._contigs:
+            names = list(self._contigs)
+            sample = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+            raise InputError(
+                self.path,
+                f"contig {chrom}",
+                f"no such contig in the FASTA (it has {len(names)} contigs: {sample})",
+                "use a FASTA that contains this contig, with the same naming as the annotation",
+            )
+        length = self._contigs[chrom]
+        if not 0 <= start <= end <= length:
+            raise InputError(
+                self.path,
+                f"region {chrom}:{start}-{end}",
+                f"the region lies outside contig {chrom} (length {length})",
+                "check that the annotation and the FASTA are of the same genome build",
+            )
+
+    def close(self) -> None:
+        """Release the open file handles."""
+        self._handle.close()
+
+    def __enter__(self) -> "ReferenceGenome":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ReferenceGenome({str(self.path)!r}, {len(self._contigs)} contigs)"
+
+    def _check_bgzf(self) -> None:
+        with open(self.path, "rb") as handle:
+            header = handle.read(18)
+            handle.seek(max(0, self.path.stat().st_size - len(_BGZF_EOF)))
+            tail = handle.read()
+        # A BGZF block is a gzip member whose extra field carries the 'BC' subfield (SAM/BAM spec §4.1).
+        if not (len(header) >= 14 and header[3] & 4 and header[12:14] == b"BC"):
+            raise InputError(
+                self.path,
+                None,
+                "the FASTA is gzip-compressed but not with bgzip, so it cannot be read by region",
+                f"recompress it: gunzip -c {self.path.name} | bgzip > {self.path.stem}.bgz.fa.gz",
+            )
+        if tail != _BGZF_EOF:
+            raise InputError(
+                self.path,
+                "end of file",
+                "the bgzipped FASTA is truncated (its end-of-file block is missing)",
+                "download or copy it again, then check its checksum",
+            )
+
+    def _check_first_line(self, compressed: bool) -> None:
+        opener = gzip.open if compressed else open
+        try:
+            with opener(self.path, "rb") as handle:
+                first = handle.readline(200)
+        except (OSError, EOFError, zlib.error) as err:
+            raise InputError(self.path, "line 1", f"cannot read the file ({err})", "download or copy it again")
+        if not first.startswith(b">"):
+            found = first.decode("utf-8", "replace").rstrip("\r\n")[:60]
+            raise InputError(
+                self.path,
+                "line 1",
+                f"not a FASTA file: it should start with a '>name' header line but starts with {found!r}",
+                "point inputs.fasta at the reference genome FASTA",
+            )
+
+    def _open_plain(self) -> tuple[pyfaidx.Fasta, dict[str, int]]:
+        try:
+            fasta = pyfaidx.Fasta(str(self.path), sequence_always_upper=True)
+        except pyfaidx.FastaIndexingError as err:
+            raise InputError(
+                self.path,
+                None,
+                f"not a well-formed FASTA ({err}); a file cut short or concatenated from pieces reads like this",
+                "download or copy it again; all sequence lines of a record except its last must be equally long",
+            ) from None
+        except PermissionError as err:
+            raise InputError(
+                self.path, "index (.fai)", f"cannot write the index next to the FASTA ({err})",
+                "make the folder writable once, or index it where it is writable: samtools faidx <fasta>",
+            ) from None
+        except ValueError as err:  # pyfaidx rejects a .fai it cannot parse
+            raise InputError(self.path, "index (.fai)", f"unreadable index ({err})", _REINDEX) from None
+        index = fasta.faidx.index
+        self._check_index_fits(max(_record_end(record) for record in index.values()))
+        return fasta, {name: record.rlen for name, record in index.items()}
+
+    def _check_index_fits(self, indexed_end: int) -> None:
+        # A FASTA cut short after its .fai was made still opens: the index then points past the end of the file.
+        size = self.path.stat().st_size
+        if indexed_end > size:
+            raise InputError(
+                self.path,
+                "index (.fai)",
+                f"the index describes {indexed_end} bytes but the file has {size}: the FASTA is truncated, "
+                "or the .fai belongs to another file",
+                f"download or copy the FASTA again; if it is intact, {_REINDEX}",
+            )
+
+    def _open_bgzf(self) -> tuple[pysam.FastaFile, dict[str, int]]:
+        try:
+            fasta = pysam.FastaFile(str(self.path))
+        except (OSError, ValueError) as err:
+            raise InputError(
+                self.path,
+                None,
+                f"htslib cannot index or read the bgzipped FASTA ({err})",
+                f"check that it is an intact bgzipped FASTA; if it is, {_REINDEX}",
+            ) from None
+        return fasta, dict(zip(fasta.references, fasta.lengths))
+
+
+def _record_end(record: pyfaidx.IndexRecord) -> int:
+    """The byte offset just past a contig's last base, from its .fai entry."""
+    if record.rlen == 0:
+        return record.offset
+    full_lines, rest = divmod(record.rlen - 1, record.lenc)
+    return record.offset + full_lines * record.lenb + rest + 1
