@@ -1,0 +1,198 @@
+"""The DNABERT-2 BPE tokenizer: load the checkpoint's own tokenizer.json, cut long sequences into token windows,
+and train a small tokenizer in the same layout for demo data and tests.
+
+Usable without the model: the tokenized_genes asset only needs token ids, window bounds and the tokenizer hash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+from kb_assets.errors import InputError
+from kb_assets.fingerprint import file_sha256
+
+TOKENIZER_FILE = "tokenizer.json"
+# The real checkpoint's layout: five special tokens first, then the four bases.
+SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
+BASES = ("A", "C", "G", "T")
+UNK_ID, CLS_ID, SEP_ID, PAD_ID, MASK_ID = range(5)
+# Training reads sequences in pieces of this many bases: the BPE trainer rewrites a whole word on every merge
+# that touches it, so one 2 Mb word would cost minutes; 1 kb pieces take seconds and still allow 32-nt tokens.
+_TRAINING_PIECE_BP = 1000
+_NON_ACGT = re.compile(r"[^ACGT]+")
+
+
+@dataclass(frozen=True)
+class TokenWindow:
+    """One model input cut from a sequence's tokens.
+
+    `input_ids` includes [CLS] and [SEP]; `token_start`/`token_end` bound the window's tokens in the sequence's
+    token list (half-open, without specials); `weight` is the window's share of the sequence vector.
+    """
+
+    input_ids: list[int]
+    token_start: int
+    token_end: int
+    weight: float
+
+    @property
+    def n_tokens(self) -> int:
+        """Sequence tokens in the window ([CLS]/[SEP] not counted)."""
+        return self.token_end - self.token_start
+
+
+class DnaTokenizer:
+    """A DNABERT-2-style BPE tokenizer read from tokenizer.json; uppercases every sequence before encoding."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        file = path / TOKENIZER_FILE if path.is_dir() else path
+        if not file.is_file():
+            raise InputError(file, None, "tokenizer.json not found",
+                             "point at a DNABERT-2 checkpoint folder or its tokenizer.json")
+        try:
+            self._tokenizer = Tokenizer.from_file(str(file))
+        except Exception as err:  # the tokenizers library raises a bare Exception for unreadable files
+            raise InputError(file, None, f"not a readable Hugging Face tokenizer file ({err})",
+                             "copy tokenizer.json from the DNABERT-2 checkpoint again") from err
+        self.path = file
+        self.version = file_sha256(file)
+        self.vocab_size = self._tokenizer.get_vocab_size()
+        for token_id, token in enumerate(SPECIAL_TOKENS):
+            if self._tokenizer.token_to_id(token) != token_id:
+                raise InputError(file, token, f"special token {token} does not have id {token_id}",
+                                 "use the tokenizer.json that belongs to the DNABERT-2 checkpoint")
+        # The model pipeline adds [CLS]/[SEP] itself, window by window.
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+
+    def encode(self, sequence: str) -> list[int]:
+        """Token ids of an uppercased sequence, without [CLS]/[SEP]."""
+        return self._tokenizer.encode(sequence.upper(), add_special_tokens=False).ids
+
+    def encode_batch(self, sequences: list[str]) -> list[list[int]]:
+        """`encode` for many sequences at once (tokenized in parallel by the library)."""
+        encodings = self._tokenizer.encode_batch([s.upper() for s in sequences], add_special_tokens=False)
+        return [encoding.ids for encoding in encodings]
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tokenizer.id_to_token(token_id)
+
+    def windows(self, sequence: str, window_tokens: int = 512, window_overlap: int = 64) -> list[TokenWindow]:
+        """The sequence's tokens cut into model inputs of at most `window_tokens` ids each ([CLS]/[SEP] included)."""
+        return token_windows(self.encode(sequence), window_tokens, window_overlap)
+
+    def __repr__(self) -> str:
+        return f"DnaTokenizer({str(self.path)!r}, vocab_size={self.vocab_size}, version={self.version[:12]})"
+
+
+def token_windows(token_ids: list[int], window_tokens: int = 512, window_overlap: int = 64) -> list[TokenWindow]:
+    """Cut a sequence's token ids into windows that cover it with no gap.
+
+    Consecutive windows share `window_overlap` tokens; the last window is aligned to the end of the sequence, so
+    every window is full length and the last one may overlap its neighbour more. A window's weight is its token
+    count over the sum of the windows' token counts, so the weights of a sequence sum to 1.
+    """
+    content = window_tokens - 2  # room left after [CLS] and [SEP]
+    if content < 1:
+        raise ValueError(f"window_tokens must be at least 3 (got {window_tokens})")
+    if not 0 <= window_overlap < content:
+        raise ValueError(
+            f"window_overlap must be in [0, {content}) for window_tokens={window_tokens} (got {window_overlap})"
+        )
+    n = len(token_ids)
+    if n <= content:
+        starts = [0]
+    else:
+        stride = content - window_overlap
+        starts = list(range(0, n - content, stride)) + [n - content]
+    bounds = [(start, min(start + content, n)) for start in starts]
+    total = sum(end - start for start, end in bounds)
+    return [
+        TokenWindow(
+            input_ids=[CLS_ID, *token_ids[start:end], SEP_ID],
+            token_start=start,
+            token_end=end,
+            weight=(end - start) / total if total else 1.0,
+        )
+        for start, end in bounds
+    ]
+
+
+def load_tokenizer(path: str | os.PathLike) -> DnaTokenizer:
+    """The tokenizer of a checkpoint folder, or of a tokenizer.json file."""
+    return DnaTokenizer(path)
+
+
+def _training_pieces(sequences: Iterable[str]) -> Iterator[str]:
+    for sequence in sequences:
+        for run in _NON_ACGT.split(sequence.upper()):
+            for start in range(0, len(run), _TRAINING_PIECE_BP):
+                yield run[start : start + _TRAINING_PIECE_BP]
+
+
+def train_bpe_tokenizer(sequences: Iterable[str], vocab_size: int = 4096) -> Tokenizer:
+    """Train a BPE tokenizer in DNABERT-2's layout on DNA sequences.
+
+    [UNK]=0, [CLS]=1, [SEP]=2, [PAD]=3, [MASK]=4, A=5, C=6, G=7, T=8, then the learned merges; no normalizer,
+    Whitespace pre-tokenizer, `[CLS] $A [SEP]` post-processor. Characters other than A/C/G/T (N, IUPAC codes)
+    only split the training text, so they stay [UNK]. The vocabulary can come out smaller than `vocab_size`
+    when the sequences hold too few distinct pairs.
+    """
+    if vocab_size < len(SPECIAL_TOKENS) + len(BASES):
+        raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + len(BASES)} (got {vocab_size})")
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=list(BASES),
+        limit_alphabet=len(BASES),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_training_pieces(sequences), trainer)
+    tokenizer = _with_real_id_layout(tokenizer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", CLS_ID), ("[SEP]", SEP_ID)],
+    )
+    return tokenizer
+
+
+def _with_real_id_layout(tokenizer: Tokenizer) -> Tokenizer:
+    """Renumber the vocabulary so the specials and the bases hold the real checkpoint's ids.
+
+    The trainer orders the initial alphabet by frequency, so A/C/G/T can come out in any order; merges refer
+    to tokens by text, so renumbering leaves the tokenization unchanged.
+    """
+    state = json.loads(tokenizer.to_str())
+    vocab: dict[str, int] = state["model"]["vocab"]
+    fixed = (*SPECIAL_TOKENS, *BASES)
+    learned = sorted((token for token in vocab if token not in fixed), key=vocab.__getitem__)
+    state["model"]["vocab"] = {token: token_id for token_id, token in enumerate((*fixed, *learned))}
+    for added in state["added_tokens"]:
+        added["id"] = state["model"]["vocab"][added["content"]]
+    return Tokenizer.from_str(json.dumps(state))
+
+
+__all__ = [
+    "BASES",
+    "CLS_ID",
+    "PAD_ID",
+    "SEP_ID",
+    "SPECIAL_TOKENS",
+    "UNK_ID",
+    "DnaTokenizer",
+    "TokenWindow",
+    "load_tokenizer",
+    "token_windows",
+    "train_bpe_tokenizer",
+]
