@@ -1,5 +1,21 @@
 """Genome domain code: FASTA access, annotation parsing, gene sets, region extraction, VCF → haplotypes."""
 
+from kb_assets.genome.annotation import Annotation, load_annotation
 from kb_assets.genome.fasta import ReferenceGenome
+from kb_assets.genome.gene_set import choose_transcripts, read_gene_set, resolve_gene_set
+from kb_assets.genome.regions import REGION_DTYPES, REGION_MODES, check_contig_names, extract_regions
+from kb_assets.genome.sequence import reverse_complement
 
-__all__ = ["ReferenceGenome"]
+__all__ = [
+    "Annotation",
+    "REGION_DTYPES",
+    "REGION_MODES",
+    "ReferenceGenome",
+    "check_contig_names",
+    "choose_transcripts",
+    "extract_regions",
+    "load_annotation",
+    "read_gene_set",
+    "resolve_gene_set",
+    "reverse_complement",
+]

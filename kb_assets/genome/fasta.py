@@ -53,8 +53,8 @@ class ReferenceGenome:
             return self._handle.fetch(chrom, start, end).upper()
         return self._handle.faidx.fetch(chrom, start + 1, end).seq
 
-    def check_region(self, chrom: str, start: int, end: int) -> None:
-        """Raise InputError unless chrom is a contig and 0 <= start <= end <= its length."""
+    def length(self, chrom: str) -> int:
+        """The length of a contig; InputError naming it if the FASTA has no such contig."""
         if chrom not in self._contigs:
             names = list(self._contigs)
             sample = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
@@ -64,7 +64,11 @@ class ReferenceGenome:
                 f"no such contig in the FASTA (it has {len(names)} contigs: {sample})",
                 "use a FASTA that contains this contig, with the same naming as the annotation",
             )
-        length = self._contigs[chrom]
+        return self._contigs[chrom]
+
+    def check_region(self, chrom: str, start: int, end: int) -> None:
+        """Raise InputError unless chrom is a contig and 0 <= start <= end <= its length."""
+        length = self.length(chrom)
         if not 0 <= start <= end <= length:
             raise InputError(
                 self.path,

@@ -45,7 +45,9 @@ def write_fasta(path: Path, contigs: dict[str, str], width: int = 10, newline: s
     return path
 
 
-def gtf_line(chrom: str, feature: str, start: int, end: int, strand: str, attributes: Sequence[tuple[str, object]]) -> str:
+def gtf_line(
+    chrom: str, feature: str, start: int, end: int, strand: str, attributes: Sequence[tuple[str, object]]
+) -> str:
     """One GTF line; `attributes` are (key, value) pairs, repeated keys allowed (tag)."""
     text = " ".join(f'{key} {value};' if key == "exon_number" else f'{key} "{value}";' for key, value in attributes)
     return "\t".join([chrom, "TEST", feature, str(start), str(end), ".", strand, ".", text])
