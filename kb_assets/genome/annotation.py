@@ -28,7 +28,8 @@ import pyranges as pr
 from kb_assets.errors import InputError
 
 UTR_FEATURES = ("UTR", "five_prime_utr", "three_prime_utr")
-_TRANSCRIPT_FEATURES = ("transcript", "exon", "CDS", *UTR_FEATURES)
+_PART_FEATURES = ("exon", "CDS", *UTR_FEATURES)
+_TRANSCRIPT_FEATURES = ("transcript", *_PART_FEATURES)
 _GENCODE_VERSION = re.compile(r"^##description:.*\bversion (\d+)\b")
 # Strip a trailing .N version but keep GENCODE's _PAR_Y suffix: ENSG00000182378.14_PAR_Y → ENSG00000182378_PAR_Y.
 ID_VERSION = re.compile(r"\.\d+(?=$|_PAR_Y$)")
@@ -202,7 +203,7 @@ def _transcripts(gtf: pd.DataFrame, exons: pd.DataFrame, cds: pd.DataFrame) -> p
     gtf = gtf.assign(transcript_type=_first_of(gtf, "transcript_type", "transcript_biotype"))
     carried = ["gene_id", "transcript_name", "transcript_type", "chrom", "strand", "tag"]
     transcripts = gtf.loc[gtf.feature == "transcript", ["transcript_id", "start", "end", *carried]]
-    lacking_line = gtf[gtf.feature.isin(_TRANSCRIPT_FEATURES[1:]) & ~gtf.transcript_id.isin(transcripts.transcript_id)]
+    lacking_line = gtf[gtf.feature.isin(_PART_FEATURES) & ~gtf.transcript_id.isin(transcripts.transcript_id)]
     transcripts = pd.concat([transcripts, _span(lacking_line, "transcript_id", carried)], ignore_index=True)
     # pyranges joins repeated attributes (GENCODE writes one `tag` per tag) with commas.
     transcripts["tags"] = transcripts.pop("tag").fillna("").str.replace(",", ";", regex=False)

@@ -89,7 +89,7 @@ def test_mane_select_without_canonical_tag(tmp_path: Path):
     transcripts = [
         Transcript("T1", [(1, 60)], [(1, 60)], tags=["basic"]),
         Transcript("T2", [(1, 10)], [(1, 9)], tags=["MANE_Plus_Clinical", "MANE_Select"]),
-        Transcript("T3", [(1, 20)], tags=["MANE_Plus_Clinical"]),
+        Transcript("T3", [(1, 20)], [(1, 18)], tags=["MANE_Plus_Clinical"]),  # longer CDS than T2
     ]
     assert _chosen(tmp_path, transcripts) == ("T2", "mane_select")
 
