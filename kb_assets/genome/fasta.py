@@ -16,10 +16,8 @@ import pyfaidx
 import pysam
 
 from kb_assets.errors import InputError
+from kb_assets.genome.bgzf import check_bgzf, is_gzip
 
-_GZIP_MAGIC = b"\x1f\x8b"
-# Every BGZF file ends with this empty block; a file cut short lacks it (SAM/BAM spec §4.1.2).
-_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 _REINDEX = "delete the stale index (.fai/.gzi) next to it so it is rebuilt"
 
 
@@ -32,10 +30,9 @@ class ReferenceGenome:
             raise InputError(self.path, None, "FASTA file not found", "point inputs.fasta at an existing FASTA file")
         if self.path.stat().st_size == 0:
             raise InputError(self.path, None, "the FASTA file is empty (0 bytes)", "download or copy it again")
-        with open(self.path, "rb") as handle:
-            compressed = handle.read(2) == _GZIP_MAGIC
+        compressed = is_gzip(self.path)
         if compressed:
-            self._check_bgzf()
+            check_bgzf(self.path, "FASTA")
         self._check_first_line(compressed)
         self._handle, self._contigs = self._open_bgzf() if compressed else self._open_plain()
 
@@ -89,27 +86,6 @@ class ReferenceGenome:
 
     def __repr__(self) -> str:
         return f"ReferenceGenome({str(self.path)!r}, {len(self._contigs)} contigs)"
-
-    def _check_bgzf(self) -> None:
-        with open(self.path, "rb") as handle:
-            header = handle.read(18)
-            handle.seek(max(0, self.path.stat().st_size - len(_BGZF_EOF)))
-            tail = handle.read()
-        # A BGZF block is a gzip member whose extra field carries the 'BC' subfield (SAM/BAM spec §4.1).
-        if not (len(header) >= 14 and header[3] & 4 and header[12:14] == b"BC"):
-            raise InputError(
-                self.path,
-                None,
-                "the FASTA is gzip-compressed but not with bgzip, so it cannot be read by region",
-                f"recompress it: gunzip -c {self.path.name} | bgzip > {self.path.stem}.bgz.fa.gz",
-            )
-        if tail != _BGZF_EOF:
-            raise InputError(
-                self.path,
-                "end of file",
-                "the bgzipped FASTA is truncated (its end-of-file block is missing)",
-                "download or copy it again, then check its checksum",
-            )
 
     def _check_first_line(self, compressed: bool) -> None:
         opener = gzip.open if compressed else open
