@@ -555,7 +555,8 @@ def _transcript_lines(gene: Gene, transcript: Transcript) -> list[str]:
             *(("tag", tag) for tag in transcript.tags)]
 
     def line(feature: str, start: int, end: int, frame: str, pairs: list[tuple[str, object]]) -> str:
-        return "\t".join([chrom, "HAVANA", feature, str(start + 1), str(end), ".", strand, frame, _gtf_attributes(pairs)])
+        columns = [chrom, "HAVANA", feature, str(start + 1), str(end), ".", strand, frame, _gtf_attributes(pairs)]
+        return "\t".join(columns)
 
     span = (min(s for s, _ in transcript.exons), max(e for _, e in transcript.exons))
     lines = [line("transcript", *span, ".", common + tail)]
