@@ -3,14 +3,26 @@
 from kb_assets.genome.annotation import Annotation, load_annotation
 from kb_assets.genome.fasta import ReferenceGenome
 from kb_assets.genome.gene_set import choose_transcripts, read_gene_set, resolve_gene_set
+from kb_assets.genome.haplotypes import (
+    COUNT_NAMES,
+    HAPLOTYPE_MODES,
+    REFERENCE_SUBJECT,
+    HaplotypeResult,
+    build_haplotypes,
+)
 from kb_assets.genome.regions import REGION_DTYPES, REGION_MODES, check_contig_names, extract_regions
 from kb_assets.genome.sequence import reverse_complement
 
 __all__ = [
     "Annotation",
+    "COUNT_NAMES",
+    "HAPLOTYPE_MODES",
+    "HaplotypeResult",
+    "REFERENCE_SUBJECT",
     "REGION_DTYPES",
     "REGION_MODES",
     "ReferenceGenome",
+    "build_haplotypes",
     "check_contig_names",
     "choose_transcripts",
     "extract_regions",

@@ -42,7 +42,7 @@ def check_contig_names(
     fasta_names = list(genome.contigs)
     gtf_names = list(annotation.genes.chrom.unique())
     not_in_fasta = [name for name in chromosomes if name not in genome.contigs]
-    fasta_spelling = _respellings(not_in_fasta, fasta_names)
+    fasta_spelling = respell_contigs(not_in_fasta, fasta_names)
     if fasta_spelling:
         listed = ", ".join(f"{name!r} → {fasta_spelling[name]!r}" for name in list(fasta_spelling)[:_SHOWN])
         raise InputError(
@@ -58,7 +58,7 @@ def check_contig_names(
             f"chromosome(s) not in the FASTA (it has {_sample(fasta_names)})",
             "remove them from reference.chromosomes or use a FASTA of the whole assembly",
         )
-    gtf_spelling = _respellings([name for name in chromosomes if name not in gtf_names], gtf_names)
+    gtf_spelling = respell_contigs([name for name in chromosomes if name not in gtf_names], gtf_names)
     if gtf_spelling:
         fasta_example, gtf_example = next(iter(gtf_spelling.items()))
         raise InputError(
@@ -172,8 +172,8 @@ def _plain_name(name: str) -> str:
     return "M" if bare.upper() == "MT" else bare
 
 
-def _respellings(names: list[str], candidates: list[str]) -> dict[str, str]:
-    """name → the candidate that spells the same contig another way, for the names that have one."""
+def respell_contigs(names: list[str], candidates: list[str]) -> dict[str, str]:
+    """name → the candidate naming the same contig another way (chr1/1, chrM/MT), for the names that have one."""
     by_plain = {_plain_name(candidate): candidate for candidate in candidates}
     return {name: by_plain[_plain_name(name)] for name in names if _plain_name(name) in by_plain}
 

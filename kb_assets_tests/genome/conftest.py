@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pysam
 import pytest
 
 CHR1 = "AAAAACCCCC" "GGGGGTTTTT" "ACGTACGTAC" "TTGGCCAATT" "gatcgatcga" "CCCANNTTTG"
@@ -114,6 +115,31 @@ NCGENE = Gene(
     [Transcript("ENST00000000031.1", [(3, 12)], tags=["Ensembl_canonical"])],
     gene_type="lncRNA",
 )
+
+
+def write_vcf(
+    path: Path,
+    samples: Sequence[str],
+    records: Iterable[tuple[str, int, str, str, Sequence[str]] | tuple[str, int, str, str, Sequence[str], str]],
+    contigs: dict[str, int] | None = None,
+) -> Path:
+    """A bgzipped, tabix-indexed VCF at `path` (.vcf.gz); records are (chrom, pos, ref, alt, genotypes[, filter])."""
+    contigs = contigs or {"chr1": len(CHR1), "chr2": len(CHR2), "chr3": len(CHR3)}
+    lines = [
+        "##fileformat=VCFv4.2",
+        *(f"##contig=<ID={name},length={length}>" for name, length in contigs.items()),
+        '##FILTER=<ID=LowQual,Description="low quality">',
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+        "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]),
+    ]
+    for chrom, pos, ref, alt, genotypes, *filters in records:
+        lines.append("\t".join([chrom, str(pos), ".", ref, alt, ".", filters[0] if filters else "PASS", ".", "GT",
+                                *genotypes]))
+    plain = path.with_suffix("")
+    plain.write_text("\n".join(lines) + "\n")
+    pysam.tabix_compress(str(plain), str(path), force=True)
+    pysam.tabix_index(str(path), preset="vcf", force=True)
+    return path
 
 
 @pytest.fixture

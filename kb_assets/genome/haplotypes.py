@@ -1,0 +1,436 @@
+"""Subject haplotypes: a cohort VCF/BCF's alleles applied to the reference regions, each distinct sequence once.
+
+The VCF (bgzipped and indexed) is read region by region with cyvcf2, so only target regions are decoded.
+Genotypes are handled as numpy arrays over all subjects at once; subjects are grouped by the alleles they carry
+in a region, so each distinct haplotype sequence is built (and later embedded) once, however many carry it.
+
+Rules:
+- Alleles are applied on the genome's + strand and the result is reverse-complemented for minus-strand regions,
+  like the reference sequence. An allele is trimmed of the bases it shares with REF, then applied base by base
+  (substitutions), as a deletion or as an insertion; the pieces outside the region are clipped away
+  (`clipped_at_edge`). An insertion exactly at a region edge lies outside it.
+- `alt_if_present`: one sequence per subject, every ALT allele of its genotype applied (a 1/2 call at one site
+  applies the smaller allele index: `allele_conflicts`). `phased`: two haplotypes per subject from phased
+  genotypes; an unphased heterozygous call is an error. A haploid call stands for both haplotypes.
+- Missing genotypes: `ref` reads a missing allele as REF; `exclude_subject` drops every subject with a missing
+  call in any region read (listed in `HaplotypeResult.excluded_subjects`).
+- FILTER: a record is used when each of its filters is in `filters`; '.' (no filters run) counts as PASS.
+- Symbolic alleles (<DEL>, <INS:ME>, breakends) and '*' are not applied (`symbolic_skipped`).
+- REF alleles are checked against the FASTA; a mismatching record is not applied (`ref_mismatches`), and more
+  than `max_ref_mismatch_fraction` of them stops the run: the VCF and FASTA are then probably different builds.
+- Two alleles that would change the same bases of one haplotype: the first (by position) wins
+  (`overlapping_alleles_skipped`, counted once per distinct haplotype built).
+- The reference is subject `REF`: its rows point at the region's reference sequence, as do the rows of every
+  subject without an applied allele in the region.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import struct
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import cyvcf2
+import numpy as np
+import pandas as pd
+
+from kb_assets.errors import InputError
+from kb_assets.fingerprint import text_sha256
+from kb_assets.genome.bgzf import check_bgzf, is_gzip
+from kb_assets.genome.fasta import ReferenceGenome
+from kb_assets.genome.regions import respell_contigs
+from kb_assets.genome.sequence import reverse_complement
+
+HAPLOTYPE_MODES = ("alt_if_present", "phased")
+MISSING_GENOTYPE_POLICIES = ("ref", "exclude_subject")
+REFERENCE_SUBJECT = "REF"
+COUNT_NAMES = (
+    "variants_read", "variants_applied", "multiallelic", "allele_conflicts", "missing_genotypes", "filtered",
+    "symbolic_skipped", "ref_mismatches", "clipped_at_edge", "overlapping_alleles_skipped", "unphased_heterozygous",
+    "subjects", "subjects_excluded", "regions", "unique_sequences",
+)
+_SEQUENCE_ALLELE = re.compile(r"[ACGTN]+")
+_SHOWN = 3  # examples quoted in an error
+
+Edit = tuple[int, int, str]  # replace genome[start:end] (0-based, + strand) by the text; start == end inserts
+
+
+@dataclass(frozen=True)
+class HaplotypeResult:
+    """Distinct sequences and which one each subject carries in each region."""
+
+    sequences: pd.DataFrame  # sequence_id (sha256 of the sequence), sequence, length
+    assignments: pd.DataFrame  # subject_id, region_id, haplotype, sequence_id: REF and every kept subject
+    counts: dict[str, int]  # COUNT_NAMES, for materialization metadata
+    excluded_subjects: list[str]  # dropped by missing_genotypes="exclude_subject"
+
+
+def build_haplotypes(
+    vcf_path: str | os.PathLike,
+    regions: pd.DataFrame,
+    genome: ReferenceGenome,
+    mode: str = "alt_if_present",
+    missing_genotypes: str = "ref",
+    filters: list[str] | tuple[str, ...] = ("PASS",),
+    max_ref_mismatch_fraction: float = 0.01,
+    samples: list[str] | None = None,
+) -> HaplotypeResult:
+    """Apply each subject's alleles to `regions` (output of `extract_regions`); see the module doc for the rules.
+
+    `samples` restricts the subjects (default: every VCF sample); subjects keep the VCF's sample order.
+    """
+    if mode not in HAPLOTYPE_MODES:
+        raise ValueError(f"mode must be one of {HAPLOTYPE_MODES}, got {mode!r}")
+    if missing_genotypes not in MISSING_GENOTYPE_POLICIES:
+        raise ValueError(f"missing_genotypes must be one of {MISSING_GENOTYPE_POLICIES}, got {missing_genotypes!r}")
+    path = Path(vcf_path)
+    subjects = _select_samples(path, _check_vcf_file(path), samples)
+    vcf = cyvcf2.VCF(str(path), samples=subjects, lazy=True)
+    _check_vcf_contigs(path, vcf, genome, regions)
+    builder = _Builder(vcf, genome, len(subjects), mode, missing_genotypes, set(filters))
+    with warnings.catch_warnings():
+        # cyvcf2 warns for every query on a contig that has no records; such a region simply has no variants.
+        warnings.filterwarnings("ignore", message="no intervals found", category=UserWarning)
+        codes = [builder.region(region) for region in regions.itertuples()]
+    builder.check(path, max_ref_mismatch_fraction)
+    return builder.result(regions, subjects, codes)
+
+
+class _Builder:
+    """Reads regions one at a time; keeps the distinct sequences, the counters and the cohort-wide flags."""
+
+    def __init__(
+        self, vcf: cyvcf2.VCF, genome: ReferenceGenome, n_subjects: int, mode: str, missing: str, filters: set[str]
+    ):
+        self.vcf, self.genome, self.mode, self.missing, self.filters = vcf, genome, mode, missing, filters
+        self.ploidy = 2 if mode == "phased" else 1  # sequences per subject and region
+        self.n_units = n_subjects * self.ploidy
+        self.counts: Counter[str] = Counter(dict.fromkeys(COUNT_NAMES, 0))
+        # A record read again by an overlapping region is counted once.
+        self.read: set[tuple] = set()
+        self.genotyped: set[tuple] = set()
+        self.applied: set[tuple] = set()
+        self.checked = 0
+        self.mismatch_examples: list[str] = []
+        self.unphased = np.zeros(n_subjects, dtype=bool)
+        self.unphased_example = ""
+        self.excluded = np.zeros(n_subjects, dtype=bool)
+        self.codes: dict[str, int] = {}  # sequence_id → code (row of the sequences table)
+        self.sequences: list[str] = []
+        # Random 128-bit keys per allele; a unit's pattern is the wrapping sum of the keys of its alleles.
+        self.rng = np.random.default_rng(0)
+
+    def region(self, region) -> np.ndarray:
+        """The sequence code of every unit (subject, or subject × haplotype) in one region."""
+        codes = np.full(self.n_units, self._code(region.sequence), dtype=np.int32)
+        allele_edits_by_variant: list[list[list[Edit] | None]] = []
+        units, variants, alleles = [], [], []
+        for record in self.vcf(f"{region.chrom}:{region.start + 1}-{region.end}"):
+            edits = self._edits(record, region)
+            if edits is None:
+                continue
+            carriers, carried = self._carriers(record, edits)
+            if len(carriers):
+                self.applied.add(_key(record))
+                units.append(carriers)
+                alleles.append(carried)
+                variants.append(np.full(len(carriers), len(allele_edits_by_variant)))
+                allele_edits_by_variant.append(edits)
+        if units:
+            self._build(region, allele_edits_by_variant, *map(np.concatenate, (units, variants, alleles)), codes)
+        return codes
+
+    def _edits(self, record: cyvcf2.Variant, region) -> list[list[Edit] | None] | None:
+        """Per allele index (0 = REF) its edits clipped to the region, None where not applied; None if unused."""
+        key = _key(record)
+        first_read = key not in self.read
+        self.read.add(key)
+        if first_read:
+            self.counts["variants_read"] += 1
+            self.counts["multiallelic"] += len(record.ALT) > 1
+        if not all(name in self.filters for name in record.FILTERS or ["PASS"]):
+            self.counts["filtered"] += first_read
+            return None
+        ref = record.REF.upper()
+        end = record.start + len(ref)
+        found = self.genome.fetch(record.CHROM, record.start, end) if end <= self.genome.length(record.CHROM) else ""
+        self.checked += first_read
+        if found != ref:
+            if first_read:
+                self.counts["ref_mismatches"] += 1
+                if len(self.mismatch_examples) < _SHOWN:
+                    found = found or "(past the contig end)"
+                    self.mismatch_examples.append(f"{record.CHROM}:{record.POS} REF {ref}, FASTA {found}")
+            return None
+        edits: list[list[Edit] | None] = [None]
+        clipped = False
+        for alt in record.ALT:
+            if not _SEQUENCE_ALLELE.fullmatch(alt.upper()):
+                self.counts["symbolic_skipped"] += first_read
+                edits.append(None)
+                continue
+            pieces = allele_edits(record.start, ref, alt.upper())
+            inside = clip_edits(pieces, region.start, region.end)
+            clipped |= inside != pieces
+            edits.append(inside or None)
+        self.counts["clipped_at_edge"] += clipped
+        return edits if any(edits) else None
+
+    def _carriers(self, record: cyvcf2.Variant, edits: list[list[Edit] | None]) -> tuple[np.ndarray, np.ndarray]:
+        """The units carrying an applied allele of this record, and that allele's index."""
+        key = _key(record)
+        first_genotyped = key not in self.genotyped
+        self.genotyped.add(key)
+        genotypes = record.genotype.array()  # (subjects, alleles + phased flag), int16
+        first = genotypes[:, 0]
+        second = genotypes[:, 1] if genotypes.shape[1] > 2 else first
+        second = np.where(second == -2, first, second)  # -2 pads a haploid call: one allele for both
+        missing = (first < 0) | (second < 0)
+        if missing.any():
+            self.counts["missing_genotypes"] += int(missing.sum()) * first_genotyped
+            if self.missing == "exclude_subject":
+                self.excluded |= missing
+            first, second = np.maximum(first, 0), np.maximum(second, 0)
+        if self.mode == "phased":
+            unphased = (genotypes[:, -1] == 0) & (first != second) & ~missing
+            if unphased.any() and first_genotyped:
+                if not self.unphased_example:
+                    subject = self.vcf.samples[int(np.flatnonzero(unphased)[0])]
+                    self.unphased_example = f"{subject} at {record.CHROM}:{record.POS}"
+                self.counts["unphased_heterozygous"] += int(unphased.sum())
+                self.unphased |= unphased
+        applied = np.array([allele is not None for allele in edits])
+        first, second = np.where(applied[first], first, 0), np.where(applied[second], second, 0)
+        if self.mode == "phased":
+            on_first, on_second = np.flatnonzero(first), np.flatnonzero(second)
+            units = np.concatenate([2 * on_first, 2 * on_second + 1])
+            return units, np.concatenate([first[on_first], second[on_second]])
+        both = (first > 0) & (second > 0)
+        self.counts["allele_conflicts"] += int((both & (first != second)).sum()) * first_genotyped
+        chosen = np.where(both, np.minimum(first, second), np.maximum(first, second))
+        carriers = np.flatnonzero(chosen)
+        return carriers, chosen[carriers]
+
+    def _build(
+        self,
+        region,
+        allele_edits_by_variant: list[list[list[Edit] | None]],
+        units: np.ndarray,
+        variants: np.ndarray,
+        alleles: np.ndarray,
+        codes: np.ndarray,
+    ) -> None:
+        """Group the carrying units by the alleles they carry and build each distinct sequence once."""
+        keys = self.rng.integers(0, np.iinfo(np.uint64).max, size=(len(allele_edits_by_variant), alleles.max() + 1, 2),
+                                 dtype=np.uint64, endpoint=True)
+        pattern = np.zeros((self.n_units, 2), dtype=np.uint64)
+        np.add.at(pattern, units, keys[variants, alleles])
+        carriers = np.unique(units)
+        _, representative, group = np.unique(pattern[carriers], axis=0, return_index=True, return_inverse=True)
+        by_unit = np.argsort(units, kind="stable")
+        bounds = np.searchsorted(units[by_unit], carriers[representative], side="left")
+        ends = np.searchsorted(units[by_unit], carriers[representative], side="right")
+        forward = reverse_complement(region.sequence) if region.strand == "-" else region.sequence
+        group_codes = np.empty(len(representative), dtype=np.int32)
+        for index, (lo, hi) in enumerate(zip(bounds, ends)):
+            rows = by_unit[lo:hi]
+            edits = sorted(e for row in rows for e in allele_edits_by_variant[variants[row]][alleles[row]])
+            sequence, overlaps = apply_edits(forward, region.start, edits)
+            self.counts["overlapping_alleles_skipped"] += overlaps
+            group_codes[index] = self._code(reverse_complement(sequence) if region.strand == "-" else sequence)
+        codes[carriers] = group_codes[group.ravel()]
+
+    def _code(self, sequence: str) -> int:
+        sequence_id = text_sha256(sequence)
+        if sequence_id not in self.codes:
+            self.codes[sequence_id] = len(self.sequences)
+            self.sequences.append(sequence)
+        return self.codes[sequence_id]
+
+    def check(self, path: Path, max_ref_mismatch_fraction: float) -> None:
+        """Raise the cohort-wide errors found while reading: REF mismatches over the limit, unphased calls."""
+        mismatches = self.counts["ref_mismatches"]
+        if self.checked and mismatches / self.checked > max_ref_mismatch_fraction:
+            raise InputError(
+                path,
+                "; ".join(self.mismatch_examples) + (" …" if mismatches > _SHOWN else ""),
+                f"{mismatches} of {self.checked} REF alleles ({mismatches / self.checked:.1%}) differ from the "
+                f"reference FASTA ({self.genome.path.name}), more than the {max_ref_mismatch_fraction:.1%} allowed: "
+                "the VCF and the FASTA are probably of different genome builds",
+                "use a VCF called or lifted over to the FASTA's build (e.g. GRCh38), or raise "
+                "haplotypes.max_ref_mismatch_fraction to accept skipping the mismatching records",
+            )
+        if self.unphased.any():
+            raise InputError(
+                path,
+                f"first: {self.unphased_example}",
+                f"{self.counts['unphased_heterozygous']} unphased heterozygous genotype(s) in "
+                f"{int(self.unphased.sum())} subject(s); haplotypes.mode phased needs phased genotypes (0|1)",
+                "phase the VCF (e.g. with SHAPEIT5, Eagle or Beagle), or set haplotypes.mode: alt_if_present",
+            )
+
+    def result(self, regions: pd.DataFrame, subjects: list[str], codes: list[np.ndarray]) -> HaplotypeResult:
+        """Assemble the tables: REF's units first, then every kept subject's, region by region."""
+        ploidy = self.ploidy
+        kept = np.repeat(~self.excluded, ploidy)
+        reference_codes = np.array([self._code(sequence) for sequence in regions.sequence], dtype=np.int32)
+        subject_codes = np.stack(codes)[:, kept] if codes else np.empty((0, int(kept.sum())), dtype=np.int32)
+        per_region = np.hstack([np.repeat(reference_codes[:, None], ploidy, axis=1), subject_codes])
+        unit_subject = np.repeat(np.arange(len(subjects) + 1, dtype=np.int32), ploidy)[np.r_[[True] * ploidy, kept]]
+        unit_haplotype = np.tile(np.arange(ploidy, dtype=np.int8), len(unit_subject) // ploidy)
+        n_regions, n_units = per_region.shape
+        sequence_ids = list(self.codes)
+        assignments = pd.DataFrame({
+            "subject_id": pd.Categorical.from_codes(np.tile(unit_subject, n_regions), [REFERENCE_SUBJECT, *subjects]),
+            "region_id": pd.Categorical.from_codes(
+                np.repeat(np.arange(n_regions, dtype=np.int32), n_units), regions.region_id.tolist()
+            ),
+            "haplotype": np.tile(unit_haplotype, n_regions),
+            "sequence_id": pd.Categorical.from_codes(per_region.ravel(), sequence_ids),
+        })
+        sequences = pd.DataFrame({"sequence_id": sequence_ids, "sequence": self.sequences})
+        sequences["length"] = sequences.sequence.str.len().astype("int64")
+        counts = {name: int(value) for name, value in self.counts.items()}
+        counts.update(
+            variants_applied=len(self.applied),
+            subjects=len(subjects) - int(self.excluded.sum()),
+            subjects_excluded=int(self.excluded.sum()),
+            regions=n_regions,
+            unique_sequences=len(sequence_ids),
+        )
+        excluded = [subject for subject, dropped in zip(subjects, self.excluded) if dropped]
+        return HaplotypeResult(sequences, assignments, counts, excluded)
+
+
+def allele_edits(position: int, ref: str, alt: str) -> list[Edit]:
+    """The edits that turn REF at `position` (0-based) into ALT: bases shared at either end are trimmed first."""
+    shared = len(os.path.commonprefix([ref, alt]))
+    ref, alt, position = ref[shared:], alt[shared:], position + shared
+    tail = len(os.path.commonprefix([ref[::-1], alt[::-1]]))
+    ref, alt = ref[: len(ref) - tail], alt[: len(alt) - tail]
+    paired = min(len(ref), len(alt))
+    edits = [(position + i, position + i + 1, alt[i]) for i in range(paired) if ref[i] != alt[i]]
+    if len(ref) > paired:
+        edits.append((position + paired, position + len(ref), ""))
+    if len(alt) > paired:
+        edits.append((position + paired, position + paired, alt[paired:]))
+    return edits
+
+
+def clip_edits(edits: list[Edit], start: int, end: int) -> list[Edit]:
+    """The parts of the edits inside [start, end); an insertion must fall strictly inside."""
+    inside = []
+    for edit_start, edit_end, text in edits:
+        if edit_start == edit_end:
+            if start < edit_start < end:
+                inside.append((edit_start, edit_end, text))
+        elif edit_start < end and edit_end > start:
+            # Substitutions are single bases and deletions have no text, so only deletions are ever cut.
+            inside.append((max(edit_start, start), min(edit_end, end), text))
+    return inside
+
+
+def apply_edits(forward: str, start: int, edits: list[Edit]) -> tuple[str, int]:
+    """`forward` (the + strand sequence from `start`) with the sorted edits applied; overlapping ones skipped."""
+    pieces, cursor, skipped = [], start, 0
+    for edit_start, edit_end, text in edits:
+        if edit_start < cursor:
+            skipped += 1
+            continue
+        pieces.append(forward[cursor - start : edit_start - start])
+        pieces.append(text)
+        cursor = edit_end
+    pieces.append(forward[cursor - start :])
+    return "".join(pieces), skipped
+
+
+def _key(record: cyvcf2.Variant) -> tuple:
+    return record.CHROM, record.start, record.REF, tuple(record.ALT)
+
+
+def _check_vcf_file(path: Path) -> list[str]:
+    """Check the VCF/BCF can be read by region and return its header's sample names (each once)."""
+    if not path.is_file():
+        raise InputError(path, None, "VCF file not found", "point inputs.vcf at an existing bgzipped VCF or BCF")
+    if not is_gzip(path):
+        raise InputError(
+            path, None, "the VCF is not bgzip-compressed, so it cannot be read by region",
+            f"compress and index it: bgzip {path.name} && tabix -p vcf {path.name}.gz",
+        )
+    check_bgzf(path, "VCF")
+    if not any(Path(f"{path}{suffix}").is_file() for suffix in (".tbi", ".csi")):
+        raise InputError(
+            path, None, "the VCF has no index (.tbi or .csi) next to it",
+            f"index it: tabix -p vcf {path.name} (or bcftools index {path.name})",
+        )
+    samples = _header_samples(path)
+    positions: dict[str, list[int]] = {}
+    for column, sample in enumerate(samples, 10):
+        positions.setdefault(sample, []).append(column)
+    repeated = {sample: columns for sample, columns in positions.items() if len(columns) > 1}
+    if repeated:
+        listed = "; ".join(f"{sample} in columns {', '.join(map(str, cols))}" for sample, cols in repeated.items())
+        raise InputError(path, "#CHROM header line", f"sample(s) listed more than once: {listed}",
+                         "give every sample one column (e.g. bcftools reheader with unique names)")
+    return samples
+
+
+def _header_samples(path: Path) -> list[str]:
+    """Sample names from the #CHROM line, read directly: htslib refuses a header with a repeated sample."""
+    with gzip.open(path, "rb") as handle:
+        if handle.peek(3)[:3] == b"BCF":
+            handle.read(5)
+            (length,) = struct.unpack("<I", handle.read(4))
+            lines = handle.read(length).rstrip(b"\0").split(b"\n")
+        else:
+            lines = []
+            for line in handle:
+                lines.append(line.rstrip(b"\r\n"))
+                if not line.startswith(b"##"):
+                    break
+    chrom_line = next((line for line in lines if line.startswith(b"#CHROM")), None)
+    if chrom_line is None:
+        raise InputError(path, "header", "not a VCF: no #CHROM header line", "point inputs.vcf at a VCF or BCF")
+    return chrom_line.decode().split("\t")[9:]
+
+
+def _select_samples(path: Path, header_samples: list[str], samples: list[str] | None) -> list[str]:
+    if REFERENCE_SUBJECT in header_samples:
+        raise InputError(path, f"sample {REFERENCE_SUBJECT}", f"'{REFERENCE_SUBJECT}' is reserved for the reference",
+                         "rename that sample (bcftools reheader --samples)")
+    if samples is None:
+        selected = header_samples
+    else:
+        repeated = sorted({sample for sample in samples if samples.count(sample) > 1})
+        unknown = [sample for sample in samples if sample not in set(header_samples)]
+        if repeated or unknown:
+            problem = "; ".join(part for part in (
+                f"requested more than once: {', '.join(repeated[:10])}" if repeated else "",
+                f"{len(unknown)} not in the VCF: {', '.join(unknown[:10])}" if unknown else "",
+            ) if part)
+            raise InputError(path, "samples", problem, "request each subject once, by its VCF sample name")
+        wanted = set(samples)
+        selected = [sample for sample in header_samples if sample in wanted]
+    if not selected:
+        raise InputError(path, "#CHROM header line", "the VCF has no samples", "use a VCF with genotype columns")
+    return selected
+
+
+def _check_vcf_contigs(path: Path, vcf: cyvcf2.VCF, genome: ReferenceGenome, regions: pd.DataFrame) -> None:
+    names = list(vcf.seqnames)
+    wanted = [chrom for chrom in regions.chrom.unique() if chrom not in names]
+    respelled = respell_contigs(wanted, names)
+    if respelled:
+        fasta_name, vcf_name = next(iter(respelled.items()))
+        raise InputError(
+            path,
+            "contig names",
+            f"the VCF and the FASTA ({genome.path.name}) name contigs differently: the VCF writes {vcf_name!r} "
+            f"where the FASTA writes {fasta_name!r}",
+            "rename the VCF's contigs to the FASTA's: bcftools annotate --rename-chrs <old new map> -Oz -W",
+        )
