@@ -1,0 +1,307 @@
+"""The covariates table: read, map the cohort's column names to canonical ones, validate, and build OLS designs.
+
+Canonical columns: ``subject_id`` (str), ``age`` (float), ``sex`` (category), ``pc1``..``pcN`` (float),
+``batch`` (category), and ``site`` / ``label`` (category) when the file has them. Rows are numbered in errors
+as data rows counted from 1 below the header ("row 3" is the third subject row of the file).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from kb_assets.errors import InputError
+from kb_assets.settings import CovariateColumns
+
+_TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+_CATEGORICAL = ("sex", "batch", "site", "label")
+_OPTIONAL = ("site", "label")
+_SHOWN = 5  # how many offending records an error lists before "and N more"
+
+
+@dataclass(frozen=True)
+class _Column:
+    canonical: str  # name in CovariateTable.frame
+    source: str  # name in the cohort's file
+    recipe_key: str  # where the recipe maps it
+
+
+@dataclass(frozen=True)
+class CovariateTable:
+    """A validated covariates table: one row per subject, canonical column names and types."""
+
+    frame: pd.DataFrame
+    source: Path
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # reason → subject ids left out
+
+    @property
+    def pcs(self) -> list[str]:
+        """The ancestry PC columns, in order."""
+        return [c for c in self.frame.columns if c.startswith("pc") and c[2:].isdigit()]
+
+    @property
+    def covariate_names(self) -> list[str]:
+        """The covariates residualized out: age, sex, the ancestry PCs and batch."""
+        return ["age", "sex", *self.pcs, "batch"]
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(len(ids) for ids in self.dropped.values())
+
+
+def load_covariates(
+    path: str | os.PathLike, columns: CovariateColumns, missing: Literal["fail", "drop"] = "fail"
+) -> CovariateTable:
+    """Read a .csv/.tsv/.txt (tab)/.parquet covariates file (optionally .gz for text) and validate it.
+
+    Stops with an InputError for a missing required column, an all-missing column, duplicated subject ids,
+    non-numeric ages or PCs, and (with ``missing="fail"``) any missing value; with ``missing="drop"`` subjects
+    with a missing value are left out and listed in ``dropped``.
+    """
+    path = Path(path)
+    raw = _read(path)
+    mapped = _mapped_columns(path, raw, columns)
+    frame = raw[[c.source for c in mapped]].copy()
+    frame.columns = [c.canonical for c in mapped]
+    by_name = {c.canonical: c for c in mapped}
+
+    _check_not_all_missing(path, frame, by_name)
+    _check_subject_ids(path, frame, by_name["subject_id"])
+    for name in ["age", *(c for c in frame.columns if c.startswith("pc") and c[2:].isdigit())]:
+        frame[name] = _numeric(path, frame, by_name[name])
+    for name in _CATEGORICAL:
+        if name in frame:
+            frame[name] = _categorical(frame[name])
+
+    dropped = _apply_missing_policy(path, frame, by_name, missing)
+    frame = frame[~frame["subject_id"].isin({s for ids in dropped.values() for s in ids})]
+    if frame.empty:
+        raise InputError(path, None, "no subject is left after dropping those with missing values",
+                         "fill in the missing values")
+    for name in _CATEGORICAL:
+        if name in frame:
+            frame[name] = frame[name].cat.remove_unused_categories()
+    return CovariateTable(frame=frame.reset_index(drop=True), source=path, dropped=dropped)
+
+
+def intersect_subjects(table: CovariateTable, vcf_subjects: list[str]) -> tuple[CovariateTable, dict]:
+    """Keep the subjects present in both the VCF and the table (in table order); report the rest.
+
+    The report holds ``only_in_vcf`` / ``only_in_table`` (sorted ids), their counts and ``n_analysis``.
+    """
+    in_vcf = set(vcf_subjects)
+    in_table = set(table.frame["subject_id"])
+    keep = table.frame["subject_id"].isin(in_vcf)
+    if not keep.any():
+        raise InputError(
+            table.source,
+            None,
+            f"no subject is in both the VCF and the covariates table (VCF ids look like "
+            f"{_sample(sorted(in_vcf))}; table ids look like {_sample(sorted(in_table))})",
+            "make the subject ids in covariates.columns.subject_id match the VCF sample names",
+        )
+    only_in_vcf = sorted(in_vcf - in_table)
+    only_in_table = sorted(in_table - in_vcf)
+    report = {
+        "n_analysis": int(keep.sum()),
+        "n_only_in_vcf": len(only_in_vcf),
+        "n_only_in_table": len(only_in_table),
+        "only_in_vcf": only_in_vcf,
+        "only_in_table": only_in_table,
+    }
+    frame = table.frame[keep].reset_index(drop=True)
+    for name in _CATEGORICAL:
+        if name in frame:
+            frame[name] = frame[name].cat.remove_unused_categories()
+    return CovariateTable(frame=frame, source=table.source, dropped=table.dropped), report
+
+
+def design_matrix(frame: pd.DataFrame, covariate_names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """The OLS design: intercept, numeric covariates as they are, categoricals one-hot without their first level.
+
+    Level order is the column's category order (sorted at load), so the same table always gives the same
+    columns. Returns the float64 matrix and its column names (``sex[M]`` for the indicator of level M).
+    """
+    blocks = [np.ones((len(frame), 1))]
+    names = ["intercept"]
+    for name in covariate_names:
+        values = frame[name]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            levels = list(values.cat.categories)[1:]
+            blocks.append(np.column_stack([(values == level).to_numpy(dtype=float) for level in levels])
+                          if levels else np.empty((len(frame), 0)))
+            names.extend(f"{name}[{level}]" for level in levels)
+        else:
+            blocks.append(values.to_numpy(dtype=np.float64)[:, None])
+            names.append(name)
+    return np.hstack(blocks), names
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputError(path, None, "covariates file not found", "point inputs.covariates at an existing file")
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes[-1:] == [".gz"]:
+        suffixes = suffixes[:-1]
+    kind = suffixes[-1] if suffixes else ""
+    if kind != ".parquet" and kind not in _TEXT_SEPARATORS:
+        raise InputError(path, None, f"unknown covariates file type '{kind or path.name}'",
+                         "save it as .csv, .tsv, .txt (tab-separated) or .parquet")
+    try:
+        if kind == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep=_TEXT_SEPARATORS[kind], dtype=str)
+    except (ValueError, OSError) as err:  # pandas' parser errors and pyarrow's ArrowInvalid are ValueErrors
+        raise InputError(path, None, f"cannot read the file as {kind} ({err})",
+                         "check that the extension matches the contents") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise InputError(path, None, "the file has a header but no subject rows", "add one row per subject")
+    # Surrounding spaces are not part of a value, and an empty cell is a missing value.
+    for name in frame.columns:
+        if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
+            stripped = frame[name].str.strip()
+            frame[name] = stripped.mask(stripped == "")
+    return frame
+
+
+def _mapped_columns(path: Path, raw: pd.DataFrame, columns: CovariateColumns) -> list[_Column]:
+    wanted = [
+        _Column("subject_id", columns.subject_id, "covariates.columns.subject_id"),
+        _Column("age", columns.age, "covariates.columns.age"),
+        _Column("sex", columns.sex, "covariates.columns.sex"),
+        *(_Column(f"pc{i}", name, "covariates.columns.pcs") for i, name in enumerate(columns.pcs, start=1)),
+        _Column("batch", columns.batch, "covariates.columns.batch"),
+    ]
+    for name in _OPTIONAL:
+        source = getattr(columns, name)
+        # A site/label column named only by the default is used when present; one the recipe names must exist.
+        if source is not None and (source in raw.columns or name in columns.model_fields_set):
+            wanted.append(_Column(name, source, f"covariates.columns.{name}"))
+    absent = [c for c in wanted if c.source not in raw.columns]
+    if absent:
+        have = list(raw.columns)
+        hints = []
+        for key in dict.fromkeys(c.recipe_key for c in absent):
+            names = [c.source for c in absent if c.recipe_key == key]
+            hints.append(_pcs_hint(have) if key == "covariates.columns.pcs" else _column_hint(key, names[0], have))
+        raise InputError(
+            path,
+            "column(s) " + ", ".join(f"'{c.source}'" for c in absent),
+            f"not found; the file has columns {_sample(have, 12)}",
+            "map them in the recipe: " + "; ".join(hints),
+        )
+    return wanted
+
+
+def _column_hint(key: str, name: str, have: list[str]) -> str:
+    lowered = [h.lower() for h in have]
+    close = difflib.get_close_matches(name.lower(), lowered, n=1, cutoff=0.6)
+    return f"{key}: {have[lowered.index(close[0])]}" if close else f"{key}: <the file's column for it, not '{name}'>"
+
+
+def _pcs_hint(have: list[str]) -> str:
+    # Cohorts number their PCs (pc1, pcs_1, genetic_pc_1, PC1 …): offer the file's numbered PC-like columns.
+    numbered = [(int(m.group(1)), h) for h in have if (m := re.fullmatch(r"(?i).*pc\D*(\d+)", h))]
+    listed = [h for _, h in sorted(numbered)]
+    if listed:
+        return f"covariates.columns.pcs: [{', '.join(listed)}]"
+    return "covariates.columns.pcs: <the file's ancestry PC columns, in order>"
+
+
+def _check_not_all_missing(path: Path, frame: pd.DataFrame, by_name: dict[str, _Column]) -> None:
+    for name in frame.columns:
+        if frame[name].isna().all():
+            column = by_name[name]
+            optional = f", or set {column.recipe_key}: null" if name in _OPTIONAL else ""
+            raise InputError(
+                path,
+                f"column '{column.source}'",
+                f"every value is missing ({len(frame)} rows)",
+                f"fill in the column, or map {column.recipe_key} to the column that holds it{optional}",
+            )
+
+
+def _check_subject_ids(path: Path, frame: pd.DataFrame, column: _Column) -> None:
+    blank = np.flatnonzero(frame["subject_id"].isna().to_numpy())
+    if len(blank):
+        raise InputError(
+            path,
+            f"row {blank[0] + 1}, column '{column.source}'",
+            f"subject id is missing ({len(blank)} row(s) without an id)",
+            "give every row a subject id",
+        )
+    ids = frame["subject_id"].astype(str)
+    frame["subject_id"] = ids
+    repeated = ids[ids.duplicated(keep=False)]
+    if len(repeated):
+        rows = repeated.groupby(repeated, sort=False).groups
+        listed = [f"{subject} (rows {', '.join(str(r + 1) for r in index)})" for subject, index in rows.items()]
+        more = f" and {len(listed) - _SHOWN} more" if len(listed) > _SHOWN else ""
+        raise InputError(
+            path,
+            "subject " + "; subject ".join(listed[:_SHOWN]) + more,
+            "subject id appears more than once",
+            "keep exactly one row per subject",
+        )
+
+
+def _categorical(values: pd.Series) -> pd.Categorical:
+    # Levels are text (a parquet batch of 1, 2, 10 reads like the CSV "1", "2", "10") and sorted, so the one-hot
+    # columns and their baseline level do not depend on the file type or the row order.
+    text = values.where(values.isna(), values.astype(str))
+    return pd.Categorical(text, categories=sorted(text.dropna().unique()))
+
+
+def _numeric(path: Path, frame: pd.DataFrame, column: _Column) -> pd.Series:
+    values = frame[column.canonical]
+    numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
+    bad = np.flatnonzero((values.notna() & ~np.isfinite(numbers)).to_numpy())
+    if len(bad):
+        first, rest = bad[0], bad[1:]
+        others = [f"row {r + 1} '{values.iloc[r]}'" for r in rest[: _SHOWN - 1]]
+        more = f" (also {', '.join(others)}{' and more' if len(rest) > len(others) else ''})" if others else ""
+        raise InputError(
+            path,
+            f"row {first + 1} (subject {frame['subject_id'].iloc[first]}), column '{column.source}'",
+            f"'{values.iloc[first]}' is not {'finite' if pd.notna(numbers.iloc[first]) else 'a number'}{more}",
+            f"write {column.recipe_key} values as numbers; leave unknown values empty "
+            "(covariates.missing decides what happens to them)",
+        )
+    return numbers
+
+
+def _apply_missing_policy(
+    path: Path, frame: pd.DataFrame, by_name: dict[str, _Column], missing: str
+) -> dict[str, list[str]]:
+    gaps = frame.drop(columns="subject_id").isna()
+    rows = np.flatnonzero(gaps.any(axis=1).to_numpy())
+    if not len(rows):
+        return {}
+    if missing == "fail":
+        first = rows[0]
+        names = [by_name[c].source for c in gaps.columns[gaps.iloc[first].to_numpy()]]
+        raise InputError(
+            path,
+            f"row {first + 1} (subject {frame['subject_id'].iloc[first]}), column(s) {', '.join(names)}",
+            f"missing value ({len(rows)} row(s) have missing values)",
+            "fill them in, or set covariates.missing: drop to leave those subjects out (they are counted)",
+        )
+    dropped: dict[str, list[str]] = {}
+    for row in rows:
+        reason = "missing " + ", ".join(gaps.columns[gaps.iloc[row].to_numpy()])
+        dropped.setdefault(reason, []).append(frame["subject_id"].iloc[row])
+    return dropped
+
+
+def _sample(values: list, shown: int = _SHOWN) -> str:
+    head = ", ".join(str(v) for v in values[:shown])
+    return head + (f", … ({len(values)} in all)" if len(values) > shown else "")

@@ -1,0 +1,161 @@
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kb_assets.errors import InputError
+from kb_assets.settings import CovariateColumns
+from kb_assets.stats.covariates import design_matrix, intersect_subjects, load_covariates
+from kb_assets_tests.stats.conftest import write_table
+
+HEADER = ["subject_id", "age", "sex", "pc1", "pc2", "batch"]
+ROWS = [
+    ["S1", 50, "F", 0.01, -0.02, "b1"],
+    ["S2", 61.5, "M", 0.03, 0.00, "b2"],
+    ["S3", 47, "M", -0.01, 0.02, "b1"],
+    ["S4", 70, "F", 0.00, 0.01, "b2"],
+]
+TWO_PCS = CovariateColumns(pcs=["pc1", "pc2"])
+
+
+def test_cohort_column_names_map_to_canonical_ones(tmp_path: Path):
+    path = write_table(
+        tmp_path / "cohort.csv",
+        ["IID", "Age", "Sex", "genetic_pc_1", "genetic_pc_2", "Batch", "Centre", "Dx"],
+        [["007", 50, "F", 0.1, 0.2, 3, "A", "case"], ["012", 60, "M", 0.3, 0.4, 10, "B", "control"]],
+    )
+    columns = CovariateColumns(
+        subject_id="IID", age="Age", sex="Sex", batch="Batch", site="Centre", label="Dx",
+        pcs=["genetic_pc_1", "genetic_pc_2"],
+    )
+    frame = load_covariates(path, columns).frame
+    assert list(frame.columns) == ["subject_id", "age", "sex", "pc1", "pc2", "batch", "site", "label"]
+    assert frame["subject_id"].tolist() == ["007", "012"]  # ids stay text: leading zeros kept
+    assert frame["age"].dtype == np.float64 and frame["pc2"].tolist() == [0.2, 0.4]
+    assert list(frame["sex"].cat.categories) == ["F", "M"]
+    assert list(frame["batch"].cat.categories) == ["10", "3"]  # text levels, sorted
+
+
+@pytest.mark.parametrize("name, sep", [("c.tsv", "\t"), ("c.txt", "\t"), ("c.csv", ",")])
+def test_text_formats_and_parquet_read_alike(tmp_path: Path, name: str, sep: str):
+    text = load_covariates(write_table(tmp_path / name, HEADER, ROWS, sep=sep), TWO_PCS).frame
+    raw = pd.DataFrame(ROWS, columns=HEADER)
+    raw.to_parquet(tmp_path / "c.parquet")
+    parquet = load_covariates(tmp_path / "c.parquet", TWO_PCS).frame
+    pd.testing.assert_frame_equal(text, parquet)
+    assert "site" not in text and "label" not in text  # default optional names, absent from the file
+
+
+def test_duplicated_subject_names_the_id_rows_and_file(tmp_path: Path):
+    path = write_table(tmp_path / "dup.csv", HEADER, [*ROWS, ["S2", 40, "F", 0, 0, "b1"]])
+    with pytest.raises(InputError) as caught:
+        load_covariates(path, TWO_PCS)
+    assert str(caught.value) == (
+        f"{path}: subject S2 (rows 2, 5): subject id appears more than once. Fix: keep exactly one row per subject"
+    )
+
+
+def test_text_in_age_names_the_row_subject_and_value(tmp_path: Path):
+    rows = [list(r) for r in ROWS]
+    rows[2][1] = "forty-seven"
+    path = write_table(tmp_path / "age.csv", ["subject_id", "Age", *HEADER[2:]], rows)
+    with pytest.raises(InputError) as caught:
+        load_covariates(path, CovariateColumns(age="Age", pcs=["pc1", "pc2"]))
+    assert str(caught.value) == (
+        f"{path}: row 3 (subject S3), column 'Age': 'forty-seven' is not a number. "
+        "Fix: write covariates.columns.age values as numbers; leave unknown values empty "
+        "(covariates.missing decides what happens to them)"
+    )
+
+
+def test_all_missing_column_is_named(tmp_path: Path):
+    rows = [[*r[:5], None] for r in ROWS]
+    path = write_table(tmp_path / "nobatch.csv", HEADER, rows)
+    with pytest.raises(InputError) as caught:
+        load_covariates(path, TWO_PCS)
+    assert str(caught.value) == (
+        f"{path}: column 'batch': every value is missing (4 rows). "
+        "Fix: fill in the column, or map covariates.columns.batch to the column that holds it"
+    )
+
+
+def test_missing_required_column_names_the_recipe_key_and_the_likely_column(tmp_path: Path):
+    path = write_table(tmp_path / "c.csv", ["subject_id", "Age", "sex", "pcs_1", "pcs_2", "batch"], ROWS)
+    with pytest.raises(InputError) as caught:
+        load_covariates(path, TWO_PCS)
+    assert str(caught.value) == (
+        f"{path}: column(s) 'age', 'pc1', 'pc2': not found; the file has columns subject_id, Age, sex, pcs_1, "
+        "pcs_2, batch. Fix: map them in the recipe: covariates.columns.age: Age; "
+        "covariates.columns.pcs: [pcs_1, pcs_2]"
+    )
+
+
+def test_a_site_column_the_recipe_names_must_exist(tmp_path: Path):
+    path = write_table(tmp_path / "c.csv", HEADER, ROWS)
+    with pytest.raises(InputError, match=re.escape("column(s) 'centre': not found")):
+        load_covariates(path, CovariateColumns(pcs=["pc1", "pc2"], site="centre"))
+
+
+def test_missing_values_fail_by_default_naming_the_first(tmp_path: Path):
+    rows = [list(r) for r in ROWS]
+    rows[1][3] = "NA"
+    rows[3][1] = None
+    path = write_table(tmp_path / "gaps.csv", HEADER, rows)
+    with pytest.raises(InputError) as caught:
+        load_covariates(path, TWO_PCS)
+    assert str(caught.value) == (
+        f"{path}: row 2 (subject S2), column(s) pc1: missing value (2 row(s) have missing values). "
+        "Fix: fill them in, or set covariates.missing: drop to leave those subjects out (they are counted)"
+    )
+
+
+def test_missing_values_dropped_and_counted_with_drop_policy(tmp_path: Path):
+    rows = [list(r) for r in ROWS]
+    rows[1][3] = "NA"
+    rows[3][1] = ""
+    rows[3][5] = " "
+    path = write_table(tmp_path / "gaps.csv", HEADER, rows)
+    table = load_covariates(path, TWO_PCS, missing="drop")
+    assert table.frame["subject_id"].tolist() == ["S1", "S3"]
+    assert table.dropped == {"missing pc1": ["S2"], "missing age, batch": ["S4"]}
+    assert table.n_dropped == 2
+    assert list(table.frame["batch"].cat.categories) == ["b1"]  # b2 left with the dropped subjects
+
+
+def test_intersection_keeps_shared_subjects_and_reports_the_rest(tmp_path: Path):
+    table = load_covariates(write_table(tmp_path / "c.csv", HEADER, ROWS), TWO_PCS)
+    shared, report = intersect_subjects(table, ["S3", "S9", "S1", "S8"])
+    assert shared.frame["subject_id"].tolist() == ["S1", "S3"]
+    assert report == {
+        "n_analysis": 2,
+        "n_only_in_vcf": 2,
+        "n_only_in_table": 2,
+        "only_in_vcf": ["S8", "S9"],
+        "only_in_table": ["S2", "S4"],
+    }
+
+
+def test_no_shared_subject_is_an_error(tmp_path: Path):
+    table = load_covariates(write_table(tmp_path / "c.csv", HEADER, ROWS), TWO_PCS)
+    with pytest.raises(InputError, match=r"no subject is in both the VCF and the covariates table \(VCF ids look "
+                                         r"like sample_1; table ids look like S1, S2, S3, S4\)"):
+        intersect_subjects(table, ["sample_1"])
+
+
+def test_unknown_file_type(tmp_path: Path):
+    path = tmp_path / "c.xlsx"
+    path.write_bytes(b"PK")
+    with pytest.raises(InputError, match=r"unknown covariates file type '\.xlsx'"):
+        load_covariates(path, TWO_PCS)
+
+
+def test_design_matrix_one_hot_drops_the_first_sorted_level(tmp_path: Path):
+    table = load_covariates(write_table(tmp_path / "c.csv", HEADER, ROWS[::-1]), TWO_PCS)
+    design, names = design_matrix(table.frame, table.covariate_names)
+    assert names == ["intercept", "age", "sex[M]", "pc1", "pc2", "batch[b2]"]
+    np.testing.assert_array_equal(
+        design,
+        [[1, 70, 0, 0.00, 0.01, 1], [1, 47, 1, -0.01, 0.02, 0], [1, 61.5, 1, 0.03, 0.00, 1], [1, 50, 0, 0.01, -0.02, 0]],
+    )
