@@ -1,4 +1,5 @@
-"""DNABERT-2 checkpoint folders: write one with seeded random weights in exactly the real layout.
+"""DNABERT-2 checkpoint folders: read one safely (no code from the folder runs), or write one with seeded random
+weights in exactly the real layout.
 
 The real `zhihan1996/DNABERT-2-117M` folder holds config.json (no `model_type`, no `architectures`),
 pytorch_model.bin (a BertForMaskedLM state dict: `bert.*` encoder weights plus the `cls.predictions.*`
@@ -10,14 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
+from torch import nn
 
+from kb_assets.encoders.model import DnaBert2Config
 from kb_assets.encoders.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE
+from kb_assets.errors import InputError
 
 CONFIG_FILE = "config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -25,6 +31,114 @@ BIN_WEIGHTS_FILE = "pytorch_model.bin"
 SAFETENSORS_WEIGHTS_FILE = "model.safetensors"
 # Same std as the real config's initializer_range, so activations have realistic magnitudes.
 _INIT_STD = 0.02
+ENCODER_PREFIX = "bert."
+MLM_HEAD_PREFIX = "cls."
+_REQUIRED_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+_GET_REAL_CHECKPOINT = "download zhihan1996/DNABERT-2-117M again and point at that folder"
+
+
+def read_config(folder: Path) -> DnaBert2Config:
+    """The architecture from config.json; stops on a field this implementation cannot honour, naming it."""
+    file = folder / CONFIG_FILE
+    if not file.is_file():
+        raise InputError(file, None, "config.json not found",
+                         "point at a DNABERT-2 checkpoint folder (config.json, pytorch_model.bin, tokenizer.json)")
+    try:
+        raw = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(file, None, f"not valid JSON ({err})", _GET_REAL_CHECKPOINT) from err
+    if not isinstance(raw, dict):
+        raise InputError(file, None, "not a JSON object", _GET_REAL_CHECKPOINT)
+    model_type = raw.get("model_type", "bert")
+    if model_type != "bert":
+        raise InputError(file, "model_type", f"model_type {model_type!r} is not a DNABERT-2 (BERT) model",
+                         "point at a DNABERT-2 checkpoint")
+    hidden_act = raw.get("hidden_act", "gelu")
+    if hidden_act != "gelu":
+        raise InputError(file, "hidden_act",
+                         f"hidden_act {hidden_act!r} is not supported (DNABERT-2 uses exact 'gelu')",
+                         "point at a DNABERT-2 checkpoint")
+    sizes: dict[str, int] = {}
+    for key in (*_REQUIRED_SIZES, "type_vocab_size", "max_position_embeddings"):
+        if key not in raw and key in _REQUIRED_SIZES:
+            raise InputError(file, key, f"required field {key} is missing", _GET_REAL_CHECKPOINT)
+        value = raw.get(key, getattr(DnaBert2Config, key))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(file, key, f"{key} must be a positive integer (got {value!r})", _GET_REAL_CHECKPOINT)
+        sizes[key] = value
+    if sizes["hidden_size"] % sizes["num_attention_heads"]:
+        raise InputError(file, "num_attention_heads",
+                         f"hidden_size {sizes['hidden_size']} is not divisible by num_attention_heads "
+                         f"{sizes['num_attention_heads']}", _GET_REAL_CHECKPOINT)
+    layer_norm_eps = raw.get("layer_norm_eps", DnaBert2Config.layer_norm_eps)
+    if isinstance(layer_norm_eps, bool) or not isinstance(layer_norm_eps, (int, float)) or layer_norm_eps <= 0:
+        raise InputError(file, "layer_norm_eps", f"layer_norm_eps must be a positive number (got {layer_norm_eps!r})",
+                         _GET_REAL_CHECKPOINT)
+    return DnaBert2Config(**sizes, layer_norm_eps=float(layer_norm_eps))
+
+
+def weights_file(folder: Path) -> Path:
+    """The folder's weights: model.safetensors when present, else pytorch_model.bin (the real checkpoint's)."""
+    for name in (SAFETENSORS_WEIGHTS_FILE, BIN_WEIGHTS_FILE):
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(folder, None, f"neither {SAFETENSORS_WEIGHTS_FILE} nor {BIN_WEIGHTS_FILE} found",
+                     f"copy the checkpoint's {BIN_WEIGHTS_FILE} into the folder")
+
+
+def read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """The encoder weights of a checkpoint file under model key names: `bert.` stripped, `cls.*` dropped.
+
+    A .bin is unpickled with `weights_only=True`, which refuses anything but plain tensors and containers,
+    so a pickle that would run code on load is rejected instead of executed.
+    """
+    if file.suffix == ".safetensors":
+        try:
+            state = load_file(str(file))
+        except (SafetensorError, OSError) as err:
+            raise InputError(file, None, f"not a readable safetensors file ({err})", _GET_REAL_CHECKPOINT) from err
+    else:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            # weights_only=True raises this both for a pickle of arbitrary objects and for a non-pickle file.
+            raise InputError(file, None, "not loaded: it holds objects other than plain tensors (unpickling them "
+                             "could run code) or is not a PyTorch weights file at all",
+                             "save the weights as a plain state dict (torch.save(model.state_dict(), path)) "
+                             "or as model.safetensors") from err
+        except (RuntimeError, EOFError, OSError) as err:
+            raise InputError(file, None, f"could not be read as PyTorch weights ({err})", _GET_REAL_CHECKPOINT) from err
+    if not isinstance(state, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
+        raise InputError(file, None, "is not a state dict (a flat mapping of weight names to tensors)",
+                         "save the weights with torch.save(model.state_dict(), path)")
+    return {
+        key.removeprefix(ENCODER_PREFIX): tensor
+        for key, tensor in state.items()
+        if not key.startswith(MLM_HEAD_PREFIX)
+    }
+
+
+def check_weights(model: nn.Module, weights: dict[str, torch.Tensor], file: Path) -> None:
+    """Stop, naming the key, on a missing or unexpected weight or a shape that does not fit the config."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in weights]
+    if missing:
+        raise InputError(file, ENCODER_PREFIX + missing[0],
+                         f"weight missing ({len(missing)} missing in all: {', '.join(missing[:3])}"
+                         f"{' …' if len(missing) > 3 else ''})",
+                         "use the complete checkpoint whose config.json sits beside it")
+    unexpected = [key for key in weights if key not in expected]
+    if unexpected:
+        raise InputError(file, ENCODER_PREFIX + unexpected[0],
+                         f"unexpected weight ({len(unexpected)} in all), not part of DNABERT-2's encoder",
+                         "point at a DNABERT-2 checkpoint; its config.json must describe these weights")
+    for key, tensor in weights.items():
+        if tensor.shape != expected[key].shape:
+            raise InputError(file, ENCODER_PREFIX + key,
+                             f"shape {list(tensor.shape)} does not match {list(expected[key].shape)} from config.json",
+                             "use the config.json that belongs to these weights")
 
 
 def real_config(

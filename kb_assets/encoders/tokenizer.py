@@ -93,6 +93,15 @@ class DnaTokenizer:
         return f"DnaTokenizer({str(self.path)!r}, vocab_size={self.vocab_size}, version={self.version[:12]})"
 
 
+def check_window_options(window_tokens: int, window_overlap: int) -> None:
+    """A window must hold [CLS], [SEP] and at least one token; the overlap must leave the windows a stride."""
+    if window_tokens < 3:
+        raise ValueError(f"window_tokens must be at least 3 (got {window_tokens})")
+    if not 0 <= window_overlap < window_tokens - 2:
+        raise ValueError(f"window_overlap must be in [0, {window_tokens - 2}) for window_tokens={window_tokens} "
+                         f"(got {window_overlap})")
+
+
 def token_windows(token_ids: list[int], window_tokens: int = 512, window_overlap: int = 64) -> list[TokenWindow]:
     """Cut a sequence's token ids into windows that cover it with no gap.
 
@@ -100,13 +109,8 @@ def token_windows(token_ids: list[int], window_tokens: int = 512, window_overlap
     every window is full length and the last one may overlap its neighbour more. A window's weight is its token
     count over the sum of the windows' token counts, so the weights of a sequence sum to 1.
     """
+    check_window_options(window_tokens, window_overlap)
     content = window_tokens - 2  # room left after [CLS] and [SEP]
-    if content < 1:
-        raise ValueError(f"window_tokens must be at least 3 (got {window_tokens})")
-    if not 0 <= window_overlap < content:
-        raise ValueError(
-            f"window_overlap must be in [0, {content}) for window_tokens={window_tokens} (got {window_overlap})"
-        )
     n = len(token_ids)
     if n <= content:
         starts = [0]
