@@ -4,7 +4,7 @@ from kb_assets.genome.annotation import Annotation, load_annotation
 from kb_assets.genome.fasta import ReferenceGenome
 from kb_assets.genome.gene_set import choose_transcripts, read_gene_set, resolve_gene_set
 from kb_assets.genome.haplotypes import (
-    COUNT_NAMES,
+    COUNT_DESCRIPTIONS,
     HAPLOTYPE_MODES,
     REFERENCE_SUBJECT,
     HaplotypeResult,
@@ -15,7 +15,7 @@ from kb_assets.genome.sequence import reverse_complement
 
 __all__ = [
     "Annotation",
-    "COUNT_NAMES",
+    "COUNT_DESCRIPTIONS",
     "HAPLOTYPE_MODES",
     "HaplotypeResult",
     "REFERENCE_SUBJECT",

@@ -34,6 +34,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cyvcf2
 import numpy as np
@@ -49,15 +50,28 @@ from kb_assets.genome.sequence import reverse_complement
 HAPLOTYPE_MODES = ("alt_if_present", "phased")
 MISSING_GENOTYPE_POLICIES = ("ref", "exclude_subject")
 REFERENCE_SUBJECT = "REF"
-COUNT_NAMES = (
-    "variants_read", "variants_applied", "multiallelic", "allele_conflicts", "missing_genotypes", "filtered",
-    "symbolic_skipped", "ref_mismatches", "clipped_at_edge", "overlapping_alleles_skipped", "unphased_heterozygous",
-    "subjects", "subjects_excluded", "regions", "unique_sequences",
-)
+COUNT_DESCRIPTIONS = {
+    "variants_read": "distinct VCF records overlapping a region",
+    "variants_applied": "distinct records with an applied allele carried by at least one subject",
+    "multiallelic": "records with more than one ALT allele",
+    "allele_conflicts": "alt_if_present: calls with two different ALT alleles (the smaller index applied)",
+    "missing_genotypes": "missing calls (subject × record) in used records",
+    "filtered": "records whose FILTER is not in the allowed filters",
+    "symbolic_skipped": "symbolic or '*' ALT alleles, not applied",
+    "ref_mismatches": "records whose REF differs from the FASTA, not applied",
+    "clipped_at_edge": "(region, record) pairs with an allele partly or wholly outside the region",
+    "overlapping_alleles_skipped": "alleles overlapping an earlier allele of the same built haplotype",
+    "unphased_heterozygous": "phased mode: unphased heterozygous calls",
+    "subjects": "subjects in the result (REF not included)",
+    "subjects_excluded": "subjects dropped for missing genotypes",
+    "regions": "regions",
+    "unique_sequences": "distinct sequences, reference sequences included",
+}
 _SEQUENCE_ALLELE = re.compile(r"[ACGTN]+")
 _SHOWN = 3  # examples quoted in an error
 
 Edit = tuple[int, int, str]  # replace genome[start:end] (0-based, + strand) by the text; start == end inserts
+Region = Any  # one row of the regions table, from DataFrame.itertuples()
 
 
 @dataclass(frozen=True)
@@ -66,7 +80,7 @@ class HaplotypeResult:
 
     sequences: pd.DataFrame  # sequence_id (sha256 of the sequence), sequence, length
     assignments: pd.DataFrame  # subject_id, region_id, haplotype, sequence_id: REF and every kept subject
-    counts: dict[str, int]  # COUNT_NAMES, for materialization metadata
+    counts: dict[str, int]  # the keys of COUNT_DESCRIPTIONS, for materialization metadata
     excluded_subjects: list[str]  # dropped by missing_genotypes="exclude_subject"
 
 
@@ -110,7 +124,7 @@ class _Builder:
         self.vcf, self.genome, self.mode, self.missing, self.filters = vcf, genome, mode, missing, filters
         self.ploidy = 2 if mode == "phased" else 1  # sequences per subject and region
         self.n_units = n_subjects * self.ploidy
-        self.counts: Counter[str] = Counter(dict.fromkeys(COUNT_NAMES, 0))
+        self.counts: Counter[str] = Counter(dict.fromkeys(COUNT_DESCRIPTIONS, 0))
         # A record read again by an overlapping region is counted once.
         self.read: set[tuple] = set()
         self.genotyped: set[tuple] = set()
@@ -122,14 +136,12 @@ class _Builder:
         self.excluded = np.zeros(n_subjects, dtype=bool)
         self.codes: dict[str, int] = {}  # sequence_id → code (row of the sequences table)
         self.sequences: list[str] = []
-        # Random 128-bit keys per allele; a unit's pattern is the wrapping sum of the keys of its alleles.
         self.rng = np.random.default_rng(0)
 
-    def region(self, region) -> np.ndarray:
+    def region(self, region: Region) -> np.ndarray:
         """The sequence code of every unit (subject, or subject × haplotype) in one region."""
         codes = np.full(self.n_units, self._code(region.sequence), dtype=np.int32)
-        allele_edits_by_variant: list[list[list[Edit] | None]] = []
-        units, variants, alleles = [], [], []
+        variants: list[tuple[list[list[Edit] | None], np.ndarray, np.ndarray]] = []
         for record in self.vcf(f"{region.chrom}:{region.start + 1}-{region.end}"):
             edits = self._edits(record, region)
             if edits is None:
@@ -137,15 +149,12 @@ class _Builder:
             carriers, carried = self._carriers(record, edits)
             if len(carriers):
                 self.applied.add(_key(record))
-                units.append(carriers)
-                alleles.append(carried)
-                variants.append(np.full(len(carriers), len(allele_edits_by_variant)))
-                allele_edits_by_variant.append(edits)
-        if units:
-            self._build(region, allele_edits_by_variant, *map(np.concatenate, (units, variants, alleles)), codes)
+                variants.append((edits, carriers, carried))
+        if variants:
+            self._build(region, variants, codes)
         return codes
 
-    def _edits(self, record: cyvcf2.Variant, region) -> list[list[Edit] | None] | None:
+    def _edits(self, record: cyvcf2.Variant, region: Region) -> list[list[Edit] | None] | None:
         """Per allele index (0 = REF) its edits clipped to the region, None where not applied; None if unused."""
         key = _key(record)
         first_read = key not in self.read
@@ -205,45 +214,54 @@ class _Builder:
                 self.counts["unphased_heterozygous"] += int(unphased.sum())
                 self.unphased |= unphased
         applied = np.array([allele is not None for allele in edits])
-        first, second = np.where(applied[first], first, 0), np.where(applied[second], second, 0)
+        candidates = np.flatnonzero((first > 0) | (second > 0))
+        first = np.where(applied[first[candidates]], first[candidates], 0)
+        second = np.where(applied[second[candidates]], second[candidates], 0)
         if self.mode == "phased":
-            on_first, on_second = np.flatnonzero(first), np.flatnonzero(second)
-            units = np.concatenate([2 * on_first, 2 * on_second + 1])
-            return units, np.concatenate([first[on_first], second[on_second]])
+            # Unit 2i is subject i's first haplotype, 2i + 1 its second; carriers come out sorted.
+            units = np.stack([2 * candidates, 2 * candidates + 1], axis=1).ravel()
+            alleles = np.stack([first, second], axis=1).ravel()
+            carrying = alleles > 0
+            return units[carrying], alleles[carrying]
         both = (first > 0) & (second > 0)
         self.counts["allele_conflicts"] += int((both & (first != second)).sum()) * first_genotyped
         chosen = np.where(both, np.minimum(first, second), np.maximum(first, second))
-        carriers = np.flatnonzero(chosen)
-        return carriers, chosen[carriers]
+        carrying = chosen > 0
+        return candidates[carrying], chosen[carrying]
 
     def _build(
-        self,
-        region,
-        allele_edits_by_variant: list[list[list[Edit] | None]],
-        units: np.ndarray,
-        variants: np.ndarray,
-        alleles: np.ndarray,
-        codes: np.ndarray,
+        self, region: Region, variants: list[tuple[list[list[Edit] | None], np.ndarray, np.ndarray]], codes: np.ndarray
     ) -> None:
-        """Group the carrying units by the alleles they carry and build each distinct sequence once."""
-        keys = self.rng.integers(0, np.iinfo(np.uint64).max, size=(len(allele_edits_by_variant), alleles.max() + 1, 2),
-                                 dtype=np.uint64, endpoint=True)
+        """Group the carrying units by the alleles they carry and build each distinct sequence once.
+
+        A unit's allele pattern is summed from random 128-bit keys, one per (variant, allele), wrapping on
+        overflow: units share a sum exactly when they carry the same alleles (a collision is ~2^-128 likely).
+        """
+        max_allele = max(len(edits) for edits, _, _ in variants)
+        keys = self.rng.integers(0, np.iinfo(np.uint64).max, size=(len(variants), max_allele, 2), dtype=np.uint64,
+                                 endpoint=True)
         pattern = np.zeros((self.n_units, 2), dtype=np.uint64)
-        np.add.at(pattern, units, keys[variants, alleles])
-        carriers = np.unique(units)
-        _, representative, group = np.unique(pattern[carriers], axis=0, return_index=True, return_inverse=True)
-        by_unit = np.argsort(units, kind="stable")
-        bounds = np.searchsorted(units[by_unit], carriers[representative], side="left")
-        ends = np.searchsorted(units[by_unit], carriers[representative], side="right")
+        for index, (_, carriers, carried) in enumerate(variants):
+            pattern[carriers] += keys[index, carried]  # carriers are unique within a variant
+        touched = np.flatnonzero(pattern.any(axis=1))
+        _, first_of_group, group = np.unique(pattern[touched], axis=0, return_index=True, return_inverse=True)
+        representatives = touched[first_of_group]
+        # allele_at[v, g]: the allele of variant v that group g carries (0 = none).
+        allele_at = np.zeros((len(variants), len(representatives)), dtype=np.int16)
+        for index, (_, carriers, carried) in enumerate(variants):
+            at = np.minimum(np.searchsorted(carriers, representatives), len(carriers) - 1)
+            allele_at[index] = np.where(carriers[at] == representatives, carried[at], 0)
         forward = reverse_complement(region.sequence) if region.strand == "-" else region.sequence
-        group_codes = np.empty(len(representative), dtype=np.int32)
-        for index, (lo, hi) in enumerate(zip(bounds, ends)):
-            rows = by_unit[lo:hi]
-            edits = sorted(e for row in rows for e in allele_edits_by_variant[variants[row]][alleles[row]])
+        group_codes = np.empty(len(representatives), dtype=np.int32)
+        for position in range(len(representatives)):
+            carried_by_group = np.flatnonzero(allele_at[:, position])
+            edits = sorted(
+                edit for index in carried_by_group for edit in variants[index][0][allele_at[index, position]]
+            )
             sequence, overlaps = apply_edits(forward, region.start, edits)
             self.counts["overlapping_alleles_skipped"] += overlaps
-            group_codes[index] = self._code(reverse_complement(sequence) if region.strand == "-" else sequence)
-        codes[carriers] = group_codes[group.ravel()]
+            group_codes[position] = self._code(reverse_complement(sequence) if region.strand == "-" else sequence)
+        codes[touched] = group_codes[group.ravel()]
 
     def _code(self, sequence: str) -> int:
         sequence_id = text_sha256(sequence)
@@ -405,6 +423,8 @@ def _select_samples(path: Path, header_samples: list[str], samples: list[str] | 
                          "rename that sample (bcftools reheader --samples)")
     if samples is None:
         selected = header_samples
+    elif not samples:
+        raise InputError(path, "samples", "the list of subjects to read is empty", "name at least one VCF sample")
     else:
         repeated = sorted({sample for sample in samples if samples.count(sample) > 1})
         unknown = [sample for sample in samples if sample not in set(header_samples)]

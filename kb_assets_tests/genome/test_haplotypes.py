@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pysam
+from pysam import bcftools
 import pytest
 
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import text_sha256
 from kb_assets.genome import (
+    COUNT_DESCRIPTIONS,
     ReferenceGenome,
     build_haplotypes,
     extract_regions,
@@ -65,6 +68,7 @@ def test_same_alleles_share_a_sequence_id_and_variant_free_subjects_point_at_the
     assert sorted(result.sequences.sequence) == ["AANNTGGG", "AATTGGCCAA", "AATTGGCTAA"]
     assert len(result.assignments) == 2 * 4  # 2 regions × (REF + 3 subjects)
     assert result.counts["unique_sequences"] == 3
+    assert list(result.counts) == list(COUNT_DESCRIPTIONS)
 
 
 def test_phased_mode_builds_each_haplotype(tmp_path, genome, regions):
@@ -187,11 +191,25 @@ def test_plain_or_unindexed_vcf(tmp_path, genome, regions):
         build_haplotypes(vcf, regions, genome)
 
 
+def test_bcf_reads_like_the_vcf(tmp_path, genome, regions):
+    vcf = write_vcf(tmp_path / "c.vcf.gz", ["s1", "s2"], [(*SNV, ["0|1", "0|0"]), (*INSERTION, ["1|1", "0|1"])])
+    with pysam.VariantFile(str(vcf)) as source, pysam.VariantFile(str(tmp_path / "c.bcf"), "wb",
+                                                                   header=source.header) as target:
+        for record in source:
+            target.write(record)
+    bcftools.index(str(tmp_path / "c.bcf"))
+    from_vcf = build_haplotypes(vcf, regions, genome, mode="phased")
+    from_bcf = build_haplotypes(tmp_path / "c.bcf", regions, genome, mode="phased")
+    pd.testing.assert_frame_equal(from_bcf.assignments, from_vcf.assignments)
+    assert _sequence_of(from_bcf, "s2", EXON2, 1) == "AATTCCGGCCAA"  # TTGGCC GG AATT, reverse-complemented
+
+
 def test_allele_edits_trim_shared_bases_and_clip_to_the_region():
     assert allele_edits(10, "AAT", "A") == [(11, 13, "")]
     assert allele_edits(10, "C", "CGG") == [(11, 11, "GG")]
     assert allele_edits(10, "ACG", "TCA") == [(10, 11, "T"), (12, 13, "A")]
     assert allele_edits(10, "CTG", "CA") == [(11, 12, "A"), (12, 13, "")]
+    assert allele_edits(10, "AGC", "GC") == [(10, 11, "")]  # shared tail trimmed: only base 10 is deleted
     assert clip_edits([(8, 14, "")], 10, 20) == [(10, 14, "")]
     assert clip_edits([(10, 10, "GG"), (20, 20, "T"), (15, 15, "C")], 10, 20) == [(15, 15, "C")]
     assert apply_edits("ACGTACGT", 100, [(101, 101, "TT"), (101, 103, ""), (102, 103, "A")]) == ("ATTTACGT", 1)
