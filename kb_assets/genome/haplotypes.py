@@ -311,8 +311,11 @@ class _Builder:
             "haplotype": np.tile(unit_haplotype, n_regions),
             "sequence_id": pd.Categorical.from_codes(per_region.ravel(), sequence_ids),
         })
-        sequences = pd.DataFrame({"sequence_id": sequence_ids, "sequence": self.sequences})
-        sequences["length"] = sequences.sequence.str.len().astype("int64")
+        sequences = pd.DataFrame({
+            "sequence_id": pd.Series(sequence_ids, dtype="str"),
+            "sequence": pd.Series(self.sequences, dtype="str"),
+            "length": pd.Series([len(sequence) for sequence in self.sequences], dtype="int64"),
+        })
         counts = {name: int(value) for name, value in self.counts.items()}
         counts.update(
             variants_applied=len(self.applied),

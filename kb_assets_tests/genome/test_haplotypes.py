@@ -153,6 +153,20 @@ def test_haploid_calls_and_sample_subset(tmp_path, genome, regions):
         build_haplotypes(vcf, regions, genome, samples=["s1", "s9"])
 
 
+def test_chromosome_without_regions_gives_empty_tables(tmp_path, genome, regions):
+    vcf = write_vcf(tmp_path / "c.vcf.gz", ["s1"], [(*SNV, ["1/1"])])
+    result = build_haplotypes(vcf, regions.iloc[:0], genome)
+    assert result.assignments.empty and result.sequences.empty
+    assert list(result.assignments.columns) == ["subject_id", "region_id", "haplotype", "sequence_id"]
+    assert (result.counts["regions"], result.counts["subjects"]) == (0, 1)
+
+
+def test_sample_named_like_the_reference_subject(tmp_path, genome, regions):
+    vcf = write_vcf(tmp_path / "c.vcf.gz", ["s1", "REF"], [(*SNV, ["1/1", "0/0"])])
+    with pytest.raises(InputError, match="sample REF: 'REF' is reserved for the reference"):
+        build_haplotypes(vcf, regions, genome)
+
+
 def test_only_target_regions_are_read(tmp_path, genome, regions):
     records = [("chr1", 3, "A", "T", ["1/1"]), (*SNV, ["1/1"]), ("chr2", 5, "T", "A", ["1/1"])]
     result = build_haplotypes(write_vcf(tmp_path / "c.vcf.gz", ["s1"], records), regions, genome)
