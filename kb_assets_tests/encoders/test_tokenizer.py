@@ -1,0 +1,130 @@
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+
+from kb_assets.encoders import load_tokenizer, train_bpe_tokenizer
+from kb_assets.encoders.tokenizer import token_windows
+from kb_assets.errors import InputError
+from kb_assets_tests.encoders.conftest import random_dna
+
+REAL_LAYOUT = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]", "A", "C", "G", "T"]
+
+
+def save(tokenizer: Tokenizer, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_trained_tokenizer_has_the_real_layout(small_tokenizer: Tokenizer):
+    assert small_tokenizer.get_vocab_size() == 300
+    assert [small_tokenizer.id_to_token(i) for i in range(9)] == REAL_LAYOUT
+    state = json.loads(small_tokenizer.to_str())
+    assert state["normalizer"] is None
+    assert state["pre_tokenizer"] == {"type": "Whitespace"}
+    assert state["model"]["type"] == "BPE" and state["model"]["unk_token"] == "[UNK]"
+    assert state["post_processor"]["type"] == "TemplateProcessing"
+    encoding = small_tokenizer.encode("ACGTACGTTTGA")
+    assert encoding.ids[0] == 1 and encoding.ids[-1] == 2
+    assert "".join(encoding.tokens[1:-1]) == "ACGTACGTTTGA"
+    learned = [small_tokenizer.id_to_token(i) for i in range(9, 300)]
+    assert all(set(token) <= set("ACGT") and len(token) >= 2 for token in learned)
+
+
+def test_training_skips_non_acgt_and_renumbers_a_skewed_alphabet():
+    # T is the most frequent base, so the trainer alone would number it first.
+    text = "T" * 50 + "NNNN" + "GATTACA" * 30 + "RYKM" + random_dna(2_000, seed=1).replace("C", "T")
+    tokenizer = train_bpe_tokenizer([text, text.lower()], vocab_size=40)
+    assert [tokenizer.id_to_token(i) for i in range(9)] == REAL_LAYOUT
+    assert not any(set(tokenizer.id_to_token(i)) - set("ACGT") for i in range(5, tokenizer.get_vocab_size()))
+
+
+def test_load_tokenizer_from_folder_or_file(tmp_path: Path, small_tokenizer: Tokenizer):
+    folder = save(small_tokenizer, tmp_path / "ckpt")
+    from_folder, from_file = load_tokenizer(folder), load_tokenizer(folder / "tokenizer.json")
+    expected_version = hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest()
+    assert from_folder.version == from_file.version == expected_version
+    assert from_folder.vocab_size == 300
+    assert from_folder.path == folder / "tokenizer.json"
+    assert from_folder.id_to_token(3) == "[PAD]"
+
+
+def test_encode_uppercases_adds_no_specials_and_maps_n_to_unk(tmp_path: Path, small_tokenizer: Tokenizer):
+    tokenizer = load_tokenizer(save(small_tokenizer, tmp_path / "ckpt"))
+    sequence = random_dna(300, seed=2)
+    ids = tokenizer.encode(sequence)
+    assert tokenizer.encode(sequence.lower()) == ids
+    assert 1 not in ids and 2 not in ids
+    assert "".join(tokenizer.id_to_token(i) for i in ids) == sequence
+    assert tokenizer.encode("ACGNNT").count(0) == 2
+    assert tokenizer.encode_batch([sequence, "acgnnt"]) == [ids, tokenizer.encode("ACGNNT")]
+
+
+def test_missing_or_broken_tokenizer_file_is_refused(tmp_path: Path):
+    with pytest.raises(InputError, match="tokenizer.json not found"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(InputError, match="not a readable Hugging Face tokenizer file"):
+        load_tokenizer(tmp_path)
+
+
+def test_short_sequence_is_one_window_with_specials():
+    windows = token_windows([10, 11, 12], window_tokens=8, window_overlap=2)
+    assert len(windows) == 1
+    assert windows[0].input_ids == [1, 10, 11, 12, 2]
+    assert (windows[0].token_start, windows[0].token_end, windows[0].weight) == (0, 3, 1.0)
+
+
+@pytest.mark.parametrize("n_tokens", [6, 7, 20, 21, 100, 1001])
+@pytest.mark.parametrize(("window_tokens", "overlap"), [(8, 0), (8, 2), (12, 5), (512, 64)])
+def test_windows_cover_the_tokens_without_gaps(n_tokens: int, window_tokens: int, overlap: int):
+    token_ids = list(range(100, 100 + n_tokens))
+    windows = token_windows(token_ids, window_tokens, overlap)
+    assert windows[0].token_start == 0 and windows[-1].token_end == n_tokens
+    assert sum(w.weight for w in windows) == pytest.approx(1.0, abs=1e-12)
+    for window in windows:
+        assert len(window.input_ids) <= window_tokens
+        assert window.input_ids == [1, *token_ids[window.token_start : window.token_end], 2]
+        assert window.weight == pytest.approx(window.n_tokens / sum(w.n_tokens for w in windows))
+    for before, after in zip(windows, windows[1:]):
+        assert after.token_start <= before.token_end  # no gap
+        assert before.token_end - after.token_start >= overlap
+    # All but the end-aligned last window advance by exactly the stride.
+    for before, after in zip(windows[:-2], windows[1:-1]):
+        assert after.token_start - before.token_start == window_tokens - 2 - overlap
+
+
+def test_invalid_window_options_are_refused():
+    with pytest.raises(ValueError, match="window_tokens must be at least 3"):
+        token_windows([5, 6], window_tokens=2, window_overlap=0)
+    with pytest.raises(ValueError, match=r"window_overlap must be in \[0, 6\)"):
+        token_windows([5, 6], window_tokens=8, window_overlap=6)
+
+
+def test_real_tokenizer_special_tokens_and_ids(real_reference: Path):
+    tokenizer = load_tokenizer(real_reference)
+    assert tokenizer.version == "5d178e8ce2ba55df97fff197f4b30f40133b95d7096be398c2df6b526c5d8cd3"
+    assert tokenizer.vocab_size == 4096
+    assert [tokenizer.id_to_token(i) for i in range(9)] == REAL_LAYOUT
+    raw = Tokenizer.from_file(str(real_reference / "tokenizer.json"))
+    assert raw.encode("ACGTAGCATCG").ids[0] == 1 and raw.encode("ACGTAGCATCG").ids[-1] == 2
+    sequence = random_dna(5_000, seed=11)
+    ids = tokenizer.encode(sequence)
+    assert "".join(tokenizer.id_to_token(i) for i in ids) == sequence
+    assert max(len(tokenizer.id_to_token(i)) for i in range(9, 4096)) <= 32
+    assert 3.5 < len(sequence) / len(ids) < 6.5  # about 5 bp per token
+
+
+def test_real_tokenizer_lowercase_and_windows(real_reference: Path):
+    tokenizer = load_tokenizer(real_reference)
+    sequence = random_dna(12_000, seed=12)
+    assert tokenizer.encode(sequence.lower()) == tokenizer.encode(sequence)
+    assert tokenizer.encode("ACGTNacgt") == tokenizer.encode("ACGTNACGT")
+    windows = tokenizer.windows(sequence.lower())
+    assert len(windows) > 1
+    assert max(len(w.input_ids) for w in windows) == 512
+    assert all(len(w.input_ids) <= 512 for w in windows)
+    assert windows[-1].token_end == len(tokenizer.encode(sequence))
