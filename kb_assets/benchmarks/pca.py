@@ -50,6 +50,8 @@ def run_pca_benchmark(
 
         X = np.load(matrix_path, mmap_mode="r")
         folds_df = assign_folds(covariates, k=folds, seed=42)
+        load_before = os.getloadavg()[0]
+        cpu_before = _cpu_seconds()
         tracemalloc.start()
         started = time.perf_counter()
         fold_seconds = []
@@ -63,6 +65,7 @@ def run_pca_benchmark(
             fold_seconds.append(time.perf_counter() - started - sum(fold_seconds))
             n_kept = result.projector.n_components
         pca_s = time.perf_counter() - started
+        cpu_s = _cpu_seconds() - cpu_before
         traced_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return {
@@ -76,6 +79,9 @@ def run_pca_benchmark(
             "synthesis_s": synthesis_s,
             "pca_s": pca_s,
             "fold_s": fold_seconds,
+            "cpu_s": cpu_s,
+            # Other processes' load slows every pass; the 1-minute load average before and after tells.
+            "load_average": (load_before, os.getloadavg()[0]),
             # ru_maxrss is in KiB on Linux.
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / _GIB,
             "traced_peak_gib": traced_peak / _GIB,
@@ -85,17 +91,25 @@ def run_pca_benchmark(
 def format_report(result: dict) -> str:
     """A few lines for the terminal and the README."""
     folds = ", ".join(f"{s:.0f}" for s in result["fold_s"])
+    load = result["load_average"]
     return "\n".join(
         [
             f"subject_embeddings_pca benchmark: {result['n_subjects']} subjects × {result['n_features']} features "
             f"(float32 {result['matrix_gib']:.2f} GiB, memmapped), {result['folds']} folds "
             f"({result['fold_scheme']}), {result['n_components']} components",
-            f"  all folds: {result['pca_s']:.0f} s (per fold: {folds} s); synthesis {result['synthesis_s']:.0f} s",
+            f"  all folds: {result['pca_s']:.0f} s wall, {result['cpu_s']:.0f} s CPU (per fold: {folds} s); "
+            f"synthesis {result['synthesis_s']:.0f} s; load average {load[0]:.1f} before, {load[1]:.1f} after "
+            f"({os.cpu_count()} CPUs)",
             f"  peak RSS {result['peak_rss_gib']:.2f} GiB (includes touched memmap pages); "
             f"peak allocated arrays {result['traced_peak_gib']:.2f} GiB",
             f"  output rows {result['output_rows']}",
         ]
     )
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _synthetic_covariates(n_subjects: int, seed: int) -> pd.DataFrame:

@@ -33,8 +33,6 @@ Order = Literal["residualize_then_pca", "pca_then_residualize"]
 
 _BLOCK_BYTES = 128 << 20  # float32 bytes of X read at once; float64 blocks are twice this
 _OVERSAMPLES = 16  # extra random directions beyond n_components (Halko et al. §4.2)
-# Factorizations of the thin sketches run on one BLAS thread: threaded LAPACK gains little on these shapes and
-# slows down tenfold when another process holds a core.
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +162,10 @@ def fit_projector(
     names = covariate_names if covariate_names is not None else [f"x{i}" for i in range(design.shape[1])]
     if len(names) != design.shape[1]:
         raise ValueError(f"{len(names)} covariate names for {design.shape[1]} design columns")
+    unfitted = [name for name, column in zip(names, design.T) if not column.any()]
+    if unfitted:
+        log.warning("design column(s) %s are 0 for all %d training subjects (a level absent from this fold): "
+                    "their effect cannot be removed from the subjects who have it", ", ".join(unfitted), n)
     design_basis = _column_basis(design)
     if not np.allclose(design_basis @ (design_basis.T @ np.ones(n)), 1.0, atol=1e-8):
         raise ValueError("the design needs an intercept column (design_matrix adds one)")
@@ -329,7 +331,11 @@ class _ProjectedMatrix:
 
 
 def _lu_normalized(matrix: np.ndarray) -> np.ndarray:
-    """The permuted L factor: a well-conditioned basis of the same column space, cheaper than QR."""
+    """The permuted L factor: a well-conditioned basis of the same column space, cheaper than QR.
+
+    Factorizations of the thin sketches run on one BLAS thread (here and in `top_singular`): threaded LAPACK
+    gains little on these shapes and slows down tenfold when another process holds a core.
+    """
     with threadpool_limits(1):
         return scipy.linalg.lu(matrix, permute_l=True, check_finite=False)[0]
 

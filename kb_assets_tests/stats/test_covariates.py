@@ -157,5 +157,10 @@ def test_design_matrix_one_hot_drops_the_first_sorted_level(tmp_path: Path):
     assert names == ["intercept", "age", "sex[M]", "pc1", "pc2", "batch[b2]"]
     np.testing.assert_array_equal(
         design,
-        [[1, 70, 0, 0.00, 0.01, 1], [1, 47, 1, -0.01, 0.02, 0], [1, 61.5, 1, 0.03, 0.00, 1], [1, 50, 0, 0.01, -0.02, 0]],
+        [
+            [1, 70, 0, 0.00, 0.01, 1],
+            [1, 47, 1, -0.01, 0.02, 0],
+            [1, 61.5, 1, 0.03, 0.00, 1],
+            [1, 50, 0, 0.01, -0.02, 0],
+        ],
     )

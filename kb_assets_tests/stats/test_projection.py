@@ -163,3 +163,12 @@ def test_design_without_intercept_is_refused(cohort):
     _, design, _, X = cohort
     with pytest.raises(ValueError, match="the design needs an intercept column"):
         fit_projector(X, design[:, 1:])
+
+
+def test_a_level_absent_from_training_is_reported_and_left_uncorrected(cohort, caplog):
+    _, design, names, X = cohort
+    in_b3 = design[:, names.index("batch[b3]")] == 1
+    with caplog.at_level(logging.WARNING, logger="kb_assets.stats.projection"):
+        fitted = fit_projector(X[~in_b3], design[~in_b3], n_components=10, covariate_names=names)
+    assert "design column(s) batch[b3] are 0 for all" in caplog.text
+    assert not fitted.coefficients[names.index("batch[b3]")].any()
