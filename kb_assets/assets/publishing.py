@@ -1,0 +1,104 @@
+"""What every asset does after computing: write its tables, catalog them, record lineage, report metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+
+from kb_assets.settings import Recipe
+from kb_assets.storage import Warehouse, content_version
+
+# Facts of the reference and annotation that every materialization repeats, so any one table names them.
+REFERENCE_FACTS = ("reference_version",)
+ANNOTATION_FACTS = ("annotation_version",)
+
+
+def partition_of(context: dg.AssetExecutionContext) -> str | None:
+    return context.partition_key if context.has_partition_key else None
+
+
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(field.name, str(field.type)) for field in schema])
+
+
+def upstream_facts(warehouse: Warehouse, asset: str, keys: Sequence[str], partition: str | None = None) -> dict:
+    """Selected facts from the newest lineage row of an upstream asset (empty when it never ran here)."""
+    record = warehouse.latest_lineage(asset, partition)
+    facts = record["facts"] if record else {}
+    return {key: facts[key] for key in keys if key in facts}
+
+
+def lineage_upstream(warehouse: Warehouse, upstream: Sequence[tuple[str, str | None]]) -> dict:
+    """Run id and data version of each upstream asset (partition) as it stands now: what this output read."""
+    found = {}
+    for asset, partition in upstream:
+        record = warehouse.latest_lineage(asset, partition)
+        if record is not None:
+            label = asset if partition is None else f"{asset}[{partition}]"
+            found[label] = {
+                "run_id": record["run_id"],
+                "data_version": record["data_version"],
+                "code_version": record["code_version"],
+                "materialized_at": record["materialized_at"].isoformat(),
+            }
+    return found
+
+
+def publish(
+    context: dg.AssetExecutionContext,
+    warehouse: Warehouse,
+    recipe: Recipe,
+    tables: Mapping[str, pa.Table],
+    *,
+    facts: Mapping[str, object],
+    metadata: Mapping[str, object] | None = None,
+    inputs: Mapping[str, object] | None = None,
+    upstream: Sequence[tuple[str, str | None]] = (),
+    check_results: Sequence[dg.AssetCheckResult] = (),
+) -> dg.MaterializeResult:
+    """Write `tables` (the first is the asset's main table) atomically, then catalog and record them.
+
+    `facts` are the settings and versions that made the output (tokenizer_version, rc_mode …): they go to the
+    materialization metadata and to the lineage table, where the audit and downstream assets read them.
+    """
+    partition = partition_of(context)
+    if partition is None:
+        paths = warehouse.write_tables(tables)
+    else:
+        paths = warehouse.write_partitions(tables, partition)
+    for dataset in tables:
+        warehouse.register_view(dataset)
+
+    main_dataset = next(iter(tables))
+    main_table = tables[main_dataset]
+    data_version = content_version(*[Path(p) for p in paths.values()])
+    asset_key = context.asset_key
+    code_version = context.assets_def.code_versions_by_key.get(asset_key)
+    all_facts = {"recipe_id": recipe.recipe_id, **facts}
+    warehouse.record_lineage(
+        asset_key.to_user_string(),
+        partition=partition,
+        run_id=context.run.run_id,
+        recipe_id=recipe.recipe_id,
+        code_version=code_version,
+        data_version=data_version,
+        path=str(paths[main_dataset]),
+        facts=all_facts,
+        inputs=inputs,
+        upstream=lineage_upstream(warehouse, upstream),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": main_table.num_rows,
+            "dagster/column_schema": column_schema(main_table.schema),
+            "path": dg.MetadataValue.path(str(paths[main_dataset])),
+            **{f"rows/{name}": table.num_rows for name, table in tables.items() if name != main_dataset},
+            **all_facts,
+            **(metadata or {}),
+        },
+        data_version=dg.DataVersion(data_version),
+        check_results=list(check_results),
+    )

@@ -1,0 +1,176 @@
+"""The reference half of the graph: genome, annotation, gene set, and per-chromosome region sequences."""
+
+# No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, publish, upstream_facts
+from kb_assets.errors import InputError
+from kb_assets.fingerprint import file_sha256
+from kb_assets.genome import (
+    REGION_DTYPES,
+    Annotation,
+    check_contig_names,
+    extract_regions,
+    load_annotation,
+    read_gene_set,
+    resolve_gene_set,
+)
+from kb_assets.resources import GenomeResource, RecipeResource, WarehouseResource
+from kb_assets.settings import Recipe
+
+GROUP = "reference"
+# Bump when the code of an asset changes what it writes; recipe fingerprints cover the settings.
+CODE_VERSION = "1"
+ANNOTATION_TABLES = ("genes", "transcripts", "exons", "cds", "utrs")
+
+
+def read_annotation(warehouse, source: str) -> Annotation:
+    """The annotation as gene_annotations wrote it: no second parse of the GTF."""
+    frames = {name: warehouse.read_table(f"gene_annotations/{name}").to_pandas() for name in ANNOTATION_TABLES}
+    facts = upstream_facts(warehouse, "gene_annotations", ANNOTATION_FACTS + ("unnamed_genes",))
+    return Annotation(
+        **frames,
+        version=facts.get("annotation_version", Path(source).name),
+        source=Path(source),
+        unnamed_genes=facts.get("unnamed_genes", 0),
+    )
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _gene_set_markdown(genes: pd.DataFrame) -> str:
+    lines = ["| # | query | gene | chrom | strand | transcript | chosen by |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        f"| {g.gene_order} | {g.query} | {g.gene_name} ({g.gene_id}) | {g.chrom} | {g.strand} | "
+        f"{g.transcript_id} | {g.transcript_choice} |"
+        for g in genes.itertuples()
+    ]
+    return "\n".join(lines)
+
+
+def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition) -> list:
+    reference_code = f"{CODE_VERSION}-{recipe.fingerprint('reference')}"
+    regions_code = f"{CODE_VERSION}-{recipe.fingerprint('reference', 'regions')}"
+
+    @dg.asset(group_name=GROUP, code_version=reference_code, kinds={"fasta", "parquet"})
+    def reference_genome(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        """The reference FASTA (.fai built if missing): contigs, lengths, build and file hash."""
+        settings = recipe.settings()
+        reference = genome.open_reference()
+        missing = [c for c in settings.reference.chromosomes if c not in reference.contigs]
+        if missing:
+            raise InputError(
+                genome.fasta,
+                f"reference.chromosomes {missing}",
+                f"not contigs of the FASTA (it has {', '.join(list(reference.contigs)[:5])}, …)",
+                "list the FASTA's own contig names in the recipe, or use a FASTA with these contigs",
+            )
+        contigs = pa.table(
+            {
+                "contig": list(reference.contigs),
+                "length": list(reference.contigs.values()),
+                "in_recipe": [c in settings.reference.chromosomes for c in reference.contigs],
+            }
+        )
+        sha256 = file_sha256(genome.fasta)
+        return publish(
+            context, warehouse.get(), settings, {"reference_genome": contigs},
+            facts={"reference_version": f"{genome.build} sha256:{sha256[:12]}", "reference_sha256": sha256},
+            metadata={"build": genome.build, "total_length": int(sum(reference.contigs.values()))},
+            inputs={"fasta": {"path": genome.fasta, "sha256": sha256}},
+        )
+
+    @dg.asset(group_name=GROUP, code_version=reference_code, deps=[reference_genome], kinds={"gtf", "parquet"})
+    def gene_annotations(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        """Genes, transcripts, exons, CDS and UTRs of the GTF (pyranges), with the annotation version."""
+        settings = recipe.settings()
+        annotation = load_annotation(genome.gtf)
+        check_contig_names(genome.open_reference(), annotation, settings.reference.chromosomes)
+        store = warehouse.get()
+        sha256 = file_sha256(genome.gtf)
+        tables = {f"gene_annotations/{name}": _arrow(getattr(annotation, name)) for name in ANNOTATION_TABLES}
+        return publish(
+            context, store, settings, tables,
+            facts={
+                "annotation_version": annotation.version,
+                "annotation_sha256": sha256,
+                "unnamed_genes": annotation.unnamed_genes,
+                **upstream_facts(store, "reference_genome", REFERENCE_FACTS),
+            },
+            inputs={"gtf": {"path": genome.gtf, "sha256": sha256}},
+            upstream=[("reference_genome", None)],
+        )
+
+    @dg.asset(group_name=GROUP, code_version=reference_code, deps=[gene_annotations], kinds={"parquet"})
+    def gene_set(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        """The ordered gene manifest, each entry resolved to one gene and its canonical transcript."""
+        settings = recipe.settings()
+        store = warehouse.get()
+        annotation = read_annotation(store, genome.gtf)
+        genes = resolve_gene_set(read_gene_set(genome.gene_set), annotation, source=genome.gene_set)
+        check_contig_names(genome.open_reference(), annotation, settings.reference.chromosomes, genes)
+        return publish(
+            context, store, settings, {"gene_set": _arrow(genes)},
+            facts={
+                "n_genes": len(genes),
+                **upstream_facts(store, "gene_annotations", REFERENCE_FACTS + ANNOTATION_FACTS),
+            },
+            metadata={
+                "genes": dg.MetadataValue.md(_gene_set_markdown(genes)),
+                "chromosomes": sorted(genes["chrom"].unique().tolist()),
+            },
+            inputs={"gene_set": {"path": genome.gene_set, "sha256": file_sha256(genome.gene_set)}},
+            upstream=[("gene_annotations", None)],
+        )
+
+    @dg.asset(
+        group_name=GROUP, code_version=regions_code, deps=[gene_set], partitions_def=chromosomes, kinds={"parquet"}
+    )
+    def reference_sequences(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        """Region sequences of the gene-set genes on one chromosome (default: exons of the canonical
+        transcript), uppercased, minus strand reverse-complemented."""
+        settings = recipe.settings()
+        store = warehouse.get()
+        chrom = context.partition_key
+        genes = store.read_table("gene_set").to_pandas()
+        genes = genes[genes["chrom"] == chrom]
+        if len(genes):
+            regions = extract_regions(
+                genome.open_reference(), read_annotation(store, genome.gtf), genes, chrom, settings.regions.mode,
+                promoter_upstream=settings.regions.promoter_upstream,
+                promoter_downstream=settings.regions.promoter_downstream,
+            )
+        else:
+            # A chromosome without gene-set genes needs neither the FASTA nor the annotation.
+            regions = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in REGION_DTYPES.items()})
+        skipped = regions.attrs.get("skipped", {})
+        return publish(
+            context, store, settings, {"reference_sequences": _arrow(regions)},
+            facts={
+                "region_mode": settings.regions.mode,
+                **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS),
+            },
+            metadata={
+                "n_genes": int(genes["gene_id"].nunique()),
+                "total_bp": int(regions["length"].sum()) if len(regions) else 0,
+                "n_bases_N": int(regions["n_count"].sum()) if len(regions) else 0,
+                "genes_without_regions": skipped,
+            },
+            upstream=[("gene_set", None)],
+        )
+
+    return [reference_genome, gene_annotations, gene_set, reference_sequences]

@@ -1,0 +1,45 @@
+"""The one Definitions of the code location: assets, checks, resources, schedules and sensors.
+
+The recipe is read at load time for its settings only (chromosome partitions, code versions): loading the
+definitions needs no input file, so the UI shows the graph before any data exists.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from kb_assets.assets.reference import build_reference_assets
+from kb_assets.partitions import chromosome_partitions
+from kb_assets.resources import CohortResource, EncoderResource, GenomeResource, RecipeResource, WarehouseResource
+from kb_assets.settings import Recipe, load_recipe
+
+
+def build_resources(recipe: Recipe) -> dict[str, dg.ConfigurableResource]:
+    inputs = recipe.inputs
+    return {
+        "recipe": RecipeResource(path=str(recipe.source)),
+        "genome": GenomeResource(
+            fasta=str(inputs.fasta), gtf=str(inputs.gtf), gene_set=str(inputs.gene_set), build=recipe.reference.build
+        ),
+        "cohort": CohortResource(
+            vcf=str(inputs.vcf) if inputs.vcf else None,
+            covariates=str(inputs.covariates) if inputs.covariates else None,
+        ),
+        "encoder": EncoderResource(
+            checkpoint=str(inputs.checkpoint), device=recipe.encoder.device, dtype=recipe.encoder.dtype
+        ),
+        "warehouse": WarehouseResource(root=str(recipe.warehouse.root)),
+    }
+
+
+def build_definitions(recipe: Recipe) -> dg.Definitions:
+    chromosomes = chromosome_partitions(recipe)
+    return dg.Definitions(
+        assets=[*build_reference_assets(recipe, chromosomes)],
+        resources=build_resources(recipe),
+    )
+
+
+defs = build_definitions(load_recipe(os.environ.get("KB_ASSETS_RECIPE"), require_inputs=False))

@@ -1,0 +1,75 @@
+"""Dagster resources: thin handles on the domain code, configured from the recipe (and overridable per run)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import dagster as dg
+
+from kb_assets.encoders import Encoder, load_encoder, load_tokenizer
+from kb_assets.encoders.tokenizer import DnaTokenizer
+from kb_assets.genome import ReferenceGenome
+from kb_assets.settings import Recipe, load_recipe
+from kb_assets.storage import Warehouse
+
+
+class RecipeResource(dg.ConfigurableResource):
+    """The recipe file: every setting of the run, validated (input files included) when an asset asks."""
+
+    path: str
+
+    def settings(self) -> Recipe:
+        return load_recipe(self.path, require_inputs=True)
+
+
+class GenomeResource(dg.ConfigurableResource):
+    """The reference FASTA, the GTF annotation and the ordered gene-set manifest."""
+
+    fasta: str
+    gtf: str
+    gene_set: str
+    build: str
+
+    def open_reference(self) -> ReferenceGenome:
+        return ReferenceGenome(self.fasta)
+
+
+class CohortResource(dg.ConfigurableResource):
+    """The cohort's variants (bgzipped, indexed VCF/BCF) and covariates table."""
+
+    vcf: str | None = None
+    covariates: str | None = None
+
+
+@lru_cache(maxsize=2)
+def _cached_encoder(checkpoint: str, device: str, dtype: str) -> Encoder:
+    return load_encoder(checkpoint, device=device, dtype=dtype)
+
+
+class EncoderResource(dg.ConfigurableResource):
+    """The DNABERT-2 checkpoint. The model loads lazily, once per process, on first use;
+    the tokenizer loads on its own so tokenizing never pays for the model."""
+
+    checkpoint: str
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def encoder(self) -> Encoder:
+        return _cached_encoder(self.checkpoint, self.device, self.dtype)
+
+    def tokenizer(self) -> DnaTokenizer:
+        return load_tokenizer(self.checkpoint)
+
+    @property
+    def model_id(self) -> str:
+        return Path(self.checkpoint).name
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse root: parquet datasets and the DuckDB catalog."""
+
+    root: str
+
+    def get(self) -> Warehouse:
+        return Warehouse(self.root)

@@ -1,0 +1,246 @@
+"""The warehouse: parquet datasets under one root, and one DuckDB file that catalogs them.
+
+Layout (a dataset name may hold one '/', e.g. ``gene_annotations/exons``)::
+
+    <root>/<dataset>/chrom=<c>/part-0.parquet   partitioned datasets (hive layout)
+    <root>/<dataset>/data.parquet               unpartitioned datasets
+    <root>/catalog.duckdb                       views over the parquet + the lineage table
+
+Every parquet file is written under a temporary name in its final folder and renamed into place, so a crash
+leaves the previous version whole and a rerun replaces a partition entirely. Computation never holds the DuckDB
+file: only the short catalog updates do, one process at a time, under a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
+
+from kb_assets.errors import InputError
+from kb_assets.fingerprint import file_sha256
+
+CATALOG_FILE = "catalog.duckdb"
+PARTITION_COLUMN = "chrom"
+_LOCK_TIMEOUT_S = 600
+
+_LINEAGE_DDL = """
+create table if not exists lineage (
+    asset varchar not null,
+    partition varchar,
+    run_id varchar,
+    materialized_at timestamptz not null,
+    recipe_id varchar,
+    code_version varchar,
+    data_version varchar,
+    path varchar,
+    facts json,
+    inputs json,
+    upstream json
+)
+"""
+
+
+def view_name(dataset: str) -> str:
+    return dataset.replace("/", "_")
+
+
+def quote_identifier(name: str) -> str:
+    """A DuckDB identifier in double quotes, embedded quotes doubled: names never become SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Warehouse:
+    """Reads and writes the parquet datasets of one warehouse root and keeps its DuckDB catalog."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.catalog_path = self.root / CATALOG_FILE
+        self._lock = FileLock(str(self.catalog_path) + ".lock", timeout=_LOCK_TIMEOUT_S)
+
+    # ---- paths -------------------------------------------------------------------------------------------
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.root / dataset
+
+    def partition_file(self, dataset: str, chrom: str) -> Path:
+        return self.dataset_dir(dataset) / f"{PARTITION_COLUMN}={chrom}" / "part-0.parquet"
+
+    def table_file(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "data.parquet"
+
+    # ---- writes ------------------------------------------------------------------------------------------
+    def write_partition(self, dataset: str, chrom: str, table: pa.Table) -> Path:
+        """Replace one chromosome partition atomically; the table's rows all belong to `chrom`."""
+        return self.write_partitions({dataset: table}, chrom)[dataset]
+
+    def write_partitions(self, tables: Mapping[str, pa.Table], chrom: str) -> dict[str, Path]:
+        """Replace the `chrom` partition of several datasets: all files are written before any is renamed."""
+        targets = {name: self.partition_file(name, chrom) for name in tables}
+        tables = {name: _with_partition_column(table, chrom) for name, table in tables.items()}
+        return self._write_atomically(tables, targets)
+
+    def write_table(self, dataset: str, table: pa.Table) -> Path:
+        return self._write_atomically({dataset: table}, {dataset: self.table_file(dataset)})[dataset]
+
+    def write_tables(self, tables: Mapping[str, pa.Table]) -> dict[str, Path]:
+        return self._write_atomically(dict(tables), {name: self.table_file(name) for name in tables})
+
+    def _write_atomically(self, tables: dict[str, pa.Table], targets: dict[str, Path]) -> dict[str, Path]:
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for name, table in tables.items():
+                target = targets[name]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # A dot-name that no reader's glob (*.parquet) matches, in the target's own folder so the
+                # rename below stays on one file system and is atomic.
+                temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+                staged.append((temporary, target))
+                pq.write_table(table, temporary, compression="zstd")
+                with open(temporary, "rb+") as handle:
+                    os.fsync(handle.fileno())
+        except OSError as err:
+            for temporary, _ in staged:
+                temporary.unlink(missing_ok=True)
+            raise _storage_error(err, self.root) from err
+        for temporary, target in staged:
+            os.replace(temporary, target)
+        return dict(targets)
+
+    # ---- reads -------------------------------------------------------------------------------------------
+    def has_partition(self, dataset: str, chrom: str) -> bool:
+        return self.partition_file(dataset, chrom).exists()
+
+    def read_partition(self, dataset: str, chrom: str, columns: list[str] | None = None) -> pa.Table:
+        path = self.partition_file(dataset, chrom)
+        if not path.exists():
+            raise InputError(
+                path, f"partition {chrom} of {dataset}", "has not been materialized",
+                f"materialize {dataset.split('/')[0]} for partition {chrom} first",
+            )
+        return pq.read_table(path, columns=columns)
+
+    def read_table(self, dataset: str, columns: list[str] | None = None) -> pa.Table:
+        path = self.table_file(dataset)
+        if not path.exists():
+            raise InputError(
+                path, dataset, "has not been materialized", f"materialize {dataset.split('/')[0]} first"
+            )
+        return pq.read_table(path, columns=columns)
+
+    def partitions(self, dataset: str) -> list[str]:
+        folder = self.dataset_dir(dataset)
+        prefix = f"{PARTITION_COLUMN}="
+        if not folder.exists():
+            return []
+        return sorted(
+            p.name[len(prefix):] for p in folder.iterdir() if p.name.startswith(prefix) and (p / "part-0.parquet").exists()
+        )
+
+    def partitioned_dataset(self, dataset: str) -> ds.Dataset:
+        """All partitions of a dataset, scanned lazily (for streaming large tables)."""
+        files = [str(self.partition_file(dataset, chrom)) for chrom in self.partitions(dataset)]
+        return ds.dataset(files, format="parquet")
+
+    # ---- catalog -----------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def catalog(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection to the catalog; one process at a time holds it (file lock)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._lock:
+                connection = duckdb.connect(str(self.catalog_path), read_only=read_only and self.catalog_path.exists())
+                try:
+                    yield connection
+                finally:
+                    connection.close()
+        except Timeout:
+            raise RuntimeError(
+                f"{self.catalog_path}: another process held the catalog lock for over {_LOCK_TIMEOUT_S} s; "
+                f"if no kb_assets run is active, delete {self._lock.lock_file}"
+            ) from None
+
+    def register_view(self, dataset: str) -> None:
+        """Create or refresh the catalog view over a dataset's parquet files."""
+        partitioned = bool(self.partitions(dataset))
+        pattern = self.dataset_dir(dataset) / ("*/part-0.parquet" if partitioned else "data.parquet")
+        source = f"read_parquet({_sql_string(str(pattern))}, hive_partitioning = {str(partitioned).lower()})"
+        with self.catalog() as connection:
+            connection.execute(f"create or replace view {quote_identifier(view_name(dataset))} as select * from {source}")
+
+    def record_lineage(
+        self,
+        asset: str,
+        *,
+        partition: str | None,
+        run_id: str | None,
+        recipe_id: str,
+        code_version: str | None,
+        data_version: str | None,
+        path: str | None,
+        facts: Mapping[str, object],
+        inputs: Mapping[str, object] | None = None,
+        upstream: Mapping[str, object] | None = None,
+    ) -> None:
+        row = [
+            asset, partition, run_id, datetime.now(timezone.utc), recipe_id, code_version, data_version, path,
+            json.dumps(facts, sort_keys=True, default=str), json.dumps(inputs or {}, sort_keys=True, default=str),
+            json.dumps(upstream or {}, sort_keys=True, default=str),
+        ]
+        with self.catalog() as connection:
+            connection.execute(_LINEAGE_DDL)
+            connection.execute("insert into lineage values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    def latest_lineage(self, asset: str, partition: str | None = None) -> dict | None:
+        """The newest lineage row of an asset (and partition), facts decoded; None when never recorded."""
+        if not self.catalog_path.exists():
+            return None
+        with self.catalog() as connection:
+            connection.execute(_LINEAGE_DDL)
+            result = connection.execute(
+                "select * from lineage where asset = ? and partition is not distinct from ? "
+                "order by materialized_at desc limit 1",
+                [asset, partition],
+            )
+            row = result.fetchone()
+            if row is None:
+                return None
+            record = dict(zip([c[0] for c in result.description], row))
+        for key in ("facts", "inputs", "upstream"):
+            record[key] = json.loads(record[key])
+        return record
+
+
+def content_version(*paths: Path) -> str:
+    """A data version from the bytes written: identical content gives an identical version."""
+    return file_sha256(paths[0])[:16] if len(paths) == 1 else "-".join(file_sha256(p)[:8] for p in paths)
+
+
+def _with_partition_column(table: pa.Table, chrom: str) -> pa.Table:
+    column = pa.array([chrom] * table.num_rows, type=pa.string())
+    if PARTITION_COLUMN in table.column_names:
+        return table.set_column(table.schema.get_field_index(PARTITION_COLUMN), PARTITION_COLUMN, column)
+    return table.append_column(PARTITION_COLUMN, column)
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _storage_error(err: OSError, root: Path) -> Exception:
+    if err.errno == errno.ENOSPC:
+        return RuntimeError(f"{root}: disk full while writing; nothing was replaced. Free space and rerun")
+    if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return RuntimeError(f"{root}: warehouse not writable ({err.strerror}); nothing was replaced. "
+                            "Fix the permissions or point warehouse.root at a writable folder")
+    return err
