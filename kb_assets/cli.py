@@ -23,11 +23,13 @@ def _instance():
 def materialize_all(defs, partitions: Sequence[str] | None = None, instance=None, log=print) -> list:
     """Materialize the whole graph in dependency order: the unpartitioned assets the chromosome partitions
     need, then each chromosome partition (one run each, as a backfill would), then everything downstream."""
+    import dagster as dg
+
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
     keys = graph.toposorted_asset_keys
     partitioned = [k for k in keys if graph.get(k).partitions_def is not None]
-    feeding = {k for k in keys if k not in partitioned and graph.get_descendants(k) & set(partitioned)}
+    feeding = dg.AssetSelection.assets(*partitioned).upstream().resolve(graph) - set(partitioned)
     upstream = [k for k in keys if k in feeding]
     downstream = [k for k in keys if k not in partitioned and k not in feeding]
     instance = instance or _instance()
