@@ -10,6 +10,8 @@ import os
 
 import dagster as dg
 
+from kb_assets.assets.embeddings import build_embedding_assets
+from kb_assets.assets.haplotypes import build_haplotype_assets
 from kb_assets.assets.reference import build_reference_assets
 from kb_assets.partitions import chromosome_partitions
 from kb_assets.resources import CohortResource, EncoderResource, GenomeResource, RecipeResource, WarehouseResource
@@ -36,8 +38,12 @@ def build_resources(recipe: Recipe) -> dict[str, dg.ConfigurableResource]:
 
 def build_definitions(recipe: Recipe) -> dg.Definitions:
     chromosomes = chromosome_partitions(recipe)
+    reference = build_reference_assets(recipe, chromosomes)
+    reference_sequences = reference[-1]
+    haplotypes = build_haplotype_assets(recipe, chromosomes, reference_sequences)
+    embeddings = build_embedding_assets(recipe, chromosomes, haplotypes[0])
     return dg.Definitions(
-        assets=[*build_reference_assets(recipe, chromosomes)],
+        assets=[*reference, *haplotypes, *embeddings],
         resources=build_resources(recipe),
     )
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
-
 import dagster as dg
 
-from kb_assets.encoders import Encoder, load_encoder, load_tokenizer
-from kb_assets.encoders.tokenizer import DnaTokenizer
+from kb_assets.encoders import Encoder, load_encoder
+from kb_assets.encoders.identity import CheckpointIdentity, checkpoint_identity
 from kb_assets.genome import ReferenceGenome
 from kb_assets.settings import Recipe, load_recipe
 from kb_assets.storage import Warehouse
@@ -48,8 +46,9 @@ def _cached_encoder(checkpoint: str, device: str, dtype: str) -> Encoder:
 
 
 class EncoderResource(dg.ConfigurableResource):
-    """The DNABERT-2 checkpoint. The model loads lazily, once per process, on first use;
-    the tokenizer loads on its own so tokenizing never pays for the model."""
+    """The DNABERT-2 checkpoint. The model loads lazily, once per process, on the first forward pass; its
+    identity (weights hash, tokenizer, resolved device and dtype) needs no model, so tokenizing and cache
+    lookups never pay for one."""
 
     checkpoint: str
     device: str = "auto"
@@ -58,12 +57,8 @@ class EncoderResource(dg.ConfigurableResource):
     def encoder(self) -> Encoder:
         return _cached_encoder(self.checkpoint, self.device, self.dtype)
 
-    def tokenizer(self) -> DnaTokenizer:
-        return load_tokenizer(self.checkpoint)
-
-    @property
-    def model_id(self) -> str:
-        return Path(self.checkpoint).name
+    def identity(self) -> CheckpointIdentity:
+        return checkpoint_identity(self.checkpoint, self.device, self.dtype)
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 
 from kb_assets.settings import Recipe
@@ -14,6 +15,11 @@ from kb_assets.storage import Warehouse, content_version
 # Facts of the reference and annotation that every materialization repeats, so any one table names them.
 REFERENCE_FACTS = ("reference_version",)
 ANNOTATION_FACTS = ("annotation_version",)
+
+
+def _plain(value):
+    """numpy scalars as Python ones: Dagster's metadata serializer and JSON take only the latter."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def partition_of(context: dg.AssetExecutionContext) -> str | None:
@@ -77,7 +83,7 @@ def publish(
     data_version = content_version(*[Path(p) for p in paths.values()])
     asset_key = context.asset_key
     code_version = context.assets_def.code_versions_by_key.get(asset_key)
-    all_facts = {"recipe_id": recipe.recipe_id, **facts}
+    all_facts = {"recipe_id": recipe.recipe_id, **{k: _plain(v) for k, v in facts.items()}}
     warehouse.record_lineage(
         asset_key.to_user_string(),
         partition=partition,
@@ -97,7 +103,7 @@ def publish(
             "path": dg.MetadataValue.path(str(paths[main_dataset])),
             **{f"rows/{name}": table.num_rows for name, table in tables.items() if name != main_dataset},
             **all_facts,
-            **(metadata or {}),
+            **{k: _plain(v) for k, v in (metadata or {}).items()},
         },
         data_version=dg.DataVersion(data_version),
         check_results=list(check_results),

@@ -9,6 +9,7 @@ from kb_assets.genome.haplotypes import (
     REFERENCE_SUBJECT,
     HaplotypeResult,
     build_haplotypes,
+    reference_haplotypes,
 )
 from kb_assets.genome.regions import REGION_DTYPES, REGION_MODES, check_contig_names, extract_regions
 from kb_assets.genome.sequence import reverse_complement
@@ -28,6 +29,7 @@ __all__ = [
     "extract_regions",
     "load_annotation",
     "read_gene_set",
+    "reference_haplotypes",
     "resolve_gene_set",
     "reverse_complement",
 ]

@@ -115,6 +115,24 @@ def build_haplotypes(
     return builder.result(regions, subjects, codes)
 
 
+def reference_haplotypes(regions: pd.DataFrame) -> HaplotypeResult:
+    """The reference alone, for a recipe without a cohort VCF: subject REF and each distinct region sequence."""
+    sequence_ids = [text_sha256(sequence) for sequence in regions.sequence]
+    sequences = pd.DataFrame({
+        "sequence_id": pd.Series(sequence_ids, dtype="str"),
+        "sequence": regions.sequence.astype("str").to_numpy(),
+        "length": regions.sequence.str.len().astype("int64").to_numpy(),
+    }).drop_duplicates("sequence_id", ignore_index=True)
+    assignments = pd.DataFrame({
+        "subject_id": pd.Categorical([REFERENCE_SUBJECT] * len(regions)),
+        "region_id": pd.Categorical(regions.region_id.tolist()),
+        "haplotype": np.zeros(len(regions), dtype=np.int8),
+        "sequence_id": pd.Categorical(sequence_ids),
+    })
+    counts = dict.fromkeys(COUNT_DESCRIPTIONS, 0) | {"regions": len(regions), "unique_sequences": len(sequences)}
+    return HaplotypeResult(sequences, assignments, counts, [])
+
+
 class _Builder:
     """Reads regions one at a time; keeps the distinct sequences, the counters and the cohort-wide flags."""
 
