@@ -10,6 +10,7 @@ import os
 
 import dagster as dg
 
+from kb_assets.assets.cohort import build_cohort_assets
 from kb_assets.assets.embeddings import build_embedding_assets
 from kb_assets.assets.haplotypes import build_haplotype_assets
 from kb_assets.assets.reference import build_reference_assets
@@ -42,8 +43,9 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
     reference_sequences = reference[-1]
     haplotypes = build_haplotype_assets(recipe, chromosomes, reference_sequences)
     embeddings = build_embedding_assets(recipe, chromosomes, haplotypes[0])
+    cohort = build_cohort_assets(recipe, gene_set=reference[2], gene_embeddings=embeddings[-1])
     return dg.Definitions(
-        assets=[*reference, *haplotypes, *embeddings],
+        assets=[*reference, *haplotypes, *embeddings, *cohort],
         resources=build_resources(recipe),
     )
 

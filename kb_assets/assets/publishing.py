@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,11 @@ ANNOTATION_FACTS = ("annotation_version",)
 def _plain(value):
     """numpy scalars as Python ones: Dagster's metadata serializer and JSON take only the latter."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def png_markdown(png: bytes, caption: str) -> dg.MarkdownMetadataValue:
+    """A PNG inline in markdown metadata, which the Dagster UI renders as a picture."""
+    return dg.MetadataValue.md(f"![{caption}](data:image/png;base64,{base64.b64encode(png).decode()})\n\n{caption}")
 
 
 def partition_of(context: dg.AssetExecutionContext) -> str | None:
@@ -64,6 +70,7 @@ def publish(
     inputs: Mapping[str, object] | None = None,
     upstream: Sequence[tuple[str, str | None]] = (),
     check_results: Sequence[dg.AssetCheckResult] = (),
+    data_files: Sequence[Path] = (),
 ) -> dg.MaterializeResult:
     """Write `tables` (the first is the asset's main table) atomically, then catalog and record them.
 
@@ -80,7 +87,7 @@ def publish(
 
     main_dataset = next(iter(tables))
     main_table = tables[main_dataset]
-    data_version = content_version(*[Path(p) for p in paths.values()])
+    data_version = content_version(*[Path(p) for p in paths.values()], *data_files)
     asset_key = context.asset_key
     code_version = context.assets_def.code_versions_by_key.get(asset_key)
     all_facts = {"recipe_id": recipe.recipe_id, **{k: _plain(v) for k, v in facts.items()}}

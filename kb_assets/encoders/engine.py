@@ -21,6 +21,9 @@ Pooling = Literal["mean", "cls", "max"]
 RcMode = Literal["average", "none"]
 POOLINGS: tuple[str, ...] = ("mean", "cls", "max")
 RC_MODES: tuple[str, ...] = ("average", "none")
+# Linear layers skip padding (the model unpads), but attention does not, and every padded position counts
+# against the engine's padding fraction.
+MAX_BATCH_PADDING = 0.05
 # progress(tokens_done, tokens_total), called after every batch.
 ProgressCallback = Callable[[int, int], None]
 
@@ -120,18 +123,24 @@ def cut_windows(
     return windows
 
 
-def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Group window indices, longest first, so each padded batch (size × its longest window) stays within
-    `batch_tokens`; neighbours in length share a batch, so little padding is added. A window longer than the
+def plan_batches(lengths: Sequence[int], batch_tokens: int, max_padding: float = MAX_BATCH_PADDING) -> list[list[int]]:
+    """Group window indices, longest first, into batches whose padded size (windows × the batch's longest window)
+    stays within `batch_tokens` and whose padding stays within `max_padding` of it; a window longer than the
     budget gets a batch of its own."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
+    batch_real_tokens = 0
     for index in order:
-        # The first window of a batch is its longest, so the padded size is len(batch + 1) × that length.
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= batch_tokens:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
+        if batches:
+            # The first window of a batch is its longest, so adding one makes the padded size (size + 1) × that.
+            padded_size = (len(batches[-1]) + 1) * lengths[batches[-1][0]]
+            real_tokens = batch_real_tokens + lengths[index]
+            if padded_size <= batch_tokens and real_tokens >= (1 - max_padding) * padded_size:
+                batches[-1].append(index)
+                batch_real_tokens = real_tokens
+                continue
+        batches.append([index])
+        batch_real_tokens = lengths[index]
     return batches
 
 

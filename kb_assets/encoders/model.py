@@ -7,6 +7,8 @@ real weights load with `load_state_dict` once the `bert.` prefix is stripped.
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +103,26 @@ class DnaBert2GatedMlp(nn.Module):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the real tokens of a padded [B, L] batch sit: the model keeps only those between attention steps,
+    so the linear layers, which do nearly all the work, never compute padding."""
+
+    token_index: torch.Tensor  # [T] positions of real tokens in the flattened [B·L] batch
+    batch: int
+    length: int
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        """[T, D] → [B, L, D] with zeros at padding."""
+        padded = packed.new_zeros(self.batch * self.length, packed.shape[-1])
+        padded.index_copy_(0, self.token_index, packed)
+        return padded.view(self.batch, self.length, -1)
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] → [T, D]."""
+        return padded.reshape(self.batch * self.length, -1).index_select(0, self.token_index)
+
+
 class DnaBert2Layer(nn.Module):
     def __init__(self, config: DnaBert2Config):
         super().__init__()
@@ -109,13 +131,15 @@ class DnaBert2Layer(nn.Module):
         self.attention = DnaBert2Attention(config)
         self.mlp = DnaBert2GatedMlp(config)
 
-    def forward(self, hidden: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
-        """hidden [B, L, H]; attention_bias [B, heads, L, L] (ALiBi + padding), added to the scaled scores."""
-        batch, length, width = hidden.shape
-        qkv = self.attention.self.Wqkv(hidden).view(batch, length, 3, self.num_heads, width // self.num_heads)
+    def forward(self, hidden: torch.Tensor, attention_bias: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """hidden [T, H] real tokens only; attention_bias [B, heads, L, L] (ALiBi + padding), added to the scaled
+        scores of the padded batch that attention runs on."""
+        width = hidden.shape[-1]
+        qkv = layout.pad(self.attention.self.Wqkv(hidden))
+        qkv = qkv.view(layout.batch, layout.length, 3, self.num_heads, width // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, L, head_dim]
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_bias)
-        context = context.transpose(1, 2).reshape(batch, length, width)
+        context = layout.unpad(context.transpose(1, 2))
         output = self.attention.output
         hidden = output.LayerNorm(output.dense(context) + hidden)
         mlp = self.mlp
@@ -140,6 +164,8 @@ class DnaBert2Model(nn.Module):
         # A plain list rather than a buffer: the model can be built on the meta device and filled by
         # load_state_dict(assign=True) without this having to be recreated.
         self.alibi_slopes = alibi_slopes(config.num_attention_heads)
+        self._layers: Callable[..., torch.Tensor] = self.run_layers
+        self.compiled = False
 
     def attention_bias(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, heads, L, L] fp32: −slope·|i − j| plus MASK_BIAS on padded keys.
@@ -155,12 +181,37 @@ class DnaBert2Model(nn.Module):
         padding = (1.0 - attention_mask.float()) * MASK_BIAS  # [B, L], over keys
         return alibi[None] + padding[:, None, None, :]
 
+    def run_layers(self, hidden: torch.Tensor, attention_bias: torch.Tensor, token_index: torch.Tensor, batch: int,
+                   length: int) -> torch.Tensor:
+        """The encoder layers over the real tokens [T, H] of a [B, L] batch → padded hidden states [B, L, H]."""
+        layout = TokenLayout(token_index, batch, length)
+        for layer in self.encoder.layer:
+            hidden = layer(hidden, attention_bias, layout)
+        return layout.pad(hidden)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, L] int; attention_mask [B, L] (1 = token, 0 = padding) → hidden states [B, L, H]."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        batch, length = input_ids.shape
+        # Real-token positions have a data-dependent count, so they are found here, outside the compiled layers.
+        token_index = attention_mask.flatten().nonzero().squeeze(1)
         bias = self.attention_bias(attention_mask)
-        hidden = self.embeddings(input_ids)
-        for layer in self.encoder.layer:
-            hidden = layer(hidden, bias)
-        return hidden * attention_mask[..., None].to(hidden.dtype)
+        hidden = self.embeddings(input_ids.flatten().index_select(0, token_index))
+        return self._layers(hidden, bias, token_index, batch, length)
+
+    def compile_layers(self) -> None:
+        """Run the layers through torch.compile (inductor): fused elementwise kernels and, with freezing, weights
+        prepacked for oneDNN. Costs about a minute of compilation on first use per input rank pattern; worth it for
+        long jobs. Falls back to eager, with a warning, where inductor cannot work (no C++ compiler, no Triton)."""
+        compiled = torch.compile(self.run_layers, dynamic=True, options={"freezing": True})
+
+        def run_compiled_or_eager(*args: object) -> torch.Tensor:
+            try:
+                return compiled(*args)
+            except Exception as err:  # inductor fails in many ways (toolchain, Triton, unsupported op)
+                warnings.warn(f"torch.compile failed, running the DNABERT-2 layers eagerly: {err}", stacklevel=2)
+                self._layers, self.compiled = self.run_layers, False
+                return self.run_layers(*args)
+
+        self._layers, self.compiled = run_compiled_or_eager, True

@@ -10,6 +10,7 @@ from kb_assets.genome.haplotypes import (
     HaplotypeResult,
     build_haplotypes,
     reference_haplotypes,
+    vcf_samples,
 )
 from kb_assets.genome.regions import REGION_DTYPES, REGION_MODES, check_contig_names, extract_regions
 from kb_assets.genome.sequence import reverse_complement
@@ -32,4 +33,5 @@ __all__ = [
     "reference_haplotypes",
     "resolve_gene_set",
     "reverse_complement",
+    "vcf_samples",
 ]

@@ -392,6 +392,11 @@ def _key(record: cyvcf2.Variant) -> tuple:
     return record.CHROM, record.start, record.REF, tuple(record.ALT)
 
 
+def vcf_samples(path: str | os.PathLike) -> list[str]:
+    """The sample names of a bgzipped, indexed VCF/BCF (each once), after the same checks build_haplotypes makes."""
+    return _check_vcf_file(Path(path))
+
+
 def _check_vcf_file(path: Path) -> list[str]:
     """Check the VCF/BCF can be read by region and return its header's sample names (each once)."""
     if not path.is_file():

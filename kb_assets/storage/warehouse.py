@@ -79,6 +79,10 @@ class Warehouse:
     def table_file(self, dataset: str) -> Path:
         return self.dataset_dir(dataset) / "data.parquet"
 
+    def array_file(self, dataset: str) -> Path:
+        """A dense matrix beside a dataset's tables (numpy .npy: memory-mapped by its readers)."""
+        return self.dataset_dir(dataset) / "matrix.npy"
+
     # ---- writes ------------------------------------------------------------------------------------------
     def write_partition(self, dataset: str, chrom: str, table: pa.Table) -> Path:
         """Replace one chromosome partition atomically; the table's rows all belong to `chrom`."""
@@ -116,6 +120,21 @@ class Warehouse:
         for temporary, target in staged:
             os.replace(temporary, target)
         return dict(targets)
+
+    @contextlib.contextmanager
+    def staged(self, target: Path) -> Iterator[Path]:
+        """A temporary path beside `target`, renamed onto it when the block succeeds and removed when it fails."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            yield temporary
+        except OSError as err:
+            temporary.unlink(missing_ok=True)
+            raise _storage_error(err, self.root) from err
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        os.replace(temporary, target)
 
     # ---- reads -------------------------------------------------------------------------------------------
     def has_partition(self, dataset: str, chrom: str) -> bool:

@@ -1,0 +1,273 @@
+"""The cohort half of the graph: covariates, folds, the subject matrix and residualized PCA per fold."""
+
+# No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, png_markdown, publish, upstream_facts
+from kb_assets.errors import InputError
+from kb_assets.fingerprint import file_sha256
+from kb_assets.genome import REFERENCE_SUBJECT, vcf_samples
+from kb_assets.resources import CohortResource, RecipeResource, WarehouseResource
+from kb_assets.settings import Recipe
+from kb_assets.stats import (
+    assign_folds,
+    design_matrix,
+    fit_fold_projections,
+    intersect_subjects,
+    load_covariates,
+    pc_scatter_png,
+    scree_plot_png,
+)
+from kb_assets.stats.subject_matrix import feature_table, fill_subject_matrix, matrix_width
+from kb_assets.storage import Warehouse, to_matrix
+
+CODE_VERSION = "1"
+GROUP = "cohort"
+# Facts that must agree across every gene_embeddings partition before their vectors share one matrix.
+EMBEDDING_SETTINGS = ("model_sha256", "tokenizer_version", "rc_mode", "pooling_strategy", "region_to_gene",
+                      "window_tokens", "window_stride", "dtype")
+CATEGORICAL = ("sex", "batch", "site", "label")
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    plain = frame.assign(**{c: frame[c].astype(str) for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)})
+    return pa.Table.from_pandas(plain, preserve_index=False)
+
+
+def read_covariates(warehouse: Warehouse) -> pd.DataFrame:
+    """The covariates table as the covariates asset wrote it, categoricals restored (levels sorted)."""
+    frame = warehouse.read_table("covariates").to_pandas()
+    for name in CATEGORICAL:
+        if name in frame:
+            frame[name] = pd.Categorical(frame[name], categories=sorted(frame[name].unique()))
+    return frame
+
+
+def covariate_names(frame: pd.DataFrame) -> list[str]:
+    """What is residualized out: age, sex, the ancestry PCs and batch (CovariateTable.covariate_names)."""
+    return ["age", "sex", *[c for c in frame.columns if c.startswith("pc") and c[2:].isdigit()], "batch"]
+
+
+def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict[str, dict]:
+    """Per materialized gene_embeddings partition, the settings that made it; refuses a mix."""
+    settings = {}
+    for chrom in chromosomes:
+        record = warehouse.latest_lineage("gene_embeddings", chrom)
+        if record is not None:
+            settings[chrom] = {key: record["facts"].get(key) for key in EMBEDDING_SETTINGS}
+    for key in EMBEDDING_SETTINGS:
+        values: dict[object, list[str]] = {}
+        for chrom, facts in settings.items():
+            values.setdefault(facts[key], []).append(chrom)
+        if len(values) > 1:
+            # The newest setting wins; the partitions made otherwise are the ones to redo.
+            newest = max(settings, key=lambda c: warehouse.latest_lineage("gene_embeddings", c)["materialized_at"])
+            stale = sorted(c for c in settings if settings[c][key] != settings[newest][key])
+            listed = "; ".join(f"{str(value)[:16]} in {', '.join(chroms)}" for value, chroms in values.items())
+            raise InputError(
+                warehouse.dataset_dir("gene_embeddings"), f"{key}: {listed}",
+                f"gene_embeddings partitions were made with different {key} values and cannot share one matrix",
+                f"re-materialize gene_embeddings for {', '.join(stale)} with the current checkpoint and recipe",
+            )
+    return settings
+
+
+def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
+    @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('covariates')}",
+              kinds={"parquet"})
+    def covariates(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, cohort: CohortResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        """The validated covariates (age, sex, ancestry PCs, batch, site, label) of the analysis set: the
+        subjects in both the covariates table and the VCF."""
+        settings = recipe.settings()
+        if cohort.covariates is None:
+            raise InputError(settings.source, "inputs.covariates", "the recipe names no covariates table",
+                             "add inputs.covariates (CSV, TSV or parquet) to the recipe")
+        table = load_covariates(cohort.covariates, settings.covariates.columns, settings.covariates.missing)
+        report = {}
+        if cohort.vcf is not None:
+            table, report = intersect_subjects(table, vcf_samples(cohort.vcf))
+        return publish(
+            context, warehouse.get(), settings, {"covariates": _arrow(table.frame)},
+            facts={"covariates": table.covariate_names, "missing_policy": settings.covariates.missing},
+            metadata={
+                "n_subjects": len(table.frame),
+                "dropped": dg.MetadataValue.json(table.dropped),
+                **{f"intersection/{k}": dg.MetadataValue.json(v) if isinstance(v, list) else v
+                   for k, v in report.items()},
+            },
+            inputs={"covariates": {"path": cohort.covariates, "sha256": file_sha256(cohort.covariates)}},
+        )
+
+    @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('folds')}", deps=[covariates],
+              kinds={"parquet"})
+    def cv_folds(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, cohort: CohortResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        """Cross-validation folds, one per subject: StratifiedGroupKFold grouped by site and stratified by label
+        when both exist (plain KFold otherwise), so every downstream analysis reuses the same split."""
+        settings = recipe.settings()
+        store = warehouse.get()
+        frame = read_covariates(store)
+        folds = assign_folds(
+            frame, settings.folds.k, settings.folds.seed,
+            group="site" if "site" in frame else None, stratify="label" if "label" in frame else None,
+            source=cohort.covariates,
+        )
+        sizes = folds.groupby("fold").size()
+        summary = ["| fold | subjects | share of label=1 |", "|---:|---:|---:|"]
+        for fold, group in folds.groupby("fold"):
+            share = (group["stratum"].astype(str) == "1").mean() if folds["stratum"].notna().any() else float("nan")
+            summary.append(f"| {fold} | {len(group)} | {share:.3f} |")
+        return publish(
+            context, store, settings, {"cv_folds": _arrow(folds)},
+            facts={"fold_scheme": folds.attrs["scheme"], "k": settings.folds.k, "seed": settings.folds.seed},
+            metadata={"fold_sizes": [int(n) for n in sizes], "folds": dg.MetadataValue.md("\n".join(summary))},
+            upstream=[("covariates", None)],
+        )
+
+    @dg.asset(
+        group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}",
+        deps=[gene_embeddings, gene_set, covariates], kinds={"numpy", "parquet"},
+    )
+    def subject_matrix(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        """Subjects × (genes·H): each subject's gene vectors concatenated in gene-set order (or their mean or
+        max, per the recipe), as a memory-mapped float32 .npy with a subject index and a feature table."""
+        settings = recipe.settings()
+        store = warehouse.get()
+        genes = store.read_table("gene_set").to_pandas().sort_values("gene_order")
+        chromosomes = [c for c in settings.reference.chromosomes if c in set(genes["chrom"])]
+        missing = [c for c in chromosomes if not store.has_partition("gene_embeddings", c)]
+        if missing:
+            raise InputError(store.dataset_dir("gene_embeddings"), f"partitions {', '.join(missing)}",
+                             "gene_embeddings has not been materialized for chromosomes with gene-set genes",
+                             f"materialize gene_embeddings for {', '.join(missing)} (e.g. a backfill)")
+        embedding_settings = _embedding_settings(store, chromosomes)
+
+        present = {c: store.read_partition("gene_embeddings", c, columns=["subject_id", "gene_id"]).to_pandas()
+                   for c in chromosomes}
+        embedded_genes = set().union(*(set(p["gene_id"]) for p in present.values())) if present else set()
+        genes = genes[genes["gene_id"].isin(embedded_genes)]
+        covariate_subjects = read_covariates(store)["subject_id"]
+        in_every_partition = set(covariate_subjects)
+        for frame in present.values():
+            in_every_partition &= set(frame["subject_id"])
+        subjects = pd.Index([s for s in covariate_subjects if s in in_every_partition and s != REFERENCE_SUBJECT])
+        if subjects.empty:
+            raise InputError(store.dataset_dir("gene_embeddings"), None,
+                             "no covariates subject has gene vectors on every chromosome",
+                             "check that the VCF and covariates name the same subjects")
+
+        hidden = store.read_partition("gene_embeddings", chromosomes[0], columns=["vector"]).schema.field(
+            "vector").type.list_size
+        mode = settings.aggregation.genes_to_subject
+        target = store.array_file("subject_matrix")
+        with store.staged(target) as temporary:
+            matrix = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32,
+                                               shape=(len(subjects), matrix_width(len(genes), hidden, mode)))
+            blocks = (
+                (table.select(["subject_id", "gene_id"]).to_pandas(), to_matrix(table.column("vector")))
+                for table in (store.read_partition("gene_embeddings", c) for c in chromosomes)
+            )
+            fill_subject_matrix(matrix, subjects, pd.Index(genes["gene_id"]), blocks, mode)
+            matrix.flush()
+            shape = matrix.shape
+            del matrix
+        index = pa.table({"row": pa.array(np.arange(len(subjects)), pa.int64()),
+                          "subject_id": pa.array(subjects, pa.string())})
+        facts = next(iter(embedding_settings.values()))
+        return publish(
+            context, store, settings,
+            {"subject_matrix": index,
+             "subject_matrix/features": pa.Table.from_pandas(feature_table(genes, hidden, mode), preserve_index=False)},
+            facts={
+                **facts,
+                "genes_to_subject": mode,
+                "genes": genes["gene_name"].tolist(),
+                **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS),
+            },
+            metadata={
+                "matrix_path": dg.MetadataValue.path(str(target)),
+                "shape": list(shape),
+                "subjects_without_every_chromosome": len(set(covariate_subjects) - in_every_partition),
+                "genes_without_regions": sorted(set(store.read_table("gene_set").to_pandas()["gene_name"])
+                                                - set(genes["gene_name"])),
+            },
+            data_files=[target],
+            upstream=[("gene_set", None), ("covariates", None), *[("gene_embeddings", c) for c in chromosomes]],
+        )
+
+    @dg.asset(
+        group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('pca', 'folds')}",
+        deps=[subject_matrix, cv_folds, covariates], kinds={"numpy", "parquet"},
+    )
+    def subject_embeddings_pca(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        """Per fold, fitted on the training subjects only: z-score → residualize on age, sex, ancestry PCs and
+        batch (OLS, categoricals one-hot) → PCA (or PCA then residualize); held-out subjects projected with the
+        training fit. Rows (fold, subject_id, split, pc_1..pc_k) and each fold's fitted projector (.npz)."""
+        settings = recipe.settings()
+        store = warehouse.get()
+        matrix = np.load(store.array_file("subject_matrix"), mmap_mode="r")
+        subjects = store.read_table("subject_matrix").column("subject_id").to_pylist()
+        if matrix.shape[0] != len(subjects):
+            raise InputError(store.array_file("subject_matrix"), None,
+                             f"the matrix has {matrix.shape[0]} rows but its index {len(subjects)} subjects",
+                             "materialize subject_matrix again")
+        frame = read_covariates(store).set_index("subject_id").loc[subjects].reset_index()
+        names = covariate_names(frame)
+        design, design_names = design_matrix(frame, names)
+        folds = store.read_table("cv_folds").to_pandas()
+        folds = folds[folds["subject_id"].isin(set(subjects))]
+
+        rows, projector_files, ratios = [], {}, []
+        for result in fit_fold_projections(matrix, subjects, design, folds, settings.pca.n_components,
+                                           settings.pca.order, settings.folds.seed, design_names):
+            rows.append(result.to_frame())
+            ratios.append(result.projector.explained_variance_ratio)
+            target = store.dataset_dir("subject_embeddings_pca") / "projectors" / f"fold-{result.fold}.npz"
+            with store.staged(target) as temporary:
+                result.projector.save(temporary)
+            projector_files[result.fold] = str(target)
+            context.log.info(f"fold {result.fold}: {result.projector.n_components} components, "
+                             f"{len(result.train_ids)} training / {len(result.heldout_ids)} held-out subjects")
+        scores = pd.concat(rows, ignore_index=True)
+        pc_columns = [c for c in scores.columns if c.startswith("pc_")]
+        scores[pc_columns] = scores[pc_columns].astype(np.float32)
+        n_components = min(len(r) for r in ratios)
+        mean_ratio = np.mean([r[:n_components] for r in ratios], axis=0)
+        first_fold = scores[(scores["fold"] == scores["fold"].min()) & (scores["split"] == "train")]
+        batches = frame.set_index("subject_id").loc[first_fold["subject_id"], "batch"].astype(str)
+        return publish(
+            context, store, settings, {"subject_embeddings_pca": pa.Table.from_pandas(scores, preserve_index=False)},
+            facts={
+                "n_components": n_components,
+                "n_components_requested": settings.pca.n_components,
+                "order": settings.pca.order,
+                "covariates": design_names,
+                "fit_on": f"training subjects of each fold ({settings.folds.k - 1} of {settings.folds.k} folds); "
+                          "held-out subjects projected with that fit",
+            },
+            metadata={
+                "explained_variance_ratio": [round(float(r), 6) for r in mean_ratio[:50]],
+                "explained_variance_total": round(float(mean_ratio.sum()), 6),
+                "projectors": dg.MetadataValue.json(projector_files),
+                "scree_plot": png_markdown(scree_plot_png(mean_ratio), "scree plot (mean over folds)"),
+                "pc_scatter": png_markdown(
+                    pc_scatter_png(first_fold[["pc_1", "pc_2"]].to_numpy(), batches.to_numpy()),
+                    "fold 0 training subjects on pc_1 and pc_2, coloured by batch",
+                ) if n_components >= 2 else "fewer than two components",
+            },
+            upstream=[("subject_matrix", None), ("cv_folds", None), ("covariates", None)],
+        )
+
+    return [covariates, cv_folds, subject_matrix, subject_embeddings_pca]

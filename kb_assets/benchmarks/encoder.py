@@ -1,0 +1,224 @@
+"""DNABERT-2 encoder throughput at the full 117M shape with random weights, on an exon-like length mix.
+
+Measured in one run on one machine: matrix-multiply throughput per dtype (the model's own GEMM shapes), then
+`Encoder.embed` (RC-averaged, mean pooling) in each dtype: tokens/s, base pairs/s, padding and model FLOPs
+utilisation (model FLOPs of the real tokens per second ÷ the measured matmul throughput), and how closely the
+bf16 vectors follow the fp32 ones. `kb-assets bench encoder` prints `format_report(run_encoder_benchmark())`.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kb_assets.encoders import Encoder, load_encoder, train_bpe_tokenizer, write_checkpoint
+from kb_assets.encoders.encoder import resolve_device
+from kb_assets.encoders.model import DnaBert2Config
+from kb_assets.genome.sequence import reverse_complement
+
+SHAPE_117M = DnaBert2Config()
+# Exon lengths: log-normal with median 150 bp and 5% above 3 kb (z = 1.645 at 3 kb), kept within real exon sizes.
+EXON_MEDIAN_BP = 150
+EXON_P95_BP = 3_000
+EXON_MIN_BP, EXON_MAX_BP = 10, 20_000
+TARGETS = {
+    "bf16_tokens_per_second": 2_000,
+    "bf16_mfu": 0.60,
+    "fp32_tokens_per_second": 700,
+    "max_padding_fraction": 0.10,
+    "min_cosine_bf16_vs_fp32": 0.999,
+}
+_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def exon_like_lengths(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    sigma = math.log(EXON_P95_BP / EXON_MEDIAN_BP) / 1.6449
+    lengths = np.exp(rng.normal(math.log(EXON_MEDIAN_BP), sigma, n))
+    return np.clip(np.rint(lengths), EXON_MIN_BP, EXON_MAX_BP).astype(np.int64)
+
+
+def exon_like_sequences(n: int, seed: int = 0) -> list[str]:
+    """Uniform random ACGT with exon-like lengths (random DNA tokenizes at about 5 bp per token, like the genome)."""
+    rng = np.random.default_rng(seed + 1)
+    bases = np.frombuffer(b"ACGT", dtype=np.uint8)
+    return [bases[rng.integers(0, 4, length)].tobytes().decode() for length in exon_like_lengths(n, seed)]
+
+
+def matmul_throughput(dtype: torch.dtype, device: torch.device, tokens: int = 4096, repeats: int = 5) -> float:
+    """FLOP/s of one layer's four GEMMs at the model's shapes (best of `repeats`): what the model could reach
+    if everything but its matrix multiplies were free."""
+    config = SHAPE_117M
+    hidden, intermediate = config.hidden_size, config.intermediate_size
+    shapes = [(hidden, 3 * hidden), (hidden, hidden), (hidden, 2 * intermediate), (intermediate, hidden)]
+    generator = torch.Generator(device=device).manual_seed(0)
+    operands = [
+        (torch.randn(tokens, k, generator=generator, device=device).to(dtype),
+         torch.randn(n, k, generator=generator, device=device).to(dtype))
+        for k, n in shapes
+    ]
+    flops = sum(2 * tokens * k * n for k, n in shapes)
+    best = math.inf
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first round warms up the kernels
+            _synchronize(device)
+            started = time.perf_counter()
+            for activations, weight in operands:
+                torch.nn.functional.linear(activations, weight)
+            _synchronize(device)
+            best = min(best, time.perf_counter() - started)
+    return flops / best
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_flops(encoder: Encoder, sequences: Sequence[str], window_tokens: int, window_overlap: int) -> int:
+    """Forward FLOPs of the real tokens of every window of both strands (padding not counted)."""
+    total = 0
+    for sequence in sequences:
+        for strand in (sequence, reverse_complement(sequence)):
+            for window in encoder.tokenizer.windows(strand, window_tokens, window_overlap):
+                length = len(window.input_ids)
+                total += length * encoder.model.config.flops_per_token(length)
+    return total
+
+
+def _benchmark_checkpoint(folder: Path, seed: int) -> Path:
+    """A full-shape checkpoint with random weights and a BPE tokenizer trained on 1 Mb of random DNA."""
+    rng = random.Random(seed)
+    tokenizer = train_bpe_tokenizer(["".join(rng.choices("ACGT", k=1_000_000))], vocab_size=SHAPE_117M.vocab_size)
+    return write_checkpoint(folder, tokenizer, hidden_size=SHAPE_117M.hidden_size,
+                            num_hidden_layers=SHAPE_117M.num_hidden_layers,
+                            num_attention_heads=SHAPE_117M.num_attention_heads,
+                            intermediate_size=SHAPE_117M.intermediate_size, seed=seed, weights_format="safetensors")
+
+
+def run_encoder_benchmark(
+    n_sequences: int = 160,
+    seed: int = 0,
+    dtypes: Sequence[str] = ("bfloat16", "float32"),
+    device: str = "cpu",
+    window_tokens: int = 512,
+    window_overlap: int = 64,
+    batch_tokens: int = 16384,
+) -> dict:
+    """Embed `n_sequences` exon-like sequences in each dtype and measure; returns a JSON-ready dict."""
+    target_device = resolve_device(device)
+    sequences = exon_like_sequences(n_sequences, seed)
+    lengths = np.array([len(s) for s in sequences])
+    result: dict = {
+        "device": str(target_device),
+        "device_name": (torch.cuda.get_device_name(target_device) if target_device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "workload": {
+            "n_sequences": n_sequences,
+            "seed": seed,
+            "base_pairs": int(lengths.sum()),
+            "median_bp": float(np.median(lengths)),
+            "fraction_over_3kb": float((lengths > 3000).mean()),
+            "rc": "average",
+            "pooling": "mean",
+            "window_tokens": window_tokens,
+            "window_overlap": window_overlap,
+            "batch_tokens": batch_tokens,
+        },
+        "matmul_flops_per_second": {},
+        "runs": {},
+    }
+    vectors: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory(prefix="kb-assets-bench-") as scratch:
+        checkpoint = _benchmark_checkpoint(Path(scratch) / "dnabert2-117m-random", seed)
+        for dtype_name in dtypes:
+            dtype = _DTYPES[dtype_name]
+            peak = matmul_throughput(dtype, target_device)
+            encoder = load_encoder(checkpoint, device=target_device, dtype=dtype)
+            flops = model_flops(encoder, sequences, window_tokens, window_overlap)
+            options = dict(window_tokens=window_tokens, window_overlap=window_overlap, batch_tokens=batch_tokens)
+            encoder.embed(sequences[:8], **options)  # warm-up: kernel selection and allocator
+            vectors[dtype_name] = encoder.embed(sequences, progress=lambda done, total: None, **options)
+            stats = encoder.last_stats
+            result["matmul_flops_per_second"][dtype_name] = peak
+            result["runs"][dtype_name] = {
+                "seconds": stats.seconds,
+                "windows": stats.n_windows,
+                "real_tokens": stats.real_tokens,
+                "computed_tokens": stats.computed_tokens,
+                "tokens_per_second": stats.tokens_per_second,
+                "base_pairs_per_second": stats.base_pairs_per_second,
+                "padding_fraction": stats.padding_fraction,
+                "model_flops": flops,
+                "model_flops_per_second": flops / stats.seconds,
+                "mfu": flops / stats.seconds / peak,
+            }
+            del encoder
+    if {"bfloat16", "float32"} <= vectors.keys():
+        low, full = vectors["bfloat16"], vectors["float32"]
+        cosine = (low * full).sum(1) / (np.linalg.norm(low, axis=1) * np.linalg.norm(full, axis=1))
+        result["min_cosine_bf16_vs_fp32"] = float(cosine.min())
+    result["targets"] = _check_targets(result)
+    return result
+
+
+def _check_targets(result: dict) -> list[dict]:
+    runs = result["runs"]
+    checks = []
+
+    def check(name: str, value: float | None, target: float, at_least: bool) -> None:
+        if value is not None:
+            met = value >= target if at_least else value <= target
+            checks.append({"target": name, "value": value, "limit": target, "at_least": at_least, "met": met})
+
+    bf16, fp32 = runs.get("bfloat16"), runs.get("float32")
+    if bf16:
+        check("bf16 tokens/s", bf16["tokens_per_second"], TARGETS["bf16_tokens_per_second"], True)
+        check("bf16 MFU", bf16["mfu"], TARGETS["bf16_mfu"], True)
+    if fp32:
+        check("fp32 tokens/s", fp32["tokens_per_second"], TARGETS["fp32_tokens_per_second"], True)
+        check("fp32 padding fraction", fp32["padding_fraction"], TARGETS["max_padding_fraction"], False)
+    check("min cosine bf16 vs fp32", result.get("min_cosine_bf16_vs_fp32"), TARGETS["min_cosine_bf16_vs_fp32"], True)
+    return checks
+
+
+def format_report(result: dict) -> str:
+    """A plain-text table of one `run_encoder_benchmark` result."""
+    workload = result["workload"]
+    lines = [
+        f"DNABERT-2-117M shape, random weights · {result['device']} ({result['device_name']}) · "
+        f"torch {result['torch']} · {result['threads']} threads",
+        f"workload: {workload['n_sequences']} exon-like sequences, {workload['base_pairs']:,} bp, median "
+        f"{workload['median_bp']:.0f} bp, {workload['fraction_over_3kb']:.1%} over 3 kb; rc={workload['rc']}, "
+        f"pooling={workload['pooling']}, windows {workload['window_tokens']}/{workload['window_overlap']}, "
+        f"batch budget {workload['batch_tokens']} tokens",
+        "",
+        f"{'dtype':<10}{'matmul GFLOP/s':>16}{'tokens/s':>11}{'bp/s':>10}{'padding':>9}{'model GFLOP/s':>15}"
+        f"{'MFU':>7}{'seconds':>9}",
+    ]
+    for dtype_name, run in result["runs"].items():
+        lines.append(
+            f"{dtype_name:<10}{result['matmul_flops_per_second'][dtype_name] / 1e9:>16.0f}"
+            f"{run['tokens_per_second']:>11.0f}{run['base_pairs_per_second']:>10.0f}{run['padding_fraction']:>9.1%}"
+            f"{run['model_flops_per_second'] / 1e9:>15.0f}{run['mfu']:>7.1%}{run['seconds']:>9.1f}"
+        )
+    if "min_cosine_bf16_vs_fp32" in result:
+        lines.append(f"bf16 vs fp32 pooled vectors: min cosine {result['min_cosine_bf16_vs_fp32']:.6f}")
+    lines.append("")
+    for check in result["targets"]:
+        relation = "≥" if check["at_least"] else "≤"
+        value, limit = check["value"], check["limit"]
+        shown = f"{value:.1%} {relation} {limit:.0%}" if limit < 1 and "cosine" not in check["target"] else (
+            f"{value:.6f} {relation} {limit}" if "cosine" in check["target"] else f"{value:.0f} {relation} {limit}")
+        lines.append(f"{'met    ' if check['met'] else 'NOT met'}  {check['target']}: {shown}")
+    return "\n".join(lines)
