@@ -1,0 +1,83 @@
+"""Fixtures shared across the suite: the demo inputs (generated once per session into a temporary folder) and
+recipes that point at them, each with a warehouse of its own."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import torch
+import yaml
+
+from kb_assets.cli import materialize_all
+from kb_assets.definitions import build_definitions
+from kb_assets.demo import generate_demo_inputs
+from kb_assets.settings import DEMO_RECIPE, Recipe, load_recipe
+
+# Short genes of every chromosome, chosen for what they exercise: a multi-allelic site (SCN2A_demo), a deletion
+# across an exon edge (CHD8_demo), an N run in an exon (DLG4_demo), a MANE-only transcript choice (MECP2_demo).
+SMALL_GENE_SET = ["SCN2A_demo", "DLG4_demo", "MECP2_demo", "CHD8_demo"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The test models are tiny: a second thread gains nothing, and OpenMP threads stall badly when another
+    process holds a core (parallel CI)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def demo_recipe(tmp_path_factory: pytest.TempPathFactory) -> Recipe:
+    """The demo recipe with its inputs generated into a temporary copy of the demo folder layout."""
+    root = tmp_path_factory.mktemp("demo_inputs")
+    (root / "demo").mkdir()
+    shutil.copy(DEMO_RECIPE, root / "demo" / "recipe.yaml")
+    generate_demo_inputs(load_recipe(root / "demo" / "recipe.yaml", require_inputs=False))
+    return load_recipe(root / "demo" / "recipe.yaml")
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+@pytest.fixture
+def make_recipe(demo_recipe: Recipe, tmp_path: Path) -> Callable[..., Recipe]:
+    """make_recipe(name, genes=[...], **section_changes): a recipe file on the demo inputs with its own
+    warehouse under tmp_path; `genes` writes a gene-set manifest of its own."""
+
+    def make(name: str = "recipe", genes: list[str] | None = SMALL_GENE_SET, **changes: dict) -> Recipe:
+        folder = tmp_path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = demo_recipe.model_dump(mode="json", exclude_none=True)
+        settings["warehouse"] = {"root": str(folder / "warehouse")}
+        if genes is not None:
+            manifest = folder / "genes.tsv"
+            manifest.write_text("gene\n" + "\n".join(genes) + "\n")
+            settings["inputs"]["gene_set"] = str(manifest)
+        path = folder / "recipe.yaml"
+        path.write_text(yaml.safe_dump(_merge(settings, changes), sort_keys=False))
+        return load_recipe(path)
+
+    return make
+
+
+@pytest.fixture
+def materialize() -> Callable[..., list[dg.ExecuteInProcessResult]]:
+    """materialize(recipe, partitions=None): the whole graph, in dependency order, on one ephemeral instance
+    per test (so runs of one test see each other's materializations)."""
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(recipe: Recipe, partitions: list[str] | None = None) -> list[dg.ExecuteInProcessResult]:
+        return materialize_all(build_definitions(recipe), partitions, instance=instance, log=lambda _: None)
+
+    run.instance = instance
+    return run
