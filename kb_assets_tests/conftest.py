@@ -49,35 +49,42 @@ def _merge(base: dict, changes: dict) -> dict:
     return merged
 
 
+def write_recipe(folder: Path, base: Recipe, genes: list[str] | None = SMALL_GENE_SET, **changes: dict) -> Recipe:
+    """A recipe file in `folder` on `base`'s inputs, with a warehouse of its own there; `genes` writes a gene-set
+    manifest of its own; `changes` replace recipe sections key by key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = base.model_dump(mode="json", exclude_none=True)
+    settings["warehouse"] = {"root": str(folder / "warehouse")}
+    if genes is not None:
+        manifest = folder / "genes.tsv"
+        manifest.write_text("gene\n" + "\n".join(genes) + "\n")
+        settings["inputs"]["gene_set"] = str(manifest)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_merge(settings, changes), sort_keys=False))
+    return load_recipe(path)
+
+
 @pytest.fixture
 def make_recipe(demo_recipe: Recipe, tmp_path: Path) -> Callable[..., Recipe]:
-    """make_recipe(name, genes=[...], **section_changes): a recipe file on the demo inputs with its own
-    warehouse under tmp_path; `genes` writes a gene-set manifest of its own."""
+    """make_recipe(name, genes=[...], **section_changes): write_recipe into tmp_path/name."""
 
     def make(name: str = "recipe", genes: list[str] | None = SMALL_GENE_SET, **changes: dict) -> Recipe:
-        folder = tmp_path / name
-        folder.mkdir(parents=True, exist_ok=True)
-        settings = demo_recipe.model_dump(mode="json", exclude_none=True)
-        settings["warehouse"] = {"root": str(folder / "warehouse")}
-        if genes is not None:
-            manifest = folder / "genes.tsv"
-            manifest.write_text("gene\n" + "\n".join(genes) + "\n")
-            settings["inputs"]["gene_set"] = str(manifest)
-        path = folder / "recipe.yaml"
-        path.write_text(yaml.safe_dump(_merge(settings, changes), sort_keys=False))
-        return load_recipe(path)
+        return write_recipe(tmp_path / name, demo_recipe, genes, **changes)
 
     return make
 
 
-@pytest.fixture
-def materialize() -> Callable[..., list[dg.ExecuteInProcessResult]]:
-    """materialize(recipe, partitions=None): the whole graph, in dependency order, on one ephemeral instance
-    per test (so runs of one test see each other's materializations)."""
-    instance = dg.DagsterInstance.ephemeral()
+def materialize_on(instance: dg.DagsterInstance) -> Callable[..., list[dg.ExecuteInProcessResult]]:
+    """materialize(recipe, partitions=None): the whole graph in dependency order, recorded on `instance`."""
 
     def run(recipe: Recipe, partitions: list[str] | None = None) -> list[dg.ExecuteInProcessResult]:
         return materialize_all(build_definitions(recipe), partitions, instance=instance, log=lambda _: None)
 
     run.instance = instance
     return run
+
+
+@pytest.fixture
+def materialize() -> Callable[..., list[dg.ExecuteInProcessResult]]:
+    """materialize_on a fresh ephemeral instance per test (so runs of one test see each other's)."""
+    return materialize_on(dg.DagsterInstance.ephemeral())
