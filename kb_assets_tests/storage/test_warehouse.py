@@ -1,0 +1,101 @@
+"""The warehouse: atomic parquet replacement, catalog views, lineage, and the embedding cache."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kb_assets.storage import EmbeddingCache, EmbeddingKey, Warehouse, quote_identifier, to_matrix, vector_column
+
+
+def _rows(values: list[int]) -> pa.Table:
+    return pa.table({"gene": [f"g{v}" for v in values], "value": values})
+
+
+def test_partition_is_replaced_whole_and_views_see_every_partition(tmp_path):
+    warehouse = Warehouse(tmp_path)
+    warehouse.write_partition("things", "chr1", _rows([1, 2, 3]))
+    warehouse.write_partition("things", "chr2", _rows([4]))
+    warehouse.register_view("things")
+    warehouse.write_partition("things", "chr1", _rows([5, 6]))
+    with warehouse.catalog(read_only=True) as catalog:
+        rows = catalog.execute("select chrom, value from things order by value").fetchall()
+    assert rows == [("chr2", 4), ("chr1", 5), ("chr1", 6)]
+    assert warehouse.partitions("things") == ["chr1", "chr2"]
+
+
+def test_failed_write_leaves_the_previous_version_and_no_temporary_file(tmp_path, monkeypatch):
+    warehouse = Warehouse(tmp_path)
+    warehouse.write_partitions({"a": _rows([1]), "b": _rows([2])}, "chr1")
+    real_write = pq.write_table
+
+    def disk_full_on_b(table, where, **kwargs):
+        if "/b/" in str(where):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", disk_full_on_b)
+    with pytest.raises(RuntimeError, match="disk full while writing; nothing was replaced"):
+        warehouse.write_partitions({"a": _rows([7]), "b": _rows([8])}, "chr1")
+    # Neither dataset moved: a is renamed only after b is written too.
+    assert warehouse.read_partition("a", "chr1").column("value").to_pylist() == [1]
+    assert warehouse.read_partition("b", "chr1").column("value").to_pylist() == [2]
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_unwritable_warehouse_is_a_clear_error(tmp_path, monkeypatch):
+    # Permissions cannot stop root (CI runs as root), so the file system's refusal is simulated.
+    def refuse(table, where, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(where))
+
+    monkeypatch.setattr(pq, "write_table", refuse)
+    with pytest.raises(RuntimeError, match="warehouse not writable \\(Permission denied\\); nothing was replaced"):
+        Warehouse(tmp_path).write_table("x", _rows([1]))
+    assert not Warehouse(tmp_path).table_file("x").exists()
+
+
+def test_lineage_round_trip_and_hostile_identifiers(tmp_path):
+    warehouse = Warehouse(tmp_path)
+    warehouse.record_lineage("asset'; drop table lineage; --", partition="chr1", run_id="r1", recipe_id="x",
+                             code_version="1", data_version="d1", path=None, facts={"gene": 'A"B;'})
+    warehouse.record_lineage("asset'; drop table lineage; --", partition="chr1", run_id="r2", recipe_id="x",
+                             code_version="1", data_version="d2", path=None, facts={"gene": 'A"B;'})
+    latest = warehouse.latest_lineage("asset'; drop table lineage; --", "chr1")
+    assert latest["run_id"] == "r2" and latest["facts"] == {"gene": 'A"B;'}
+    assert warehouse.latest_lineage("asset'; drop table lineage; --", None) is None
+
+    odd_name = 'odd"name'
+    warehouse.write_table(odd_name, _rows([1]))
+    warehouse.register_view(odd_name)
+    with warehouse.catalog(read_only=True) as catalog:
+        assert catalog.execute(f"select value from {quote_identifier(odd_name)}").fetchall() == [(1,)]
+
+
+def test_vector_columns_round_trip():
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    column = vector_column(vectors)
+    assert column.type.list_size == 3
+    np.testing.assert_array_equal(to_matrix(pa.chunked_array([column.slice(0, 1), column.slice(1)])), vectors)
+
+
+def _key(**changes) -> EmbeddingKey:
+    settings = dict(model_sha256="m", tokenizer_version="t", rc_mode="average", pooling="mean", window_tokens=512,
+                    window_overlap=64, dtype="float32")
+    return EmbeddingKey(**(settings | changes))
+
+
+def test_embedding_cache_hits_by_sequence_and_misses_on_any_key_change(tmp_path):
+    warehouse = Warehouse(tmp_path)
+    cache = EmbeddingCache(warehouse, _key())
+    cache.store("chr1", ["s1", "s2"], np.array([[1, 2], [3, 4]], np.float32))
+    cache.store("chr1", ["s3"], np.array([[5, 6]], np.float32))
+    cache.store("chr2", ["s4"], np.array([[7, 8]], np.float32))
+    ids, vectors = cache.lookup(["s3", "s1", "s4", "unknown"])
+    assert dict(zip(ids, vectors.tolist())) == {"s1": [1, 2], "s3": [5, 6], "s4": [7, 8]}
+    for change in ({"pooling": "cls"}, {"model_sha256": "other"}, {"dtype": "bfloat16"}, {"window_overlap": 32}):
+        assert EmbeddingCache(warehouse, _key(**change)).lookup(["s1"]) == ([], None)
