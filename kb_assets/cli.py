@@ -115,6 +115,25 @@ def _cmd_demo_run(args) -> None:
     _cmd_materialize(args)
 
 
+def _cmd_audit(args) -> None:
+    from kb_assets.audit import format_text, to_json, trace
+    from kb_assets.storage import Warehouse
+
+    recipe = load_recipe(args.recipe, require_inputs=False)
+    instance = _instance()
+
+    def run_status(run_id: str) -> str | None:
+        run = instance.get_run_by_id(run_id) if run_id else None
+        return run.status.value if run else "run not in this Dagster instance"
+
+    try:
+        root = trace(Warehouse(recipe.warehouse.root), args.asset, args.partition, run_status=run_status)
+    except LookupError as err:
+        raise InputError(recipe.warehouse.root, args.asset, str(err), "materialize it first, or pass --recipe "
+                         "(or KB_ASSETS_RECIPE) for the recipe whose warehouse holds it") from None
+    print(to_json(root) if args.json else format_text(root))
+
+
 def _cmd_bench(args) -> None:
     if args.which == "encoder":
         from kb_assets.benchmarks.encoder import format_report, run_encoder_benchmark
@@ -147,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.add_argument("--partition", action="append",
                              help="only this chromosome partition and what feeds it (repeatable)")
     materialize.set_defaults(func=_cmd_materialize)
+
+    audit = with_recipe(commands.add_parser(
+        "audit", help="which inputs, model, tokenizer and settings made an asset, and is it stale"))
+    audit.add_argument("asset", help="e.g. subject_embeddings_pca or gene_embeddings")
+    audit.add_argument("--partition", help="the chromosome, for a partitioned asset")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.set_defaults(func=_cmd_audit)
 
     bench = commands.add_parser("bench", help="benchmarks (apart from the tests)")
     bench.add_argument("which", choices=["encoder", "pca"])

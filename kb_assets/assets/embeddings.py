@@ -226,7 +226,7 @@ def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition,
                 "n_genes": int(regions["gene_id"].nunique()),
                 "unique_sequences": len(sequences),
             },
-            inputs={"checkpoint": {"path": str(identity.folder), "model_sha256": identity.model_sha256}},
+            inputs={"checkpoint": {"path": str(identity.weights), "sha256": identity.model_sha256}},
             upstream=[("tokenized_genes", chrom), ("subject_haplotypes", chrom), ("reference_sequences", chrom)],
             check_results=checks,
         )

@@ -43,19 +43,20 @@ def upstream_facts(warehouse: Warehouse, asset: str, keys: Sequence[str], partit
     return {key: facts[key] for key in keys if key in facts}
 
 
-def lineage_upstream(warehouse: Warehouse, upstream: Sequence[tuple[str, str | None]]) -> dict:
-    """Run id and data version of each upstream asset (partition) as it stands now: what this output read."""
-    found = {}
+def lineage_upstream(warehouse: Warehouse, upstream: Sequence[tuple[str, str | None]]) -> list[dict]:
+    """Run id and versions of each upstream asset (partition) as it stands now: what this output read."""
+    found = []
     for asset, partition in upstream:
         record = warehouse.latest_lineage(asset, partition)
         if record is not None:
-            label = asset if partition is None else f"{asset}[{partition}]"
-            found[label] = {
+            found.append({
+                "asset": asset,
+                "partition": partition,
                 "run_id": record["run_id"],
                 "data_version": record["data_version"],
                 "code_version": record["code_version"],
                 "materialized_at": record["materialized_at"].isoformat(),
-            }
+            })
     return found
 
 

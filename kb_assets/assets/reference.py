@@ -81,6 +81,8 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
             }
         )
         sha256 = file_sha256(genome.fasta)
+        # The file's hash in every row: the data version then changes with the sequence, not only the lengths.
+        contigs = contigs.append_column("fasta_sha256", pa.array([sha256] * contigs.num_rows, pa.string()))
         return publish(
             context, warehouse.get(), settings, {"reference_genome": contigs},
             facts={"reference_version": f"{genome.build} sha256:{sha256[:12]}", "reference_sha256": sha256},

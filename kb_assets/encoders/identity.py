@@ -16,6 +16,7 @@ from kb_assets.fingerprint import file_sha256
 class CheckpointIdentity:
     folder: Path
     model_id: str
+    weights: Path  # pytorch_model.bin or model.safetensors
     model_sha256: str  # of the weights file, as Encoder.model_sha256
     tokenizer: DnaTokenizer
     hidden_size: int
@@ -30,10 +31,12 @@ class CheckpointIdentity:
 def checkpoint_identity(model: str | os.PathLike, device: str = "auto", dtype: str = "auto") -> CheckpointIdentity:
     folder, model_id = resolve_checkpoint(model)
     target = resolve_device(device)
+    weights = weights_file(folder)
     return CheckpointIdentity(
         folder=folder,
         model_id=model_id,
-        model_sha256=file_sha256(weights_file(folder)),
+        weights=weights,
+        model_sha256=file_sha256(weights),
         tokenizer=load_tokenizer(folder),
         hidden_size=read_config(folder).hidden_size,
         device=str(target),

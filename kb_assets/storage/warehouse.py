@@ -209,35 +209,53 @@ class Warehouse:
         path: str | None,
         facts: Mapping[str, object],
         inputs: Mapping[str, object] | None = None,
-        upstream: Mapping[str, object] | None = None,
+        upstream: list[dict] | None = None,
     ) -> None:
         row = [
             asset, partition, run_id, datetime.now(timezone.utc), recipe_id, code_version, data_version, path,
             json.dumps(facts, sort_keys=True, default=str), json.dumps(inputs or {}, sort_keys=True, default=str),
-            json.dumps(upstream or {}, sort_keys=True, default=str),
+            json.dumps(upstream or [], sort_keys=True, default=str),
         ]
         with self.catalog() as connection:
             connection.execute(_LINEAGE_DDL)
             connection.execute("insert into lineage values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     def latest_lineage(self, asset: str, partition: str | None = None) -> dict | None:
-        """The newest lineage row of an asset (and partition), facts decoded; None when never recorded."""
+        """The newest lineage row of an asset (and partition), JSON decoded; None when never recorded."""
+        rows = self._lineage_rows(
+            "where asset = ? and partition is not distinct from ? order by materialized_at desc limit 1",
+            [asset, partition],
+        )
+        return rows[0] if rows else None
+
+    def lineage_of_run(self, asset: str, partition: str | None, run_id: str) -> dict | None:
+        """The lineage row a given run wrote for an asset (partition): what an output was built from."""
+        rows = self._lineage_rows(
+            "where asset = ? and partition is not distinct from ? and run_id = ? order by materialized_at desc "
+            "limit 1",
+            [asset, partition, run_id],
+        )
+        return rows[0] if rows else None
+
+    def latest_lineage_all(self) -> dict[tuple[str, str | None], dict]:
+        """(asset, partition) → its newest lineage row, for every asset partition ever recorded (one query)."""
+        rows = self._lineage_rows(
+            "qualify row_number() over (partition by asset, partition order by materialized_at desc) = 1", []
+        )
+        return {(row["asset"], row["partition"]): row for row in rows}
+
+    def _lineage_rows(self, clause: str, parameters: list) -> list[dict]:
         if not self.catalog_path.exists():
-            return None
+            return []
         with self.catalog() as connection:
             connection.execute(_LINEAGE_DDL)
-            result = connection.execute(
-                "select * from lineage where asset = ? and partition is not distinct from ? "
-                "order by materialized_at desc limit 1",
-                [asset, partition],
-            )
-            row = result.fetchone()
-            if row is None:
-                return None
-            record = dict(zip([c[0] for c in result.description], row))
-        for key in ("facts", "inputs", "upstream"):
-            record[key] = json.loads(record[key])
-        return record
+            result = connection.execute(f"select * from lineage {clause}", parameters)
+            names = [c[0] for c in result.description]
+            rows = [dict(zip(names, row)) for row in result.fetchall()]
+        for row in rows:
+            for key in ("facts", "inputs", "upstream"):
+                row[key] = json.loads(row[key])
+        return rows
 
 
 def content_version(*paths: Path) -> str:
