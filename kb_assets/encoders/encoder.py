@@ -166,12 +166,15 @@ def load_encoder(
     dtype: str | torch.dtype = "auto",
     *,
     revision: str | None = None,
+    compile: bool = False,
 ) -> Encoder:
     """Load a DNABERT-2 checkpoint folder in the real layout, or a hub id already in the local cache (offline).
 
     Weights come from model.safetensors or pytorch_model.bin (`weights_only=True`), with or without the `bert.`
     prefix; the masked-LM head (`cls.*`) is ignored. A missing, unexpected or misshapen weight, or a config field
-    this implementation cannot honour, stops with an InputError naming it.
+    this implementation cannot honour, stops with an InputError naming it. `compile=True` runs the layers through
+    torch.compile (see `DnaBert2Model.compile_layers`): a minute or so of compilation first, then faster; for long
+    jobs.
     """
     folder, model_id = resolve_checkpoint(model, revision)
     config = read_config(folder)
@@ -190,4 +193,6 @@ def load_encoder(
     target_device = resolve_device(device)
     network = network.to(device=target_device, dtype=resolve_dtype(dtype, target_device)).eval()
     network.requires_grad_(False)
+    if compile:
+        network.compile_layers()
     return Encoder(network, tokenizer, model_id=model_id, model_sha256=file_sha256(file))

@@ -168,10 +168,11 @@ class DnaBert2Model(nn.Module):
         self.compiled = False
 
     def attention_bias(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[B, heads, L, L] fp32: −slope·|i − j| plus MASK_BIAS on padded keys.
+        """[B, heads, L, L]: −slope·|i − j| plus MASK_BIAS on padded keys.
 
-        Kept in fp32 even for a bf16 model: ALiBi distances reach hundreds, where bf16 would round the bias by
-        up to a unit.
+        fp32 on CPU even for a bf16 model (ALiBi distances reach hundreds, where bf16 rounds the bias by up to a
+        unit, and the CPU attention kernel takes an fp32 bias with bf16 queries); elsewhere the model's dtype,
+        which the fused GPU attention kernels require.
         """
         length = attention_mask.shape[1]
         positions = torch.arange(length, device=attention_mask.device)
@@ -179,7 +180,8 @@ class DnaBert2Model(nn.Module):
         slopes = torch.tensor(self.alibi_slopes, device=attention_mask.device)
         alibi = -slopes[:, None, None] * distance  # [heads, L, L]
         padding = (1.0 - attention_mask.float()) * MASK_BIAS  # [B, L], over keys
-        return alibi[None] + padding[:, None, None, :]
+        bias = alibi[None] + padding[:, None, None, :]
+        return bias if attention_mask.device.type == "cpu" else bias.to(self.embeddings.word_embeddings.weight.dtype)
 
     def run_layers(self, hidden: torch.Tensor, attention_bias: torch.Tensor, token_index: torch.Tensor, batch: int,
                    length: int) -> torch.Tensor:

@@ -138,3 +138,28 @@ def test_bf16_vectors_point_the_same_way_as_fp32(small_checkpoint, small_encoder
     assert low.dtype == np.float32
     cosine = (low * full).sum(1) / np.linalg.norm(low, axis=1) / np.linalg.norm(full, axis=1)
     assert cosine.min() > 0.999
+
+
+def test_compiled_layers_match_eager(small_checkpoint, small_encoder: Encoder, sequences: list[str]):
+    compiled = load_encoder(small_checkpoint, device="cpu", dtype="float32", compile=True)
+    options = dict(window_tokens=64, window_overlap=8)
+    np.testing.assert_allclose(compiled.embed(sequences, batch_tokens=700, **options),
+                               small_encoder.embed(sequences, batch_tokens=700, **options), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(compiled.embed(sequences[:3], batch_tokens=100, **options),
+                               small_encoder.embed(sequences[:3], batch_tokens=100, **options), atol=1e-5, rtol=0)
+    assert compiled.model.compiled
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch, small_checkpoint,
+                                            small_encoder: Encoder, sequences: list[str]):
+    def broken_compile(function, **options):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    encoder = load_encoder(small_checkpoint, device="cpu", dtype="float32", compile=True)
+    with pytest.warns(UserWarning, match="torch.compile failed, running the DNABERT-2 layers eagerly: no C"):
+        vectors = encoder.embed(sequences[:4])
+    assert not encoder.model.compiled
+    np.testing.assert_array_equal(vectors, small_encoder.embed(sequences[:4]))
