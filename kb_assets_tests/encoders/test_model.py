@@ -53,7 +53,8 @@ def reference_forward(state: dict[str, torch.Tensor], token_ids: list[int], num_
                 probabilities = probabilities / probabilities.sum()
                 context[i, cols] = probabilities @ v[:, cols]
         attended = context @ w[p + "attention.output.dense.weight"].T + w[p + "attention.output.dense.bias"]
-        x = layer_norm(attended + x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"])
+        norm = p + "attention.output.LayerNorm."
+        x = layer_norm(attended + x, w[norm + "weight"], w[norm + "bias"])
         gated = x @ w[p + "mlp.gated_layers.weight"].T
         mlp = (gelu_exact(gated[:, :intermediate]) * gated[:, intermediate:]) @ w[p + "mlp.wo.weight"].T
         x = layer_norm(mlp + w[p + "mlp.wo.bias"] + x, w[p + "mlp.layernorm.weight"], w[p + "mlp.layernorm.bias"])
