@@ -73,31 +73,40 @@ def trace(
     return _node(warehouse, record, latest, current_hash, run_status)
 
 
+def stale_reasons(record: dict, latest: dict, current_hash: Callable[[str], str | None]) -> list[str]:
+    """Why a lineage row no longer describes the present: an input file changed (or vanished) since, or an
+    upstream asset (partition) was materialized again with other data. Empty when it is current."""
+    reasons = []
+    for name, used in record["inputs"].items():
+        now = current_hash(used["path"])
+        if now is None:
+            reasons.append(f"input {name} ({used['path']}) no longer exists")
+        elif now != used["sha256"]:
+            reasons.append(f"input {name} changed since: {used['path']} is now sha256:{now[:12]}, "
+                           f"this was built from sha256:{used['sha256'][:12]}")
+    for used in record["upstream"]:
+        newest = latest.get((used["asset"], used["partition"]))
+        if newest is not None and newest["data_version"] != used["data_version"]:
+            label = used["asset"] if used["partition"] is None else f"{used['asset']}[{used['partition']}]"
+            reasons.append(
+                f"{label} is newer than what this was built from: materialized "
+                f"{newest['materialized_at'].isoformat(timespec='seconds')} by run {newest['run_id'][:8]} "
+                f"(data version {newest['data_version']}, built from {used['data_version']})"
+            )
+    return reasons
+
+
 def _node(warehouse, record, latest, current_hash, run_status) -> LineageNode:
     node = LineageNode(
         asset=record["asset"], partition=record["partition"], run_id=record["run_id"],
         materialized_at=record["materialized_at"].isoformat(timespec="seconds"),
         code_version=record["code_version"], data_version=record["data_version"],
         facts=record["facts"], inputs=record["inputs"], run_status=run_status(record["run_id"]),
+        stale=stale_reasons(record, latest, current_hash),
     )
-    for name, used in record["inputs"].items():
-        now = current_hash(used["path"])
-        if now is None:
-            node.stale.append(f"input {name} ({used['path']}) no longer exists")
-        elif now != used["sha256"]:
-            node.stale.append(f"input {name} changed since: {used['path']} is now sha256:{now[:12]}, "
-                              f"this was built from sha256:{used['sha256'][:12]}")
     for used in record["upstream"]:
-        key = (used["asset"], used["partition"])
-        label = used["asset"] if used["partition"] is None else f"{used['asset']}[{used['partition']}]"
-        newest = latest.get(key)
-        if newest is not None and newest["data_version"] != used["data_version"]:
-            node.stale.append(
-                f"{label} is newer than what this was built from: materialized "
-                f"{newest['materialized_at'].isoformat(timespec='seconds')} by run {newest['run_id'][:8]} "
-                f"(data version {newest['data_version']}, built from {used['data_version']})"
-            )
-        built_from = warehouse.lineage_of_run(used["asset"], used["partition"], used["run_id"]) or newest
+        built_from = (warehouse.lineage_of_run(used["asset"], used["partition"], used["run_id"])
+                      or latest.get((used["asset"], used["partition"])))
         if built_from is not None:
             node.upstream.append(_node(warehouse, built_from, latest, current_hash, run_status))
     return node

@@ -16,6 +16,7 @@ from kb_assets.assets.haplotypes import build_haplotype_assets
 from kb_assets.assets.reference import build_reference_assets
 from kb_assets.partitions import chromosome_partitions
 from kb_assets.resources import CohortResource, EncoderResource, GenomeResource, RecipeResource, WarehouseResource
+from kb_assets.schedules import build_automation
 from kb_assets.settings import Recipe, load_recipe
 
 
@@ -42,12 +43,10 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
     reference = build_reference_assets(recipe, chromosomes)
     reference_sequences = reference[-1]
     haplotypes = build_haplotype_assets(recipe, chromosomes, reference_sequences)
-    embeddings = build_embedding_assets(recipe, chromosomes, haplotypes[0])
+    embeddings = build_embedding_assets(recipe, chromosomes, reference_sequences, haplotypes[0])
     cohort = build_cohort_assets(recipe, gene_set=reference[2], gene_embeddings=embeddings[-1])
-    return dg.Definitions(
-        assets=[*reference, *haplotypes, *embeddings, *cohort],
-        resources=build_resources(recipe),
-    )
+    assets = [*reference, *haplotypes, *embeddings, *cohort]
+    return dg.Definitions(assets=assets, resources=build_resources(recipe), **build_automation(recipe, assets))
 
 
 defs = build_definitions(load_recipe(os.environ.get("KB_ASSETS_RECIPE"), require_inputs=False))

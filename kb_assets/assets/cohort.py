@@ -11,6 +11,7 @@ from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256
 from kb_assets.genome import REFERENCE_SUBJECT, vcf_samples
 from kb_assets.resources import CohortResource, RecipeResource, WarehouseResource
+from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
 from kb_assets.stats import (
     assign_folds,
@@ -105,7 +106,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
         )
 
     @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('folds')}", deps=[covariates],
-              kinds={"parquet"})
+              kinds={"parquet"}, automation_condition=after_upstream_data_changes())
     def cv_folds(
         context: dg.AssetExecutionContext, recipe: RecipeResource, cohort: CohortResource,
         warehouse: WarehouseResource,
@@ -135,6 +136,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
     @dg.asset(
         group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}",
         deps=[gene_embeddings, gene_set, covariates], kinds={"numpy", "parquet"},
+        automation_condition=after_upstream_data_changes(),
     )
     def subject_matrix(
         context: dg.AssetExecutionContext, recipe: RecipeResource, warehouse: WarehouseResource,
@@ -208,6 +210,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
     @dg.asset(
         group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('pca', 'folds')}",
         deps=[subject_matrix, cv_folds, covariates], kinds={"numpy", "parquet"},
+        automation_condition=after_upstream_data_changes(),
     )
     def subject_embeddings_pca(
         context: dg.AssetExecutionContext, recipe: RecipeResource, warehouse: WarehouseResource,

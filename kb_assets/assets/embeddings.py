@@ -56,7 +56,9 @@ def _rc_check_sample(regions: pd.DataFrame) -> list[str]:
     return sequences[:RC_CHECK_SAMPLE]
 
 
-def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition, subject_haplotypes) -> list:
+def build_embedding_assets(
+    recipe: Recipe, chromosomes: dg.PartitionsDefinition, reference_sequences, subject_haplotypes
+) -> list:
     encoder_fingerprint = recipe.fingerprint("reference", "regions", "haplotypes", "encoder")
     pinned_tokenizer = recipe.encoder.tokenizer_sha256
 
@@ -129,7 +131,8 @@ def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition,
 
     @dg.asset(
         group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}-{encoder_fingerprint}",
-        deps=[tokenized_genes], partitions_def=chromosomes, pool="gpu", kinds={"pytorch", "parquet"},
+        deps=[tokenized_genes, subject_haplotypes, reference_sequences], partitions_def=chromosomes, pool="gpu",
+        kinds={"pytorch", "parquet"},
         check_specs=[
             dg.AssetCheckSpec("vectors_finite_and_complete", asset="gene_embeddings", blocking=True,
                               description="every vector finite, one per subject (and REF) × gene, width H"),

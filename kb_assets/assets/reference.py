@@ -138,7 +138,8 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         )
 
     @dg.asset(
-        group_name=GROUP, code_version=regions_code, deps=[gene_set], partitions_def=chromosomes, kinds={"parquet"}
+        group_name=GROUP, code_version=regions_code, deps=[gene_set, gene_annotations], partitions_def=chromosomes,
+        kinds={"parquet"},
     )
     def reference_sequences(
         context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
@@ -172,7 +173,7 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
                 "n_bases_N": int(regions["n_count"].sum()) if len(regions) else 0,
                 "genes_without_regions": skipped,
             },
-            upstream=[("gene_set", None)],
+            upstream=[("gene_set", None), ("gene_annotations", None)],
         )
 
     return [reference_genome, gene_annotations, gene_set, reference_sequences]

@@ -44,6 +44,10 @@ def pool_genes(
     sequence_ids / vectors: the vector of each sequence id, row for row.
     Returns (keys: subject_id, gene_id, gene_name, gene_order in subject-then-gene-order order, [n, H] float32).
     """
+    # Summation order decides float rounding: columns sorted by sequence id make the result independent of the
+    # order the vectors arrived in (freshly embedded or from the cache), so identical inputs give identical bytes.
+    order = np.argsort(np.asarray(sequence_ids, dtype=str), kind="stable")
+    sequence_ids, vectors = pd.Index(np.asarray(sequence_ids)[order]), vectors[order]
     subject_order = pd.unique(assignments["subject_id"].astype(str))
     genes = regions.drop_duplicates("gene_id").sort_values("gene_order")[["gene_id", "gene_name", "gene_order"]]
     gene_position = pd.Series(np.arange(len(genes)), index=genes["gene_id"].to_numpy())

@@ -50,3 +50,16 @@ def test_weights_sum_to_one_per_gene_and_unknown_sequence_is_refused():
     assert weights.groupby(REGIONS.set_index("region_id")["gene_id"]).sum().tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="no vector for sequence missing"):
         pool_genes(_assignments([("REF", "g2:1", 0, "missing")]), REGIONS, SEQUENCE_IDS, VECTORS, "mean")
+
+
+def test_result_does_not_depend_on_the_order_vectors_arrive_in():
+    rng = np.random.default_rng(0)
+    ids = pd.Index([f"s{i}" for i in range(40)])
+    vectors = rng.normal(size=(40, 16)).astype(np.float32)
+    regions = pd.DataFrame({"region_id": [f"r{i}" for i in range(40)], "gene_id": "g", "gene_name": "G",
+                            "gene_order": 0, "length": rng.integers(50, 500, 40)})
+    assignments = _assignments([("S", f"r{i}", 0, f"s{i}") for i in range(40)])
+    _, forward = pool_genes(assignments, regions, ids, vectors, "length_weighted")
+    shuffled = rng.permutation(40)
+    _, again = pool_genes(assignments, regions, ids[shuffled], vectors[shuffled], "length_weighted")
+    assert forward.tobytes() == again.tobytes()
