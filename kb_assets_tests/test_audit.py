@@ -44,7 +44,9 @@ def test_audit_flags_a_newer_upstream_partition_and_a_changed_input(built, make_
     assert "Status: STALE" in text
     assert "gene_embeddings[chr2] is newer than what this was built from" in text
     assert "input covariates changed since" in text
-    assert "pooling_strategy" in text
+    # The tree shows what the output was built from; the partition itself now says cls.
+    assert summary(trace(warehouse, "subject_embeddings_pca"))["pooling_strategy"] == ["mean"]
+    assert summary(trace(warehouse, "gene_embeddings", "chr2"))["pooling_strategy"] == ["cls"]
 
 
 def test_cli_prints_json(built, capsys, monkeypatch, tmp_path):
