@@ -11,6 +11,7 @@ import os
 import dagster as dg
 
 from kb_assets.assets.cohort import build_cohort_assets
+from kb_assets.assets.diagnostics import build_diagnostic_assets
 from kb_assets.assets.embeddings import build_embedding_assets
 from kb_assets.assets.haplotypes import build_haplotype_assets
 from kb_assets.assets.reference import build_reference_assets
@@ -45,7 +46,10 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
     haplotypes = build_haplotype_assets(recipe, chromosomes, reference_sequences)
     embeddings = build_embedding_assets(recipe, chromosomes, reference_sequences, haplotypes[0])
     cohort = build_cohort_assets(recipe, gene_set=reference[2], gene_embeddings=embeddings[-1])
-    assets = [*reference, *haplotypes, *embeddings, *cohort]
+    assets = [*reference, *haplotypes, *embeddings, *cohort,
+              *build_diagnostic_assets(recipe, gene_annotations=reference[1], gene_set=reference[2],
+                                       reference_sequences=reference_sequences, subject_haplotypes=haplotypes[0],
+                                       gene_embeddings=embeddings[-1])]
     return dg.Definitions(assets=assets, resources=build_resources(recipe), **build_automation(recipe, assets))
 
 

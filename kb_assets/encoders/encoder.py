@@ -17,6 +17,7 @@ from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
 from kb_assets.encoders.checkpoint import check_weights, read_config, read_weights, weights_file
 from kb_assets.encoders.engine import (
+    POOLINGS,
     EmbedStats,
     Pooling,
     ProgressCallback,
@@ -76,13 +77,29 @@ class Encoder:
     ) -> WindowEmbeddings:
         """The pooled vector of every token window of every sequence (and of its reverse complement when
         rc="average"), with each window's sequence, strand, token span and weight. Sets `last_stats`."""
-        check_embed_options(pooling, rc, window_tokens, window_overlap, self.model.config.max_position_embeddings,
-                            batch_tokens)
+        return self.embed_windows_pooled(sequences, (pooling,), rc, window_tokens, window_overlap, batch_tokens,
+                                         progress)[pooling]
+
+    def embed_windows_pooled(
+        self,
+        sequences: Sequence[str],
+        poolings: Sequence[Pooling] = POOLINGS,
+        rc: RcMode = "average",
+        window_tokens: int = 512,
+        window_overlap: int = 64,
+        batch_tokens: int = 16384,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, WindowEmbeddings]:
+        """`embed_windows` for several poolings at the cost of one: each window's hidden states are pooled every
+        way. Sets `last_stats`."""
+        for pooling in poolings:
+            check_embed_options(pooling, rc, window_tokens, window_overlap,
+                                self.model.config.max_position_embeddings, batch_tokens)
         windows, self.last_stats = embed_windows(
             self.model,
             self.tokenizer,
             sequences,
-            pooling=pooling,
+            poolings=poolings,
             rc=rc,
             window_tokens=window_tokens,
             window_overlap=window_overlap,

@@ -161,16 +161,17 @@ def pool(hidden: torch.Tensor, lengths: torch.Tensor, pooling: Pooling) -> torch
 def run_windows(
     model: torch.nn.Module,
     windows: Sequence[TokenWindow],
-    pooling: Pooling,
+    poolings: Sequence[Pooling],
     batch_tokens: int,
     device: torch.device,
     hidden_size: int,
     progress: ProgressCallback | None,
-) -> tuple[np.ndarray, int]:
-    """Pooled vectors [W, H] float32 of the windows, in their given order, and the tokens computed incl. padding."""
+) -> tuple[dict[str, np.ndarray], int]:
+    """Per pooling, the pooled vectors [W, H] float32 of the windows in their given order (every forward pass pooled
+    each way), and the tokens computed incl. padding."""
     lengths = [len(w.input_ids) for w in windows]
     total_tokens = sum(lengths)
-    vectors = np.empty((len(windows), hidden_size), dtype=np.float32)
+    vectors = {pooling: np.empty((len(windows), hidden_size), dtype=np.float32) for pooling in poolings}
     computed_tokens = done_tokens = 0
     # Without a callback, a tqdm bar; disable=None hides it when stderr is not a terminal, delay keeps quick calls
     # silent.
@@ -185,7 +186,8 @@ def run_windows(
             batch_lengths = torch.tensor([lengths[i] for i in batch])
             mask = (torch.arange(longest)[None, :] < batch_lengths[:, None]).long()
             hidden = model(ids.to(device), mask.to(device))
-            vectors[batch] = pool(hidden, batch_lengths.to(device), pooling).cpu().numpy()
+            for pooling in poolings:
+                vectors[pooling][batch] = pool(hidden, batch_lengths.to(device), pooling).cpu().numpy()
             computed_tokens += len(batch) * longest
             done_tokens += int(batch_lengths.sum())
             bar.update(int(batch_lengths.sum()))
@@ -199,7 +201,7 @@ def embed_windows(
     tokenizer: DnaTokenizer,
     sequences: Sequence[str],
     *,
-    pooling: Pooling,
+    poolings: Sequence[Pooling],
     rc: RcMode,
     window_tokens: int,
     window_overlap: int,
@@ -207,20 +209,20 @@ def embed_windows(
     device: torch.device,
     hidden_size: int,
     progress: ProgressCallback | None,
-) -> tuple[WindowEmbeddings, EmbedStats]:
-    """Pooled vectors of every window of `sequences` (both strands for rc="average"), and the call's stats."""
+) -> tuple[dict[str, WindowEmbeddings], EmbedStats]:
+    """Per pooling, the pooled vectors of every window of `sequences` (both strands for rc="average"), all from one
+    forward pass per window; and the call's stats."""
     started = time.perf_counter()
     windows = cut_windows(tokenizer, sequences, rc, window_tokens, window_overlap) if sequences else []
-    vectors, computed_tokens = run_windows(model, [w.window for w in windows], pooling, batch_tokens, device,
+    vectors, computed_tokens = run_windows(model, [w.window for w in windows], poolings, batch_tokens, device,
                                            hidden_size, progress)
-    result = WindowEmbeddings(
-        vectors=vectors,
-        sequence_index=np.array([w.sequence_index for w in windows], dtype=np.int64),
-        reverse_complement=np.array([w.reverse_complement for w in windows], dtype=bool),
-        token_start=np.array([w.window.token_start for w in windows], dtype=np.int64),
-        token_end=np.array([w.window.token_end for w in windows], dtype=np.int64),
-        weight=np.array([w.window.weight for w in windows], dtype=np.float64),
-    )
+    origin = {
+        "sequence_index": np.array([w.sequence_index for w in windows], dtype=np.int64),
+        "reverse_complement": np.array([w.reverse_complement for w in windows], dtype=bool),
+        "token_start": np.array([w.window.token_start for w in windows], dtype=np.int64),
+        "token_end": np.array([w.window.token_end for w in windows], dtype=np.int64),
+        "weight": np.array([w.window.weight for w in windows], dtype=np.float64),
+    }
     stats = EmbedStats(
         n_sequences=len(sequences),
         n_windows=len(windows),
@@ -229,4 +231,4 @@ def embed_windows(
         computed_tokens=computed_tokens,
         seconds=time.perf_counter() - started,
     )
-    return result, stats
+    return {pooling: WindowEmbeddings(vectors=vectors[pooling], **origin) for pooling in poolings}, stats

@@ -82,6 +82,12 @@ class DnaTokenizer:
         encodings = self._tokenizer.encode_batch([s.upper() for s in sequences], add_special_tokens=False)
         return [encoding.ids for encoding in encodings]
 
+    def encode_batch_with_offsets(self, sequences: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """`encode_batch`, each sequence's token ids with their (start, end) base offsets in it ([UNK] covers the
+        base it stands for)."""
+        encodings = self._tokenizer.encode_batch([s.upper() for s in sequences], add_special_tokens=False)
+        return [(encoding.ids, encoding.offsets) for encoding in encodings]
+
     def id_to_token(self, token_id: int) -> str | None:
         return self._tokenizer.id_to_token(token_id)
 

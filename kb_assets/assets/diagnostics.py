@@ -1,0 +1,306 @@
+"""Recipe diagnostics, materialized on demand in their own group: RC-averaging stability, the pooling comparison
+and the BPE token report. Each reads the warehouse, calls kb_assets.diagnostics and publishes a table in DuckDB,
+extra tables and plots, with the tokenizer and model that made it, so a diagnostic is never read against another
+model. Forward passes go through the embedding cache: an unchanged rerun runs none."""
+
+# No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from kb_assets import diagnostics
+from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, png_markdown, publish, upstream_facts
+from kb_assets.assets.reference import read_annotation
+from kb_assets.diagnostics import plots
+from kb_assets.encoders.engine import POOLINGS
+from kb_assets.encoders.gene_pooling import pool_genes
+from kb_assets.encoders.identity import CheckpointIdentity
+from kb_assets.errors import InputError
+from kb_assets.resources import EncoderResource, GenomeResource, RecipeResource, WarehouseResource
+from kb_assets.settings import Recipe
+from kb_assets.storage import EmbeddingKey, Warehouse
+
+CODE_VERSION = "1"
+GROUP = "diagnostics"
+# pooling_comparison's cohort part uses the first this many subjects by id: 500 subjects give 124,750 pairs, enough
+# for a stable rank correlation, while a 20,000-subject cohort would give 2·10^8 and a forward pass per variant.
+MAX_COHORT_SUBJECTS = 500
+# Subject gene vectors are pooled this many genes at a time (memory: subjects × genes × hidden size floats).
+GENES_PER_BLOCK = 200
+Q_THRESHOLD = 0.05
+SHOWN_ROWS = 15
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    plain = frame.assign(**{c: frame[c].astype(str) for c in frame.columns
+                            if isinstance(frame[c].dtype, pd.CategoricalDtype)})
+    return pa.Table.from_pandas(plain, preserve_index=False)
+
+
+def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A small table as markdown (floats rounded)."""
+    def cell(value) -> str:
+        return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _gene_chromosomes(store: Warehouse, settings: Recipe, datasets: tuple[str, ...]) -> list[str]:
+    """The recipe's chromosomes that hold gene-set genes; InputError unless every dataset has their partitions."""
+    genes = store.read_table("gene_set", columns=["chrom"]).to_pandas()
+    chromosomes = [c for c in settings.reference.chromosomes if c in set(genes["chrom"])]
+    for dataset in datasets:
+        missing = [c for c in chromosomes if not store.has_partition(dataset, c)]
+        if missing:
+            raise InputError(store.dataset_dir(dataset), f"partitions {', '.join(missing)}",
+                             f"{dataset.split('/')[0]} has not been materialized for chromosomes with gene-set genes",
+                             f"materialize {dataset.split('/')[0]} for {', '.join(missing)} (e.g. a backfill)")
+    return chromosomes
+
+
+def _window_vectors(store: Warehouse, settings: Recipe, identity: CheckpointIdentity,
+                    encoder: EncoderResource) -> diagnostics.WindowVectors:
+    options = settings.encoder
+    key = EmbeddingKey(identity.model_sha256, identity.tokenizer_version, options.rc, options.pooling,
+                       options.window_tokens, options.window_overlap, identity.dtype)
+    return diagnostics.WindowVectors(store, key, identity.tokenizer, encoder.encoder, identity.hidden_size,
+                                     options.batch_tokens)
+
+
+def _model_facts(identity: CheckpointIdentity, settings: Recipe) -> dict:
+    options = settings.encoder
+    return {
+        "model_id": identity.model_id,
+        "model_sha256": identity.model_sha256,
+        "tokenizer_version": identity.tokenizer_version,
+        "window_tokens": options.window_tokens,
+        "window_overlap": options.window_overlap,
+        "dtype": identity.dtype,
+        "device": identity.device,
+        "region_to_gene": settings.aggregation.region_to_gene,
+    }
+
+
+def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, reference_sequences, subject_haplotypes,
+                            gene_embeddings, max_subjects: int = MAX_COHORT_SUBJECTS) -> list:
+    embedding_code = (f"{CODE_VERSION}-"
+                      f"{recipe.fingerprint('reference', 'regions', 'haplotypes', 'encoder', 'aggregation')}")
+    kinds = {"pytorch", "parquet"}
+
+    @dg.asset(group_name=GROUP, code_version=embedding_code, deps=[reference_sequences, gene_embeddings],
+              pool="gpu", kinds=kinds)
+    def rc_stability(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, encoder: EncoderResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        """How much RC averaging changes the reference vectors, and where: per gene (and region) the cosine between
+        embed(forward) and embed(reverse complement), each embedded alone, and between embed(forward) and their
+        average (the recipe's vector); summaries by chromosome and gene length; the genes that move most."""
+        settings = recipe.settings()
+        store = warehouse.get()
+        identity = encoder.identity()
+        chromosomes = _gene_chromosomes(store, settings, ("reference_sequences",))
+        vectors = _window_vectors(store, settings, identity, encoder)
+        pooling = settings.encoder.pooling
+        frames, forward, reverse = [], [], []
+        for chrom in chromosomes:
+            regions = store.read_partition("reference_sequences", chrom).to_pandas()
+            windows = vectors.both_strands(regions["sequence"].tolist(), chrom)[pooling]
+            frames.append(regions)
+            forward.append(diagnostics.strand(windows, False).sequence_vectors(len(regions)))
+            reverse.append(diagnostics.strand(windows, True).sequence_vectors(len(regions)))
+        regions = pd.concat(frames, ignore_index=True)
+        result = diagnostics.rc_stability(regions, np.concatenate(forward), np.concatenate(reverse),
+                                          settings.aggregation.region_to_gene)
+        genes = result.genes
+        moved = diagnostics.most_moved(genes)[["moved_rank", "gene_name", "chrom", "length_bp",
+                                               "cosine_forward_rc", "cosine_forward_average", "relative_change"]]
+        histogram = plots.cosine_histogram_png(
+            {"forward vs reverse complement": genes["cosine_forward_rc"].to_numpy(),
+             "forward vs RC average": genes["cosine_forward_average"].to_numpy()},
+            "per-gene cosine, reference sequences")
+        return publish(
+            context, store, settings,
+            {"rc_stability": _arrow(genes), "rc_stability/regions": _arrow(result.regions),
+             "rc_stability/summary": _arrow(result.summary)},
+            facts={**_model_facts(identity, settings), "pooling_strategy": settings.encoder.pooling,
+                   "rc_mode_compared": "none (each strand alone) vs average",
+                   **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS)},
+            metadata={
+                "n_genes": len(genes),
+                "mean_cosine_forward_rc": round(float(genes["cosine_forward_rc"].mean()), 6),
+                "min_cosine_forward_rc": round(float(genes["cosine_forward_rc"].min()), 6),
+                "mean_cosine_forward_average": round(float(genes["cosine_forward_average"].mean()), 6),
+                "mean_relative_change": round(float(genes["relative_change"].mean()), 6),
+                "most_moved_genes": dg.MetadataValue.md(_markdown(moved)),
+                "summary": dg.MetadataValue.md(_markdown(result.summary)),
+                "cosine_histogram": png_markdown(histogram, "per-gene cosine: forward vs reverse complement, and "
+                                                            "forward vs their average"),
+                "embedded_windows": vectors.embedded_windows,
+                "cached_windows": vectors.cached_windows,
+            },
+            upstream=[*[("reference_sequences", c) for c in chromosomes],
+                      *[("gene_embeddings", c) for c in chromosomes]],
+        )
+
+    @dg.asset(group_name=GROUP, code_version=f"{embedding_code}-s{max_subjects}",
+              deps=[reference_sequences, subject_haplotypes, gene_embeddings], pool="gpu", kinds=kinds)
+    def pooling_comparison(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, encoder: EncoderResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        """Mean vs CLS vs max token pooling: per gene the cosine between the strategies' reference vectors; per gene
+        and strategy the half-split window stability; per pair of strategies the Spearman correlation of
+        subject-to-subject distances over the first `max_subjects` cohort subjects by id (see
+        kb_assets.diagnostics.pooling for the exact definitions)."""
+        settings = recipe.settings()
+        options = settings.encoder
+        region_to_gene = settings.aggregation.region_to_gene
+        store = warehouse.get()
+        identity = encoder.identity()
+        chromosomes = _gene_chromosomes(store, settings, ("reference_sequences", "subject_haplotypes/assignments"))
+
+        vectors = _window_vectors(store, settings, identity, encoder)
+        assignments = {c: store.read_partition("subject_haplotypes/assignments", c).to_pandas() for c in chromosomes}
+        subjects, n_eligible = diagnostics.cohort_subjects(list(assignments.values()), max_subjects)
+        squared_distances = {p: np.zeros((len(subjects), len(subjects))) for p in POOLINGS}
+        gene_vectors = {p: [] for p in POOLINGS}
+        region_frames, half_splits = [], []
+        for chrom in chromosomes:
+            regions = store.read_partition("reference_sequences", chrom).to_pandas()
+            sequences = store.read_partition("subject_haplotypes/sequences", chrom,
+                                             columns=["sequence_id", "sequence"]).to_pandas()
+            cohort = assignments[chrom][assignments[chrom]["subject_id"].isin(subjects)]
+            carried = sequences[sequences["sequence_id"].isin(set(cohort["sequence_id"]))]
+            reference_windows = vectors.both_strands(regions["sequence"].tolist(), chrom)
+            cohort_windows = vectors.both_strands(carried["sequence"].tolist(), chrom)
+            for pooling in POOLINGS:
+                # Gene and subject vectors as the recipe makes them (its RC mode), half splits on the forward strand.
+                reference = diagnostics.sequence_vectors(reference_windows[pooling], len(regions), options.rc)
+                gene_vectors[pooling].append(diagnostics.pool_regions(regions, reference, region_to_gene))
+                _add_subject_distances(
+                    squared_distances[pooling], subjects, cohort, regions, pd.Index(carried["sequence_id"]),
+                    diagnostics.sequence_vectors(cohort_windows[pooling], len(carried), options.rc), region_to_gene)
+                half_splits.append(diagnostics.half_split_cosines(
+                    regions, diagnostics.strand(reference_windows[pooling], False), region_to_gene).assign(
+                    strategy=pooling))
+            region_frames.append(regions)
+        genes = diagnostics.gene_table(pd.concat(region_frames, ignore_index=True))
+        pair_cosines = diagnostics.strategy_cosines(genes, {p: np.concatenate(v) for p, v in gene_vectors.items()})
+        half_split = pd.concat(half_splits, ignore_index=True)[
+            ["gene_id", "gene_name", "chrom", "strategy", "n_windows", "half_split_cosine"]]
+        agreement = diagnostics.distance_rank_agreement(squared_distances)
+
+        mean_cosines = pair_cosines.groupby(["strategy_a", "strategy_b"], sort=False)["cosine"].mean()
+        mean_half_split = half_split.groupby("strategy", sort=False)["half_split_cosine"].mean()
+        return publish(
+            context, store, settings,
+            {"pooling_comparison": _arrow(pair_cosines), "pooling_comparison/half_split": _arrow(half_split),
+             "pooling_comparison/distance_agreement": _arrow(agreement)},
+            facts={**_model_facts(identity, settings), "rc_mode": options.rc, "strategies": list(POOLINGS),
+                   "recipe_pooling": options.pooling, "max_subjects": max_subjects,
+                   "subjects": f"the first {len(subjects)} of {n_eligible} cohort subjects by id",
+                   **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS)},
+            metadata={
+                "n_genes": len(genes),
+                "n_subjects_compared": len(subjects),
+                "subjects_eligible": n_eligible,
+                **{f"mean_cosine/{a}_vs_{b}": round(float(v), 6) for (a, b), v in mean_cosines.items()},
+                **{f"mean_half_split_cosine/{s}": round(float(v), 6) for s, v in mean_half_split.items()},
+                **{f"spearman_rho/{r.strategy_a}_vs_{r.strategy_b}": round(float(r.spearman_rho), 6)
+                   for r in agreement.itertuples()},
+                "genes_with_one_window": int((half_split.loc[half_split["strategy"] == POOLINGS[0], "n_windows"]
+                                              == 1).sum()),
+                "distance_agreement": dg.MetadataValue.md(_markdown(agreement)),
+                "cosine_plot": png_markdown(plots.pooling_png(pair_cosines, half_split),
+                                            "per-gene cosine between strategies, and half-split stability"),
+                "rank_agreement_plot": png_markdown(plots.rank_agreement_png(agreement, POOLINGS),
+                                                    f"Spearman ρ of subject-to-subject distances "
+                                                    f"({len(subjects)} subjects)"),
+                "embedded_windows": vectors.embedded_windows,
+                "cached_windows": vectors.cached_windows,
+            },
+            upstream=[*[(d, c) for c in chromosomes
+                        for d in ("reference_sequences", "subject_haplotypes", "gene_embeddings")]],
+        )
+
+    @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('reference', 'regions')}",
+              deps=[gene_annotations, gene_set], kinds={"parquet"})
+    def bpe_token_report(
+        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, encoder: EncoderResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        """How the checkpoint's BPE tokenizer cuts the gene set's exons, UTRs, CDS, introns and promoters: token
+        lengths, bp per token, the most frequent tokens, their enrichment in exons vs introns/promoters (log odds,
+        chi-square or Fisher p, BH q) and whether token boundaries in CDS fall between codons (see
+        kb_assets.diagnostics.tokens)."""
+        settings = recipe.settings()
+        store = warehouse.get()
+        identity = encoder.identity()
+        genes = store.read_table("gene_set").to_pandas()
+        annotation = read_annotation(store, genome.gtf)
+        reference = genome.open_reference()
+        tally = diagnostics.TokenTally(identity.tokenizer)
+        for chrom in [c for c in settings.reference.chromosomes if c in set(genes["chrom"])]:
+            tally.add(diagnostics.region_type_sequences(reference, annotation, genes, chrom,
+                                                        settings.regions.promoter_upstream))
+        report = tally.report()
+        tokens, codon = report.tokens, report.codon_frame.iloc[0]
+        significant = tokens["q_value"] < Q_THRESHOLD
+        top = tokens.head(SHOWN_ROWS)[["rank", "token", "length_bp", "count", "share", "log_odds_exon", "q_value"]]
+        return publish(
+            context, store, settings,
+            {"bpe_token_report": _arrow(tokens), "bpe_token_report/region_types": _arrow(report.region_types),
+             "bpe_token_report/token_lengths": _arrow(report.token_lengths),
+             "bpe_token_report/codon_frame": _arrow(report.codon_frame)},
+            facts={
+                "model_id": identity.model_id,
+                "model_sha256": identity.model_sha256,
+                "tokenizer_version": identity.tokenizer_version,
+                "bpe_vocab_size": identity.tokenizer.vocab_size,
+                "promoter_upstream": settings.regions.promoter_upstream,
+                **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS),
+            },
+            metadata={
+                "bp_per_token": dg.MetadataValue.json(
+                    {r.region_type: round(r.bp_per_token, 4) for r in report.region_types.itertuples()}),
+                "region_types": dg.MetadataValue.md(_markdown(report.region_types)),
+                "distinct_tokens": len(tokens),
+                "tokens_enriched_in_exons": int((significant & (tokens["log_odds_exon"] > 0)).sum()),
+                "tokens_enriched_in_background": int((significant & (tokens["log_odds_exon"] < 0)).sum()),
+                "q_threshold": Q_THRESHOLD,
+                "top_tokens": dg.MetadataValue.md(_markdown(top)),
+                "codon_boundary_share": round(float(codon["share_at_codon_boundary"]), 6),
+                "codon_boundary_chance": round(float(codon["chance_share"]), 6),
+                "codon_boundary_p_value": float(codon["binomial_p_value"]),
+                "cds_token_boundaries": int(codon["n_boundaries"]),
+                "token_length_plot": png_markdown(plots.token_length_png(report.token_lengths),
+                                                  "token length distribution by region type"),
+                "enrichment_plot": png_markdown(plots.enrichment_png(tokens, Q_THRESHOLD),
+                                                f"token enrichment in exons vs introns/promoters (q < {Q_THRESHOLD} "
+                                                "in red)"),
+            },
+            upstream=[("gene_set", None), ("gene_annotations", None)],
+        )
+
+    return [rc_stability, pooling_comparison, bpe_token_report]
+
+
+def _add_subject_distances(total: np.ndarray, subjects: list[str], cohort: pd.DataFrame, regions: pd.DataFrame,
+                           sequence_ids: pd.Index, vectors: np.ndarray, region_to_gene: str) -> None:
+    """Add one chromosome's gene-by-gene squared distances between `subjects` (rows of `total`) to `total`."""
+    if not subjects or cohort.empty:
+        return
+    gene_ids = diagnostics.gene_table(regions)["gene_id"].tolist()
+    for start in range(0, len(gene_ids), GENES_PER_BLOCK):
+        block_regions = regions[regions["gene_id"].isin(gene_ids[start:start + GENES_PER_BLOCK])]
+        block = cohort[cohort["region_id"].isin(set(block_regions["region_id"]))]
+        keys, pooled = pool_genes(block, block_regions, sequence_ids, vectors, region_to_gene)
+        n_genes = block_regions["gene_id"].nunique()
+        by_subject = pooled.reshape(-1, n_genes, pooled.shape[1])
+        order = pd.Index(keys["subject_id"].to_numpy()[::n_genes]).get_indexer(subjects)
+        for gene in range(n_genes):
+            diagnostics.add_squared_distances(total, by_subject[order, gene])

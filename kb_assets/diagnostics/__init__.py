@@ -1,0 +1,56 @@
+"""Recipe diagnostics (domain code, no Dagster): RC-averaging stability, pooling comparison, BPE token report."""
+
+from kb_assets.diagnostics.pooling import (
+    STRATEGY_PAIRS,
+    add_squared_distances,
+    cohort_subjects,
+    distance_rank_agreement,
+    half_split_cosine,
+    half_split_cosines,
+    strategy_cosines,
+)
+from kb_assets.diagnostics.rc_stability import RcStability, length_bin, most_moved, rc_stability
+from kb_assets.diagnostics.tokens import (
+    REGION_TYPES,
+    TokenReport,
+    TokenTally,
+    codon_frame_test,
+    exon_enrichment,
+    region_type_sequences,
+)
+from kb_assets.diagnostics.vectors import (
+    WindowVectors,
+    cosine,
+    gene_table,
+    pool_regions,
+    sequence_vectors,
+    strand,
+    window_id,
+)
+
+__all__ = [
+    "REGION_TYPES",
+    "STRATEGY_PAIRS",
+    "RcStability",
+    "TokenReport",
+    "TokenTally",
+    "WindowVectors",
+    "add_squared_distances",
+    "codon_frame_test",
+    "cohort_subjects",
+    "cosine",
+    "distance_rank_agreement",
+    "exon_enrichment",
+    "gene_table",
+    "half_split_cosine",
+    "half_split_cosines",
+    "length_bin",
+    "most_moved",
+    "pool_regions",
+    "rc_stability",
+    "region_type_sequences",
+    "sequence_vectors",
+    "strand",
+    "strategy_cosines",
+    "window_id",
+]

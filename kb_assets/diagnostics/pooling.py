@@ -1,0 +1,120 @@
+"""Pooling comparison: mean vs CLS vs max token pooling, per gene and across a cohort.
+
+Three views of what the choice of pooling changes:
+
+- strategy cosines: per gene, the cosine between its reference vectors under two strategies (every pair of
+  POOLINGS), the vectors made as the recipe makes them otherwise (RC mode, windows, region_to_gene).
+- half-split stability: per gene and strategy, how alike two halves of the gene are. The gene's forward-strand
+  token windows are listed 5'→3' (regions in transcription order, windows in token order), each weighted by its
+  region's region_to_gene weight times its share of the region's vector; the first ⌊n/2⌋ windows and the other
+  ⌈n/2⌉ are each averaged with those weights and compared by cosine. A gene with one window has two identical
+  halves: 1 by definition. Forward strand only, because the reverse-complement strand's windows run 3'→5' and
+  would mix the halves.
+- distance rank agreement: per pair of strategies, the Spearman correlation between the subject-to-subject
+  distances the two strategies give (Euclidean distance between subjects' gene vectors concatenated in gene-set
+  order). Spearman is rank-based, so it is the same for distances and squared distances; no p-value is given,
+  because the N(N − 1)/2 pairs of N subjects are not independent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import pdist, squareform
+from scipy.stats import spearmanr
+
+from kb_assets.diagnostics.vectors import cosine, gene_table
+from kb_assets.encoders import WindowEmbeddings
+from kb_assets.encoders.engine import POOLINGS
+from kb_assets.encoders.gene_pooling import RegionToGene, region_weights
+from kb_assets.genome import REFERENCE_SUBJECT
+
+STRATEGY_PAIRS: tuple[tuple[str, str], ...] = tuple(combinations(POOLINGS, 2))
+
+
+def strategy_cosines(genes: pd.DataFrame, gene_vectors: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Per gene × pair of strategies: the cosine between the gene's vectors under the two.
+
+    genes: one row per gene (gene_id, gene_name, chrom); gene_vectors: strategy → [G, H] row-aligned with it.
+    """
+    frames = [
+        genes[["gene_id", "gene_name", "chrom"]].assign(
+            strategy_a=a, strategy_b=b, cosine=cosine(gene_vectors[a], gene_vectors[b]))
+        for a, b in STRATEGY_PAIRS
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def half_split_cosine(vectors: np.ndarray, weights: np.ndarray) -> float:
+    """Cosine between the weighted mean of the first ⌊n/2⌋ of n ordered window vectors and that of the other ⌈n/2⌉;
+    1 for a single window (its halves are identical by definition)."""
+    if len(vectors) == 1:
+        return 1.0
+    half = len(vectors) // 2
+    first = np.average(vectors[:half], axis=0, weights=weights[:half])
+    second = np.average(vectors[half:], axis=0, weights=weights[half:])
+    return float(cosine(first[None], second[None])[0])
+
+
+def half_split_cosines(regions: pd.DataFrame, windows: WindowEmbeddings, region_to_gene: RegionToGene
+                       ) -> pd.DataFrame:
+    """Per gene: n_windows and half_split_cosine (see the module doc).
+
+    regions: region_id, gene_id, gene_name, gene_order, region_index, chrom, length; windows: the forward-strand
+    windows of the regions' sequences (`strand(…, False)`), sequence_index being the row of `regions`.
+    """
+    region_weight = region_weights(regions, region_to_gene).to_numpy()
+    order = pd.DataFrame({
+        "gene_id": regions["gene_id"].to_numpy()[windows.sequence_index],
+        "region_index": regions["region_index"].to_numpy()[windows.sequence_index],
+        "token_start": windows.token_start,
+    }).sort_values(["gene_id", "region_index", "token_start"], kind="stable")
+    weight = region_weight[windows.sequence_index] * windows.weight
+    per_gene = {
+        gene_id: (len(rows), half_split_cosine(windows.vectors[rows].astype(np.float64), weight[rows]))
+        for gene_id, rows in ((g, frame.index.to_numpy()) for g, frame in order.groupby("gene_id", sort=False))
+    }
+    genes = gene_table(regions)[["gene_id", "gene_name", "chrom"]]
+    return genes.assign(n_windows=genes["gene_id"].map(lambda g: per_gene[g][0]).astype("int64"),
+                        half_split_cosine=genes["gene_id"].map(lambda g: per_gene[g][1]).astype("float64"))
+
+
+def cohort_subjects(assignments: Sequence[pd.DataFrame], max_subjects: int) -> tuple[list[str], int]:
+    """(the first `max_subjects` subjects by id that every chromosome's assignments hold, how many there are in
+    all); REF is not a subject."""
+    present = None
+    for frame in assignments:
+        subjects = set(frame["subject_id"].astype(str)) - {REFERENCE_SUBJECT}
+        present = subjects if present is None else present & subjects
+    eligible = sorted(present or ())
+    return eligible[:max_subjects], len(eligible)
+
+
+def add_squared_distances(total: np.ndarray, vectors: np.ndarray) -> None:
+    """Add the squared Euclidean distances between the rows of `vectors` [N, d] to `total` [N, N].
+
+    Distances are computed among distinct rows only, so subjects with identical vectors (same alleles) stay exactly
+    0 apart, and summing blocks (genes) gives the distance between the blocks' concatenations.
+    """
+    distinct, inverse = np.unique(vectors, axis=0, return_inverse=True)
+    if len(distinct) > 1:
+        between = squareform(pdist(distinct.astype(np.float64), "sqeuclidean"))
+        inverse = inverse.reshape(-1)
+        total += between[np.ix_(inverse, inverse)]
+
+
+def distance_rank_agreement(squared_distances: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Per pair of strategies: spearman_rho of the subjects' pairwise distances, n_subjects, n_pairs.
+    NaN when there are fewer than two pairs or one strategy's distances are all equal."""
+    rows = []
+    for a, b in STRATEGY_PAIRS:
+        n = len(squared_distances[a])
+        upper = np.triu_indices(n, k=1)
+        x, y = squared_distances[a][upper], squared_distances[b][upper]
+        defined = len(x) >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0
+        rho = float(spearmanr(x, y).statistic) if defined else float("nan")
+        rows.append({"strategy_a": a, "strategy_b": b, "spearman_rho": rho, "n_subjects": n, "n_pairs": len(x)})
+    return pd.DataFrame(rows)
