@@ -163,3 +163,14 @@ def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch, sm
         vectors = encoder.embed(sequences[:4])
     assert not encoder.model.compiled
     np.testing.assert_array_equal(vectors, small_encoder.embed(sequences[:4]))
+
+
+def test_one_forward_pass_pooled_several_ways_matches_separate_calls(small_encoder: Encoder, sequences: list[str]):
+    options = dict(window_tokens=64, window_overlap=8)
+    pooled = small_encoder.embed_windows_pooled(sequences, ("mean", "max", "cls"), **options)
+    assert small_encoder.last_stats.n_windows == len(pooled["mean"].vectors)
+    for pooling, windows in pooled.items():
+        alone = small_encoder.embed_windows(sequences, pooling=pooling, **options)
+        np.testing.assert_allclose(windows.vectors, alone.vectors, atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(windows.token_start, alone.token_start)
+    assert not np.allclose(pooled["mean"].vectors, pooled["max"].vectors, atol=1e-3)

@@ -128,3 +128,15 @@ def test_real_tokenizer_lowercase_and_windows(real_reference: Path):
     assert max(len(w.input_ids) for w in windows) == 512
     assert all(len(w.input_ids) <= 512 for w in windows)
     assert windows[-1].token_end == len(tokenizer.encode(sequence))
+
+
+def test_offsets_locate_each_token_in_the_sequence(tmp_path: Path, small_tokenizer: Tokenizer):
+    tokenizer = load_tokenizer(save(small_tokenizer, tmp_path / "ckpt"))
+    sequence = random_dna(200, seed=4) + "NN" + random_dna(50, seed=5).lower()
+    [(ids, offsets)] = tokenizer.encode_batch_with_offsets([sequence])
+    assert ids == tokenizer.encode(sequence)
+    assert offsets[0][0] == 0 and offsets[-1][1] == len(sequence)
+    assert all(before[1] == after[0] for before, after in zip(offsets, offsets[1:]))
+    for token_id, (start, end) in zip(ids, offsets):
+        token = tokenizer.id_to_token(token_id)
+        assert sequence[start:end].upper() == token or (token == "[UNK]" and end - start == 1)
