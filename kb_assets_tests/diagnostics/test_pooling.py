@@ -1,0 +1,119 @@
+"""Pooling comparison on vectors and distances built so each number is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kb_assets.diagnostics import (
+    STRATEGY_PAIRS,
+    add_squared_distances,
+    cohort_subjects,
+    distance_rank_agreement,
+    gene_table,
+    half_split_cosine,
+    half_split_cosines,
+    strategy_cosines,
+)
+from kb_assets.encoders import WindowEmbeddings
+
+E1, E2, E3 = np.eye(3)
+
+
+def windows(sequence_index: list[int], token_start: list[int], weight: list[float], vectors) -> WindowEmbeddings:
+    n = len(sequence_index)
+    return WindowEmbeddings(vectors=np.asarray(vectors, dtype=np.float32), sequence_index=np.array(sequence_index),
+                            reverse_complement=np.zeros(n, dtype=bool), token_start=np.array(token_start),
+                            token_end=np.array(token_start) + 10, weight=np.array(weight, dtype=float))
+
+
+def test_one_window_has_identical_halves():
+    assert half_split_cosine(np.array([[0.3, -2.0, 5.0]]), np.array([1.0])) == 1.0
+
+
+def test_halves_are_weighted_means_of_the_first_floor_and_last_ceil_windows():
+    assert half_split_cosine(np.array([E1, E2]), np.array([1.0, 1.0])) == pytest.approx(0.0, abs=1e-12)
+    # Three windows: the first alone against the weighted mean (e1 + 3·e2)/4 of the other two.
+    assert half_split_cosine(np.array([E1, E1, E2]), np.array([5.0, 1.0, 3.0])) == pytest.approx(1 / np.sqrt(10))
+    # Four windows: e1, e1 | e1, e2 (equal weights) → cos(e1, (e1 + e2)/2) = 1/√2.
+    assert half_split_cosine(np.array([E1, E1, E1, E2]), np.ones(4)) == pytest.approx(1 / np.sqrt(2))
+
+
+def test_half_split_per_gene_orders_windows_5_to_3_prime_and_weighs_regions():
+    regions = pd.DataFrame({
+        # Gene G's regions listed out of transcription order; gene S has one region with one window.
+        "region_id": ["G:2", "G:1", "S:1"], "gene_id": ["G", "G", "S"], "gene_name": ["G", "G", "S"],
+        "gene_order": [0, 0, 1], "region_index": [2, 1, 1], "chrom": ["chr1"] * 3, "length": [300, 100, 50],
+    })
+    # G:1 (100 bp) has windows e1 then e2 (shares 0.5 each); G:2 (300 bp) one window e3; S:1 one window.
+    forward = windows([1, 1, 0, 2], [0, 5, 0, 0], [0.5, 0.5, 1.0, 1.0], [E1, E2, E3, E1 + E2])
+    result = half_split_cosines(regions, forward, "length_weighted").set_index("gene_id")
+    assert result.loc["G", "n_windows"] == 3 and result.loc["S", "n_windows"] == 1
+    # 5'→3': e1 | e2 (weight 0.25·0.5), e3 (weight 0.75): halves e1 and (e2 + 6·e3)/7 are orthogonal.
+    assert result.loc["G", "half_split_cosine"] == pytest.approx(0.0, abs=1e-12)
+    assert result.loc["S", "half_split_cosine"] == 1.0
+    swapped = windows([1, 1, 0, 2], [0, 5, 0, 0], [0.5, 0.5, 1.0, 1.0], [E2, E1, E1, E1])
+    # Now e2 | e1, e1: orthogonal again; with e1 first instead the halves would agree.
+    assert half_split_cosines(regions, swapped, "mean").set_index("gene_id").loc["G", "half_split_cosine"] == \
+        pytest.approx(0.0, abs=1e-12)
+    aligned = windows([1, 1, 0, 2], [0, 5, 0, 0], [0.5, 0.5, 1.0, 1.0], [E1, E1, E1, E1])
+    assert half_split_cosines(regions, aligned, "mean").set_index("gene_id").loc["G", "half_split_cosine"] == \
+        pytest.approx(1.0)
+
+
+def test_strategy_cosines_per_gene_and_pair():
+    genes = pd.DataFrame({"gene_id": ["A", "B"], "gene_name": ["a", "b"], "chrom": ["chr1", "chr2"]})
+    vectors = {"mean": np.array([E1, E1]), "cls": np.array([E1, -E1]), "max": np.array([E2, E1 + E2])}
+    result = strategy_cosines(genes, vectors).set_index(["gene_id", "strategy_a", "strategy_b"])["cosine"]
+    assert len(result) == 2 * len(STRATEGY_PAIRS) == 6
+    assert result[("A", "mean", "cls")] == pytest.approx(1.0)
+    assert result[("B", "mean", "cls")] == pytest.approx(-1.0)
+    assert result[("A", "mean", "max")] == pytest.approx(0.0, abs=1e-12)
+    assert result[("B", "cls", "max")] == pytest.approx(-1 / np.sqrt(2))
+
+
+def test_squared_distances_add_over_genes_and_keep_identical_subjects_at_zero():
+    total = np.zeros((3, 3))
+    add_squared_distances(total, np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]], dtype=np.float32))
+    add_squared_distances(total, np.array([[1.0], [1.0], [1.0]], dtype=np.float32))  # one allele for all: adds 0
+    add_squared_distances(total, np.array([[0.1], [2.1], [0.1]], dtype=np.float32))
+    assert total[0, 2] == 0.0 and total[2, 0] == 0.0
+    assert total[0, 1] == pytest.approx(25 + 4, rel=1e-6) and total[1, 2] == pytest.approx(29, rel=1e-6)
+    assert np.all(np.diag(total) == 0.0)
+
+
+def test_rank_agreement_of_distances():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(6, 4))
+    squared = ((points[:, None] - points[None]) ** 2).sum(-1)
+    distances = {"mean": squared, "cls": np.sqrt(squared), "max": squared.max() - squared}
+    np.fill_diagonal(distances["max"], 0.0)
+    result = distance_rank_agreement(distances).set_index(["strategy_a", "strategy_b"])
+    assert result.loc[("mean", "cls"), "spearman_rho"] == pytest.approx(1.0)  # monotone: same ranks
+    assert result.loc[("mean", "max"), "spearman_rho"] == pytest.approx(-1.0)  # reversed ranks
+    assert result["n_subjects"].tolist() == [6, 6, 6] and result["n_pairs"].tolist() == [15, 15, 15]
+
+
+def test_rank_agreement_is_undefined_without_spread_or_pairs():
+    flat = {p: np.zeros((4, 4)) for p in ("mean", "cls", "max")}
+    assert distance_rank_agreement(flat)["spearman_rho"].isna().all()
+    one = {p: np.zeros((1, 1)) for p in ("mean", "cls", "max")}
+    result = distance_rank_agreement(one)
+    assert result["spearman_rho"].isna().all() and result["n_pairs"].tolist() == [0, 0, 0]
+
+
+def test_cohort_subjects_first_by_id_present_on_every_chromosome():
+    chr1 = pd.DataFrame({"subject_id": ["REF", "s3", "s1", "s2", "s4", "s10"]})
+    chr2 = pd.DataFrame({"subject_id": ["REF", "s1", "s2", "s3", "s10"]})  # s4 excluded here
+    assert cohort_subjects([chr1, chr2], 3) == (["s1", "s10", "s2"], 4)
+    assert cohort_subjects([chr1, chr2], 500) == (["s1", "s10", "s2", "s3"], 4)
+    assert cohort_subjects([], 5) == ([], 0)
+
+
+def test_gene_table_in_gene_set_order():
+    regions = pd.DataFrame({"region_id": ["b1", "a1", "a2"], "gene_id": ["B", "A", "A"], "gene_name": ["b", "a", "a"],
+                            "gene_order": [1, 0, 0], "chrom": ["chr2", "chr1", "chr1"], "length": [10, 20, 30]})
+    table = gene_table(regions)
+    assert table["gene_id"].tolist() == ["A", "B"]
+    assert table["length_bp"].tolist() == [50, 10] and table["n_regions"].tolist() == [2, 1]
