@@ -158,11 +158,9 @@ def run_encoder_benchmark(
             peak = matmul_throughput(_DTYPES[dtype_name], target_device)
             encoder = load_encoder(checkpoint, device=target_device, dtype=_DTYPES[dtype_name], compile=compile)
             flops = model_flops(encoder, sequences, window_tokens, window_overlap)
-            # Warm-up: kernel selection, allocator and, with compile, compilation for batches of several windows
-            # and of one window (size 1 is compiled apart).
+            # Warm-up: kernel selection, the allocator and, with compile, the compilation.
             warm_up = time.perf_counter()
             encoder.embed(sequences[:8], progress=lambda done, total: None, **options)
-            encoder.embed(sequences[:1], rc="none", progress=lambda done, total: None, **options)
             warm_up = time.perf_counter() - warm_up
             vectors[dtype_name], cpu_share = _timed_embed(encoder, sequences, **options)
             stats = encoder.last_stats

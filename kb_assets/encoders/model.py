@@ -183,10 +183,9 @@ class DnaBert2Model(nn.Module):
         bias = alibi[None] + padding[:, None, None, :]
         return bias if attention_mask.device.type == "cpu" else bias.to(self.embeddings.word_embeddings.weight.dtype)
 
-    def run_layers(self, hidden: torch.Tensor, attention_bias: torch.Tensor, token_index: torch.Tensor, batch: int,
-                   length: int) -> torch.Tensor:
+    def run_layers(self, hidden: torch.Tensor, attention_bias: torch.Tensor, token_index: torch.Tensor) -> torch.Tensor:
         """The encoder layers over the real tokens [T, H] of a [B, L] batch → padded hidden states [B, L, H]."""
-        layout = TokenLayout(token_index, batch, length)
+        layout = TokenLayout(token_index, attention_bias.shape[0], attention_bias.shape[-1])
         for layer in self.encoder.layer:
             hidden = layer(hidden, attention_bias, layout)
         return layout.pad(hidden)
@@ -195,25 +194,28 @@ class DnaBert2Model(nn.Module):
         """input_ids [B, L] int; attention_mask [B, L] (1 = token, 0 = padding) → hidden states [B, L, H]."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        batch, length = input_ids.shape
         # Real-token positions have a data-dependent count, so they are found here, outside the compiled layers.
         token_index = attention_mask.flatten().nonzero().squeeze(1)
         bias = self.attention_bias(attention_mask)
         hidden = self.embeddings(input_ids.flatten().index_select(0, token_index))
-        return self._layers(hidden, bias, token_index, batch, length)
+        return self._layers(hidden, bias, token_index)
 
     def compile_layers(self) -> None:
         """Run the layers through torch.compile (inductor): fused elementwise kernels and, with freezing, weights
-        prepacked for oneDNN. Costs about a minute of compilation on first use per input rank pattern; worth it for
-        long jobs. Falls back to eager, with a warning, where inductor cannot work (no C++ compiler, no Triton)."""
+        prepacked for oneDNN. The first call compiles (half a minute to a minute for the 117M model on two CPU cores),
+        after which any batch shape runs without recompiling; worth it for long jobs. Falls back to eager, with a
+        warning, where inductor cannot work (no C++ compiler, no Triton)."""
         compiled = torch.compile(self.run_layers, dynamic=True, options={"freezing": True})
 
-        def run_compiled_or_eager(*args: object) -> torch.Tensor:
+        def run_compiled_or_eager(hidden: torch.Tensor, attention_bias: torch.Tensor,
+                                  token_index: torch.Tensor) -> torch.Tensor:
+            # Without this, a batch of one window (size 1 is special to the compiler) would compile a second time.
+            torch._dynamo.decorators.mark_unbacked(attention_bias, 0)
             try:
-                return compiled(*args)
+                return compiled(hidden, attention_bias, token_index)
             except Exception as err:  # inductor fails in many ways (toolchain, Triton, unsupported op)
                 warnings.warn(f"torch.compile failed, running the DNABERT-2 layers eagerly: {err}", stacklevel=2)
                 self._layers, self.compiled = self.run_layers, False
-                return self.run_layers(*args)
+                return self.run_layers(hidden, attention_bias, token_index)
 
         self._layers, self.compiled = run_compiled_or_eager, True
