@@ -15,6 +15,7 @@ from kb_assets.settings import PROJECT_ROOT, load_recipe
 ASSETS = {
     "reference_genome", "gene_annotations", "gene_set", "reference_sequences", "subject_haplotypes",
     "tokenized_genes", "gene_embeddings", "covariates", "cv_folds", "subject_matrix", "subject_embeddings_pca",
+    "rc_stability", "pooling_comparison", "bpe_token_report",
 }
 
 
