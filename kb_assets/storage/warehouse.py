@@ -7,16 +7,21 @@ Layout (a dataset name may hold one '/', e.g. ``gene_annotations/exons``)::
     <root>/catalog.duckdb                       views over the parquet + the lineage table
 
 Every parquet file is written under a temporary name in its final folder and renamed into place, so a crash
-leaves the previous version whole and a rerun replaces a partition entirely. Computation never holds the DuckDB
-file: only the short catalog updates do, one process at a time, under a file lock.
+leaves the previous version whole and a rerun replaces a partition entirely. The temporary name carries the
+writer's host and process id, so the next write of the same file removes what a killed writer left behind.
+Computation never holds the DuckDB file: only the short catalog updates do, one process at a time, under a file
+lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
+import socket
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -34,6 +39,9 @@ from kb_assets.fingerprint import file_sha256
 CATALOG_FILE = "catalog.duckdb"
 PARTITION_COLUMN = "chrom"
 _LOCK_TIMEOUT_S = 600
+# A temporary file still there after this long is a crashed writer's, whichever host wrote it.
+_STALE_TEMPORARY_S = 24 * 3600
+_HOST = socket.gethostname()
 
 _LINEAGE_DDL = """
 create table if not exists lineage (
@@ -108,15 +116,17 @@ class Warehouse:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # A dot-name that no reader's glob (*.parquet) matches, in the target's own folder so the
                 # rename below stays on one file system and is atomic.
-                temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+                temporary = _temporary_path(target)
                 staged.append((temporary, target))
                 pq.write_table(table, temporary, compression="zstd")
                 with open(temporary, "rb+") as handle:
                     os.fsync(handle.fileno())
-        except OSError as err:
+        except BaseException as err:
             for temporary, _ in staged:
                 temporary.unlink(missing_ok=True)
-            raise _storage_error(err, self.root) from err
+            if isinstance(err, OSError):
+                raise _storage_error(err, self.root) from err
+            raise
         for temporary, target in staged:
             os.replace(temporary, target)
         return dict(targets)
@@ -124,8 +134,11 @@ class Warehouse:
     @contextlib.contextmanager
     def staged(self, target: Path) -> Iterator[Path]:
         """A temporary path beside `target`, renamed onto it when the block succeeds and removed when it fails."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = _temporary_path(target)
+        except OSError as err:
+            raise _storage_error(err, self.root) from err
         try:
             yield temporary
         except OSError as err:
@@ -274,9 +287,41 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _temporary_path(target: Path) -> Path:
+    """A fresh temporary name beside `target` (after removing what crashed writers of it left there)."""
+    _remove_stale_temporaries(target)
+    return target.parent / f".{target.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete temporary files of `target` whose writer is gone: a process of this host that no longer exists,
+    or a file untouched for a day. A live writer's file (another run writing the same target) is left alone."""
+    prefix = f".{target.name}."
+    for path in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        host_pid, _, _ = path.name[len(prefix):-len(".tmp")].rpartition("-")
+        host, _, pid = host_pid.rpartition("-")
+        try:
+            crashed = host == _HOST and pid.isdigit() and not _process_exists(int(pid))
+            if crashed or time.time() - path.stat().st_mtime > _STALE_TEMPORARY_S:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass  # gone already, or not ours to remove: never a reason to fail the write
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _storage_error(err: OSError, root: Path) -> Exception:
-    if err.errno == errno.ENOSPC:
-        return RuntimeError(f"{root}: disk full while writing; nothing was replaced. Free space and rerun")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return RuntimeError(f"{root}: disk full while writing; nothing was replaced ({err.strerror}). "
+                            "Free space (or raise the quota) and rerun")
     if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return RuntimeError(f"{root}: warehouse not writable ({err.strerror}); nothing was replaced. "
                             "Fix the permissions or point warehouse.root at a writable folder")
