@@ -39,6 +39,8 @@ from kb_assets.fingerprint import file_sha256
 CATALOG_FILE = "catalog.duckdb"
 PARTITION_COLUMN = "chrom"
 _LOCK_TIMEOUT_S = 600
+# How long to wait for another program (a DuckDB shell, a notebook) to let go of the catalog file.
+_BUSY_TIMEOUT_S = 600
 # A temporary file still there after this long is a crashed writer's, whichever host wrote it.
 _STALE_TEMPORARY_S = 24 * 3600
 _HOST = socket.gethostname()
@@ -187,11 +189,12 @@ class Warehouse:
     # ---- catalog -----------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def catalog(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection to the catalog; one process at a time holds it (file lock)."""
+        """A short-lived connection to the catalog; one process at a time holds it (file lock). A program outside
+        kb_assets that has the file open (a DuckDB shell, a notebook) is waited for, up to _BUSY_TIMEOUT_S."""
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             with self._lock:
-                connection = duckdb.connect(str(self.catalog_path), read_only=read_only and self.catalog_path.exists())
+                connection = _connect(self.catalog_path, read_only=read_only and self.catalog_path.exists())
                 try:
                     yield connection
                 finally:
@@ -269,6 +272,26 @@ class Warehouse:
             for key in ("facts", "inputs", "upstream"):
                 row[key] = json.loads(row[key])
         return rows
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retried while another program holds a conflicting lock on the file."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as err:
+            if "Could not set lock" not in str(err):
+                raise
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"{path}: another program kept the catalog open for over {_BUSY_TIMEOUT_S} s "
+                    f"({str(err).split('. However')[0]}). Fix: close it; query the catalog with short-lived connections "
+                    "(kb_assets waits for them), or query a copy of the file"
+                ) from None
+            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, 1.0)
 
 
 def content_version(*paths: Path) -> str:
