@@ -7,6 +7,7 @@ import dagster as dg
 
 from kb_assets.encoders import Encoder, load_encoder
 from kb_assets.encoders.identity import CheckpointIdentity, checkpoint_identity
+from kb_assets.errors import InputError
 from kb_assets.genome import ReferenceGenome
 from kb_assets.settings import Recipe, load_recipe
 from kb_assets.storage import Warehouse
@@ -41,21 +42,31 @@ class CohortResource(dg.ConfigurableResource):
 
 
 @lru_cache(maxsize=2)
-def _cached_encoder(checkpoint: str, device: str, dtype: str) -> Encoder:
-    return load_encoder(checkpoint, device=device, dtype=dtype)
+def _cached_encoder(checkpoint: str, device: str, dtype: str, model_sha256: str) -> Encoder:
+    # Keyed by the weights' hash as well as the path: a checkpoint folder replaced in place loads again.
+    encoder = load_encoder(checkpoint, device=device, dtype=dtype)
+    if encoder.model_sha256 != model_sha256:
+        raise InputError(
+            encoder.model_id, "weights",
+            f"the checkpoint changed while this run used it (sha256 {model_sha256[:12]} expected, "
+            f"{encoder.model_sha256[:12]} loaded)", "let the replacement finish, then run again",
+        )
+    return encoder
 
 
 class EncoderResource(dg.ConfigurableResource):
-    """The DNABERT-2 checkpoint. The model loads lazily, once per process, on the first forward pass; its
-    identity (weights hash, tokenizer, resolved device and dtype) needs no model, so tokenizing and cache
-    lookups never pay for one."""
+    """The DNABERT-2 checkpoint. The model loads lazily, once per process and weights version, on the first
+    forward pass; its identity (weights hash, tokenizer, resolved device and dtype) needs no model, so
+    tokenizing and cache lookups never pay for one."""
 
     checkpoint: str
     device: str = "auto"
     dtype: str = "auto"
 
-    def encoder(self) -> Encoder:
-        return _cached_encoder(self.checkpoint, self.device, self.dtype)
+    def encoder(self, model_sha256: str | None = None) -> Encoder:
+        """The loaded model whose weights hash `model_sha256` (default: the weights there now)."""
+        return _cached_encoder(self.checkpoint, self.device, self.dtype,
+                               model_sha256 or self.identity().model_sha256)
 
     def identity(self) -> CheckpointIdentity:
         return checkpoint_identity(self.checkpoint, self.device, self.dtype)

@@ -180,7 +180,7 @@ def build_embedding_assets(
         to_embed = wanted[~wanted["sequence_id"].isin(cached_ids)]
         stats = None
         if len(to_embed):
-            model = encoder.encoder()
+            model = encoder.encoder(identity.model_sha256)
             new_vectors = model.embed(to_embed["sequence"].tolist(), pooling=options.pooling, rc=options.rc,
                                       window_tokens=options.window_tokens, window_overlap=options.window_overlap,
                                       batch_tokens=options.batch_tokens)

@@ -48,10 +48,6 @@ def _mix_refusal(warehouse: Warehouse, key: str, values: dict[str, str], rerun: 
             f"{rerun} with the current checkpoint and recipe")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: kb_assets.resources._cached_encoder caches the loaded model by checkpoint path only, so after the "
-    "folder is replaced, later partitions of the same process embed with the old weights but record (and cache "
-    "under) the new model_sha256. Remove this marker with the fix (key the cache on the weights' sha256)."))
 def test_checkpoint_replaced_between_two_partitions_of_one_run(swappable):
     """One `kb-assets materialize` (one process, partitions one after another); the weights in the checkpoint
     folder are replaced just before chr2 starts."""
