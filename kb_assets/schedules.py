@@ -42,6 +42,9 @@ def build_automation(recipe: Recipe, assets: Sequence[dg.AssetsDefinition]) -> d
     """The schedule, sensors and job of the code location, for `build_definitions`."""
     automated = {key.to_user_string() for definition in assets
                  for key, condition in definition.automation_conditions_by_key.items() if condition is not None}
+    # Automated assets follow their own condition; diagnostics run on demand (stale in the audit, never requested).
+    not_requested = automated | {key.to_user_string() for definition in assets
+                                 for key, group in definition.group_names_by_key.items() if group == "diagnostics"}
     chromosome_job = dg.define_asset_job("chromosome_embeddings", selection=list(EMBEDDING_CHAIN),
                                          description="one chromosome partition of the embedding chain")
 
@@ -72,7 +75,7 @@ def build_automation(recipe: Recipe, assets: Sequence[dg.AssetsDefinition]) -> d
 
         latest = warehouse.get().latest_lineage_all()
         stale = {key: reasons for key, record in latest.items()
-                 if key[0] not in automated and (reasons := stale_reasons(record, latest, current_hash))}
+                 if key[0] not in not_requested and (reasons := stale_reasons(record, latest, current_hash))}
         # The frontier only: an asset waits while something it read is itself stale. Whether the next step
         # runs is decided after this one, by its data version: unchanged output stops the change there.
         ready: dict[str | None, list[tuple[str, list[str]]]] = {}

@@ -127,7 +127,7 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
             {"rc_stability": _arrow(genes), "rc_stability/regions": _arrow(result.regions),
              "rc_stability/summary": _arrow(result.summary)},
             facts={**_model_facts(identity, settings), "pooling_strategy": settings.encoder.pooling,
-                   "rc_mode_compared": "none (each strand alone) vs average",
+                   "rc_mode": settings.encoder.rc, "compared": "each strand embedded alone vs their average",
                    **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS)},
             metadata={
                 "n_genes": len(genes),
@@ -201,7 +201,7 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
             {"pooling_comparison": _arrow(pair_cosines), "pooling_comparison/half_split": _arrow(half_split),
              "pooling_comparison/distance_agreement": _arrow(agreement)},
             facts={**_model_facts(identity, settings), "rc_mode": options.rc, "strategies": list(POOLINGS),
-                   "recipe_pooling": options.pooling, "max_subjects": max_subjects,
+                   "pooling_strategy": options.pooling, "max_subjects": max_subjects,
                    "subjects": f"the first {len(subjects)} of {n_eligible} cohort subjects by id",
                    **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS)},
             metadata={
@@ -218,7 +218,7 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
                 "cosine_plot": png_markdown(plots.pooling_png(pair_cosines, half_split),
                                             "per-gene cosine between strategies, and half-split stability"),
                 "rank_agreement_plot": png_markdown(plots.rank_agreement_png(agreement, POOLINGS),
-                                                    f"Spearman ρ of subject-to-subject distances "
+                                                    "Spearman ρ of subject-to-subject distances "
                                                     f"({len(subjects)} subjects)"),
                 "embedded_windows": vectors.embedded_windows,
                 "cached_windows": vectors.cached_windows,
