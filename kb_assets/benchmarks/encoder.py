@@ -53,10 +53,10 @@ def exon_like_sequences(n: int, seed: int = 0) -> list[str]:
     return [bases[rng.integers(0, 4, length)].tobytes().decode() for length in exon_like_lengths(n, seed)]
 
 
-def matmul_throughput(dtype: torch.dtype, device: torch.device, tokens: int = 4096, repeats: int = 5) -> float:
+def matmul_throughput(dtype: torch.dtype, device: torch.device, config: DnaBert2Config = SHAPE_117M,
+                      tokens: int = 4096, repeats: int = 5) -> float:
     """FLOP/s of one layer's four GEMMs at the model's shapes (best of `repeats`): what the model could reach
     if everything but its matrix multiplies were free."""
-    config = SHAPE_117M
     hidden, intermediate = config.hidden_size, config.intermediate_size
     shapes = [(hidden, 3 * hidden), (hidden, hidden), (hidden, 2 * intermediate), (intermediate, hidden)]
     generator = torch.Generator(device=device).manual_seed(0)
@@ -94,14 +94,14 @@ def model_flops(encoder: Encoder, sequences: Sequence[str], window_tokens: int, 
     return total
 
 
-def _benchmark_checkpoint(folder: Path, seed: int) -> Path:
-    """A full-shape checkpoint with random weights and a BPE tokenizer trained on 1 Mb of random DNA."""
+def _benchmark_checkpoint(folder: Path, config: DnaBert2Config, seed: int) -> Path:
+    """A checkpoint of the given shape with random weights and a BPE tokenizer trained on 1 Mb of random DNA."""
     rng = random.Random(seed)
-    tokenizer = train_bpe_tokenizer(["".join(rng.choices("ACGT", k=1_000_000))], vocab_size=SHAPE_117M.vocab_size)
-    return write_checkpoint(folder, tokenizer, hidden_size=SHAPE_117M.hidden_size,
-                            num_hidden_layers=SHAPE_117M.num_hidden_layers,
-                            num_attention_heads=SHAPE_117M.num_attention_heads,
-                            intermediate_size=SHAPE_117M.intermediate_size, seed=seed, weights_format="safetensors")
+    tokenizer = train_bpe_tokenizer(["".join(rng.choices("ACGT", k=1_000_000))], vocab_size=config.vocab_size)
+    return write_checkpoint(folder, tokenizer, hidden_size=config.hidden_size,
+                            num_hidden_layers=config.num_hidden_layers,
+                            num_attention_heads=config.num_attention_heads,
+                            intermediate_size=config.intermediate_size, seed=seed, weights_format="safetensors")
 
 
 def _timed_embed(encoder: Encoder, sequences: Sequence[str], **options: int) -> tuple[np.ndarray, float]:
@@ -121,11 +121,12 @@ def run_encoder_benchmark(
     window_tokens: int = 512,
     window_overlap: int = 64,
     batch_tokens: int = 16384,
+    shape: DnaBert2Config = SHAPE_117M,
 ) -> dict:
     """Embed `n_sequences` exon-like sequences in each dtype and measure; returns a JSON-ready dict.
 
-    With `compile`, the first calls (compilation included) are timed separately as warm-up; the measured call
-    then runs on compiled layers.
+    With `compile`, the first call (compilation included) is timed separately as warm-up; the measured call then
+    runs on compiled layers. `shape` is the model architecture (DNABERT-2-117M unless a test wants a small one).
     """
     target_device = resolve_device(device)
     sequences = exon_like_sequences(n_sequences, seed)
@@ -138,6 +139,8 @@ def run_encoder_benchmark(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "compile": compile,
+        "shape": {"hidden_size": shape.hidden_size, "num_hidden_layers": shape.num_hidden_layers,
+                  "num_attention_heads": shape.num_attention_heads, "intermediate_size": shape.intermediate_size},
         "workload": {
             "n_sequences": n_sequences,
             "seed": seed,
@@ -153,9 +156,9 @@ def run_encoder_benchmark(
     }
     vectors: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="kb-assets-bench-") as scratch:
-        checkpoint = _benchmark_checkpoint(Path(scratch) / "dnabert2-117m-random", seed)
+        checkpoint = _benchmark_checkpoint(Path(scratch) / "dnabert2-random", shape, seed)
         for dtype_name in dtypes:
-            peak = matmul_throughput(_DTYPES[dtype_name], target_device)
+            peak = matmul_throughput(_DTYPES[dtype_name], target_device, shape)
             encoder = load_encoder(checkpoint, device=target_device, dtype=_DTYPES[dtype_name], compile=compile)
             flops = model_flops(encoder, sequences, window_tokens, window_overlap)
             # Warm-up: kernel selection, the allocator and, with compile, the compilation.
@@ -212,8 +215,11 @@ def _check_targets(result: dict) -> list[dict]:
 def format_report(result: dict) -> str:
     """A plain-text table of one `run_encoder_benchmark` result."""
     workload = result["workload"]
+    shape = result["shape"]
     lines = [
-        f"DNABERT-2-117M shape, random weights · {result['device']} ({result['device_name']}) · "
+        f"DNABERT-2 shape {shape['hidden_size']}/{shape['num_hidden_layers']}/{shape['num_attention_heads']}/"
+        f"{shape['intermediate_size']} (hidden/layers/heads/intermediate), random weights · "
+        f"{result['device']} ({result['device_name']}) · "
         f"torch {result['torch']} · {result['threads']} threads · compile={result['compile']}",
         f"workload: {workload['n_sequences']} exon-like sequences, {workload['base_pairs']:,} bp, median "
         f"{workload['median_bp']:.0f} bp, {workload['fraction_over_3kb']:.1%} over 3 kb; rc={workload['rc']}, "
