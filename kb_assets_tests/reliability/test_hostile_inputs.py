@@ -5,74 +5,20 @@ earlier output stays byte-identical. (Each parser's own messages are tested in g
 from __future__ import annotations
 
 import gzip
-import hashlib
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
-import pysam
 import pytest
 import yaml
 
-from kb_assets.cli import catalog_summary, materialize_all
-from kb_assets.definitions import build_definitions
+from kb_assets.cli import catalog_summary
 from kb_assets.errors import InputError
 from kb_assets.storage import Warehouse
-from kb_assets_tests.conftest import SMALL_GENE_SET, write_recipe
-from kb_assets_tests.reliability.conftest import FAST, run_assets
-
-HOSTILE_SUBJECT = "O'Brien;--\"x"
-HOSTILE_GENE = "O'DLG4;demo"  # GTF values cannot hold a double quote; ' and ; are what a gene name may carry
-GENES = [HOSTILE_GENE if gene == "DLG4_demo" else gene for gene in SMALL_GENE_SET]
-COHORT_ASSETS = ("covariates", "cv_folds", "subject_matrix", "subject_embeddings_pca")
-
-
-def _write_vcf(text: str, path: Path) -> Path:
-    """Bgzip and index VCF text as path (…vcf.gz)."""
-    plain = path.with_suffix("")
-    plain.write_text(text)
-    pysam.tabix_index(str(plain), preset="vcf", force=True)
-    return path
-
-
-def _rename_sample(vcf_text: str, old: str, new: str) -> str:
-    lines = vcf_text.split("\n")
-    header = next(i for i, line in enumerate(lines) if line.startswith("#CHROM"))
-    lines[header] = "\t".join(new if field == old else field for field in lines[header].split("\t"))
-    return "\n".join(lines)
-
-
-def _read_covariates(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-
-
-def _write_covariates(frame: pd.DataFrame, path: Path) -> Path:
-    frame.to_csv(path, sep="\t", index=False)
-    return path
-
-
-@pytest.fixture(scope="module")
-def hostile(demo_recipe, tmp_path_factory):
-    """The small gene set's graph, materialized on inputs where one subject is named O'Brien;--"x and DLG4_demo is
-    named O'DLG4;demo: the VCF sample, the covariates row, the GTF's gene and the gene-set line."""
-    folder = tmp_path_factory.mktemp("hostile")
-    inputs = demo_recipe.inputs
-    vcf_text = gzip.open(inputs.vcf, "rt").read()
-    covariates = _read_covariates(inputs.covariates)
-    renamed = covariates["subject_id"].iloc[0]
-    assert f"\t{renamed}\t" in vcf_text
-    vcf = _write_vcf(_rename_sample(vcf_text, renamed, HOSTILE_SUBJECT), folder / "cohort.vcf.gz")
-    covariates.loc[0, "subject_id"] = HOSTILE_SUBJECT
-    covariate_file = _write_covariates(covariates, folder / "covariates.tsv")
-    gtf = folder / "annotation.gtf"
-    gtf.write_text(gzip.open(inputs.gtf, "rt").read().replace("DLG4_demo", HOSTILE_GENE))
-
-    changes = {"vcf": str(vcf), "covariates": str(covariate_file), "gtf": str(gtf)}
-    recipe = write_recipe(folder / "run", demo_recipe, GENES, inputs=changes, **FAST)
-    instance = dg.DagsterInstance.ephemeral()
-    materialize_all(build_definitions(recipe), recipe.reference.chromosomes, instance=instance, log=lambda _: None)
-    run_assets(recipe, instance, *COHORT_ASSETS)
-    return recipe, instance, changes, folder
+from kb_assets_tests.conftest import write_recipe
+from kb_assets_tests.reliability.conftest import (
+    FAST, GENES, HOSTILE_GENE, HOSTILE_SUBJECT, bgzip_vcf, read_covariates_text, rename_sample, run_assets, snapshot,
+    write_covariates_text,
+)
 
 
 def test_names_with_quotes_and_semicolons_round_trip(hostile):
@@ -103,7 +49,7 @@ def test_names_with_quotes_and_semicolons_round_trip(hostile):
 # Each broken VCF: (what is wrong, how to make it from the good VCF text, the message it must give).
 def _sample_twice(text: str) -> str:
     other = text.split("\n")[next(i for i, l in enumerate(text.split("\n")) if l.startswith("#CHROM"))].split("\t")[10]
-    return _rename_sample(text, other, HOSTILE_SUBJECT)
+    return rename_sample(text, other, HOSTILE_SUBJECT)
 
 
 def _contigs_without_chr(text: str) -> str:
@@ -135,10 +81,10 @@ BROKEN_VCFS = {
 def test_a_broken_vcf_fails_its_partition_and_leaves_earlier_outputs_intact(hostile, tmp_path, defect):
     recipe, instance, changes, _ = hostile
     warehouse = Warehouse(recipe.warehouse.root)
-    before = _snapshot(warehouse)
+    before = snapshot(warehouse)
     make, expected = BROKEN_VCFS[defect]
     good = gzip.open(changes["vcf"], "rt").read()
-    vcf = _write_vcf(make(good) if make else good, tmp_path / "broken.vcf.gz")
+    vcf = bgzip_vcf(make(good) if make else good, tmp_path / "broken.vcf.gz")
     if make is None:  # a copy cut short inside a bgzip block, its index intact
         vcf.write_bytes(vcf.read_bytes()[: vcf.stat().st_size * 2 // 3])
     broken = write_recipe(tmp_path / "broken", recipe, GENES, inputs={"vcf": str(vcf)},
@@ -146,16 +92,7 @@ def test_a_broken_vcf_fails_its_partition_and_leaves_earlier_outputs_intact(host
     with pytest.raises(InputError) as caught:
         run_assets(broken, instance, "subject_haplotypes", partition="chr1")
     assert str(caught.value) == expected.format(vcf=vcf)
-    assert _snapshot(warehouse) == before
-
-
-def _snapshot(warehouse: Warehouse) -> dict:
-    """Every output file's sha256 (temporaries included, so a leftover shows) and the lineage rows."""
-    files = {str(p.relative_to(warehouse.root)): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(warehouse.root.rglob("*")) if p.is_file() and not p.name.startswith("catalog.duckdb")}
-    with warehouse.catalog(read_only=True) as catalog:
-        lineage = catalog.execute("select asset, partition, run_id from lineage order by all").fetchall()
-    return {"files": files, "lineage": lineage}
+    assert snapshot(warehouse) == before
 
 
 # Each broken covariates table: (how to make it from the good one, the message it must give).
@@ -183,29 +120,29 @@ BROKEN_COVARIATES = {
 def test_a_broken_covariates_table_fails_and_leaves_earlier_outputs_intact(hostile, tmp_path, defect):
     recipe, instance, changes, _ = hostile
     warehouse = Warehouse(recipe.warehouse.root)
-    before = _snapshot(warehouse)
+    before = snapshot(warehouse)
     make, expected = BROKEN_COVARIATES[defect]
-    frame = make(_read_covariates(Path(changes["covariates"])))
-    path = _write_covariates(frame, tmp_path / "broken.tsv")
+    frame = make(read_covariates_text(Path(changes["covariates"])))
+    path = write_covariates_text(frame, tmp_path / "broken.tsv")
     broken = write_recipe(tmp_path / "broken", recipe, GENES, inputs={"covariates": str(path)},
                           warehouse={"root": str(warehouse.root)}, **FAST)
     with pytest.raises(InputError) as caught:
         run_assets(broken, instance, "covariates")
     assert str(caught.value) == expected.format(path=path, n=len(frame), rows=len(frame))
-    assert _snapshot(warehouse) == before
+    assert snapshot(warehouse) == before
 
 
 def test_a_gene_listed_twice_fails_the_gene_set_and_leaves_earlier_outputs_intact(hostile, tmp_path):
     recipe, instance, _, _ = hostile
     warehouse = Warehouse(recipe.warehouse.root)
-    before = _snapshot(warehouse)
+    before = snapshot(warehouse)
     broken = write_recipe(tmp_path / "broken", recipe, [*GENES, HOSTILE_GENE], warehouse={"root": str(warehouse.root)},
                           **FAST)
     with pytest.raises(InputError) as caught:
         run_assets(broken, instance, "gene_set")
     assert str(caught.value) == (f"{broken.inputs.gene_set}: O'DLG4;demo on lines 3 and 6: 1 gene(s) listed twice. "
                                  "Fix: list each gene once")
-    assert _snapshot(warehouse) == before
+    assert snapshot(warehouse) == before
 
 
 def test_windows_line_endings_an_empty_contig_and_iupac_codes_give_the_same_regions(hostile, tmp_path):

@@ -194,7 +194,8 @@ def test_the_sql_check_catches_interpolated_values():
     bad = ast.parse("c.execute(f\"select * from t where id = '{subject}'\")\n"
                     "c.execute('select * from ' + name)\n"
                     "c.execute(f'select * from {quote_identifier(name)} where id = ?', [subject])\n")
-    assert _sql_offenders("x.py", bad) == (3, ["x.py:1: {subject} in SQL", "x.py:2: SQL built as 'select * from ' + name"])
+    assert _sql_offenders("x.py", bad) == (
+        3, ["x.py:1: {subject} in SQL", "x.py:2: SQL built as 'select * from ' + name"])
 
 
 def test_the_ui_binds_to_127_0_0_1_and_the_readme_says_how_to_reach_it_safely():
