@@ -66,7 +66,8 @@ def rank_agreement_png(agreement: pd.DataFrame, strategies: tuple[str, ...]) -> 
     axes.set_xticks(range(len(strategies)), strategies)
     axes.set_yticks(range(len(strategies)), strategies)
     for (i, j), value in np.ndenumerate(matrix):
-        axes.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize="small")
+        axes.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize="small",
+                  color="white" if abs(value) > 0.6 else "black")
     axes.set_title("Spearman ρ of subject distances", fontsize="medium")
     figure.colorbar(image, ax=axes)
     return _png(figure)
