@@ -23,7 +23,7 @@ from kb_assets.stats import (
     scree_plot_png,
 )
 from kb_assets.stats.subject_matrix import feature_table, fill_subject_matrix, matrix_width
-from kb_assets.storage import Warehouse, to_matrix
+from kb_assets.storage import Warehouse, content_version, to_matrix
 
 CODE_VERSION = "1"
 GROUP = "cohort"
@@ -57,8 +57,15 @@ def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict[st
     settings = {}
     for chrom in chromosomes:
         record = warehouse.latest_lineage("gene_embeddings", chrom)
-        if record is not None:
-            settings[chrom] = {key: record["facts"].get(key) for key in EMBEDDING_SETTINGS}
+        # The file must be the one its lineage describes: a run stopped between renaming the partition into
+        # place and recording its lineage leaves vectors whose model and settings nothing vouches for.
+        path = warehouse.partition_file("gene_embeddings", chrom)
+        if record is None or record["data_version"] != content_version(path):
+            raise InputError(path, f"partition {chrom}",
+                             "its vectors are not the ones its lineage describes (a run stopped between writing "
+                             "them and recording what made them)",
+                             f"re-materialize gene_embeddings for {chrom}")
+        settings[chrom] = {key: record["facts"].get(key) for key in EMBEDDING_SETTINGS}
     for key in EMBEDDING_SETTINGS:
         values: dict[object, list[str]] = {}
         for chrom, facts in settings.items():

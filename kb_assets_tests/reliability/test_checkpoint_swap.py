@@ -119,11 +119,6 @@ def test_two_tokenizer_versions_are_refused_until_the_named_partition_is_rerun(s
     assert warehouse.latest_lineage("subject_matrix")["facts"]["tokenizer_version"] == new_version
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: publish() renames the partition's parquet into place before it records lineage, so a catalog failure "
-    "in between (disk full, lock timeout, a kill) leaves new-model vectors described by the old model's lineage, "
-    "and subject_matrix mixes them. Remove this marker with the fix (record lineage before the rename, or have "
-    "subject_matrix check each partition file against its lineage data_version)."))
 def test_a_partition_whose_lineage_was_not_recorded_is_never_mixed_in(swappable, monkeypatch):
     recipe, checkpoint, warehouse = swappable
     instance = dg.DagsterInstance.ephemeral()
