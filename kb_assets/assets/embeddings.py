@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, publish, upstream_facts
+from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, png_markdown, publish, upstream_facts
+from kb_assets.diagnostics.plots import cosine_histogram_png, token_length_png
 from kb_assets.encoders.engine import cut_windows
 from kb_assets.encoders.gene_pooling import pool_genes
 from kb_assets.errors import InputError
@@ -48,6 +49,16 @@ def _forward_token_counts(windows) -> Counter:
         counts.update(w.window.input_ids[1:-1][first_new - w.window.token_start:])
         counted_until[w.sequence_index] = w.window.token_end
     return counts
+
+
+def _token_length_table(counts: Counter, tokenizer, label: str) -> pd.DataFrame:
+    """Share of tokens by their length in bases, for the token length plot."""
+    lengths = Counter()
+    for token_id, count in counts.items():
+        lengths[len(tokenizer.id_to_token(token_id))] += count
+    total = sum(lengths.values()) or 1
+    return pd.DataFrame({"region_type": label, "length_bp": sorted(lengths),
+                         "share": [lengths[n] / total for n in sorted(lengths)]})
 
 
 def _rc_check_sample(regions: pd.DataFrame) -> list[str]:
@@ -123,6 +134,10 @@ def build_embedding_assets(
             metadata={
                 "n_sequences": len(sequences),
                 "top_tokens": dg.MetadataValue.md(_top_tokens_markdown(token_counts, tokenizer)),
+                "token_lengths": png_markdown(
+                    token_length_png(_token_length_table(token_counts, tokenizer, f"{chrom} sequences")),
+                    f"token length distribution ({chrom}, forward strands)",
+                ) if token_counts else "no tokens",
             },
             inputs={"tokenizer": {"path": str(tokenizer.path), "sha256": version}},
             upstream=[("subject_haplotypes", chrom)],
@@ -181,11 +196,12 @@ def build_embedding_assets(
         stats = None
         if len(to_embed):
             model = encoder.encoder(identity.model_sha256)
-            new_vectors = model.embed(to_embed["sequence"].tolist(), pooling=options.pooling, rc=options.rc,
-                                      window_tokens=options.window_tokens, window_overlap=options.window_overlap,
-                                      batch_tokens=options.batch_tokens)
+            windows = model.embed_windows(to_embed["sequence"].tolist(), pooling=options.pooling, rc=options.rc,
+                                          window_tokens=options.window_tokens, window_overlap=options.window_overlap,
+                                          batch_tokens=options.batch_tokens)
             stats = model.last_stats
-            cache.store(chrom, to_embed["sequence_id"].tolist(), new_vectors)
+            new_vectors = windows.sequence_vectors(len(to_embed))
+            cache.store(chrom, to_embed["sequence_id"].tolist(), new_vectors, windows.strand_cosines(len(to_embed)))
         parts = [v for v in (cached_vectors, new_vectors if stats else None) if v is not None]
         vectors = np.concatenate(parts) if parts else np.zeros((0, identity.hidden_size), np.float32)
         vector_index = pd.Index(list(cached_ids) + to_embed["sequence_id"].tolist())
@@ -199,6 +215,7 @@ def build_embedding_assets(
             "gene_order": pa.array(keys["gene_order"], pa.int32()),
             "vector": vector_column(gene_vectors.reshape(-1, identity.hidden_size)),
         })
+        strand_cosines = cache.strand_cosines(sequences["sequence_id"].tolist())
         checks = [
             _completeness_check(gene_vectors, assignments, regions, identity.hidden_size),
             _rc_check(rc_sample, vector_index, vectors, options.rc),
@@ -228,6 +245,13 @@ def build_embedding_assets(
                 "n_subjects": int(n_subjects),
                 "n_genes": int(regions["gene_id"].nunique()),
                 "unique_sequences": len(sequences),
+                "strand_cosine_median": float(np.nanmedian(strand_cosines)) if np.isfinite(strand_cosines).any()
+                else float("nan"),
+                "forward_vs_rc_cosine": png_markdown(
+                    cosine_histogram_png({chrom: strand_cosines}, "forward vs reverse complement, before averaging",
+                                         unit="sequences"),
+                    f"cosine of each distinct sequence's forward and reverse-complement vectors ({chrom})",
+                ) if np.isfinite(strand_cosines).any() else "no reverse complements (rc_mode none)",
             },
             inputs={"checkpoint": {"path": str(identity.weights), "sha256": identity.model_sha256}},
             upstream=[("tokenized_genes", chrom), ("subject_haplotypes", chrom), ("reference_sequences", chrom)],

@@ -18,7 +18,7 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def cosine_histogram_png(series: Mapping[str, np.ndarray], title: str) -> bytes:
+def cosine_histogram_png(series: Mapping[str, np.ndarray], title: str, unit: str = "genes") -> bytes:
     """Overlaid histograms of cosines (one per label), on shared bins spanning the values."""
     values = {label: np.asarray(v, dtype=float)[np.isfinite(v)] for label, v in series.items()}
     everything = np.concatenate([v for v in values.values()] or [np.zeros(0)])
@@ -29,7 +29,7 @@ def cosine_histogram_png(series: Mapping[str, np.ndarray], title: str) -> bytes:
     for label, v in values.items():
         axes.hist(v, bins=bins, alpha=0.6, label=f"{label} (n={len(v)})")
     axes.set_xlabel("cosine")
-    axes.set_ylabel("genes")
+    axes.set_ylabel(unit)
     axes.set_title(title, fontsize="medium")
     axes.legend(fontsize="small")
     return _png(figure)

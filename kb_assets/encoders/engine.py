@@ -63,16 +63,34 @@ class WindowEmbeddings:
     token_end: np.ndarray  # [W] int64: one past the last token
     weight: np.ndarray  # [W] float64: the window's share of its strand's vector (sums to 1 per sequence and strand)
 
+    def _strand_means(self, n_sequences: int) -> tuple[np.ndarray, np.ndarray]:
+        """([n, 2, H] float64 weighted window mean per strand, [n, 2] whether the strand was embedded)."""
+        strand_sum = np.zeros((n_sequences, 2, self.vectors.shape[1]), dtype=np.float64)
+        strand_index = self.reverse_complement.astype(np.int64)
+        np.add.at(strand_sum, (self.sequence_index, strand_index), self.vectors.astype(np.float64) * self.weight[:, None])
+        has_strand = np.zeros((n_sequences, 2), dtype=bool)
+        has_strand[self.sequence_index, strand_index] = True
+        return strand_sum, has_strand
+
+    def strand_vectors(self, n_sequences: int) -> tuple[np.ndarray, np.ndarray]:
+        """([n, H] forward, [n, H] reverse-complement) float64 strand vectors; the reverse rows are NaN for
+        sequences embedded without their reverse complement (rc="none")."""
+        strand_mean, has_strand = self._strand_means(n_sequences)
+        strand_mean[~has_strand] = np.nan
+        return strand_mean[:, 0], strand_mean[:, 1]
+
     def sequence_vectors(self, n_sequences: int) -> np.ndarray:
         """[n_sequences, H] float32: per strand the weighted mean of its windows, then the mean over strands."""
-        width = self.vectors.shape[1]
-        strand_sum = np.zeros((n_sequences, 2, width), dtype=np.float64)
-        np.add.at(strand_sum, (self.sequence_index, self.reverse_complement.astype(np.int64)),
-                  self.vectors.astype(np.float64) * self.weight[:, None])
-        has_strand = np.zeros((n_sequences, 2), dtype=bool)
-        has_strand[self.sequence_index, self.reverse_complement.astype(np.int64)] = True
+        strand_mean, has_strand = self._strand_means(n_sequences)
         n_strands = np.maximum(has_strand.sum(axis=1, keepdims=True), 1)
-        return (strand_sum.sum(axis=1) / n_strands).astype(np.float32)
+        return (strand_mean.sum(axis=1) / n_strands).astype(np.float32)
+
+    def strand_cosines(self, n_sequences: int) -> np.ndarray:
+        """[n] cosine between each sequence's forward and reverse-complement vectors before averaging (NaN
+        without a reverse complement): 1 for a model that were RC-equivariant."""
+        forward, reverse = self.strand_vectors(n_sequences)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (forward * reverse).sum(axis=1) / (np.linalg.norm(forward, axis=1) * np.linalg.norm(reverse, axis=1))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from kb_assets.storage.vectors import to_matrix, vector_column
 from kb_assets.storage.warehouse import Warehouse
 
 CACHE_ROOT = "embedding_cache"
+# Part of every digest: a change of the cache files' columns starts new folders instead of misreading old ones.
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class EmbeddingKey:
     dtype: str
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
+        payload = {**asdict(self), "cache_format": CACHE_FORMAT}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
 class EmbeddingCache:
@@ -44,14 +47,19 @@ class EmbeddingCache:
         self.key = key
         self.dataset = f"{CACHE_ROOT}/{key.digest()}"
 
-    def lookup(self, sequence_ids: list[str]) -> tuple[list[str], np.ndarray | None]:
-        """The cached ones among `sequence_ids`: (their ids, [k, H] vectors in the same order)."""
+    def _read(self, sequence_ids: list[str], column: str) -> pa.Table | None:
         files = [str(self.warehouse.partition_file(self.dataset, c)) for c in self.warehouse.partitions(self.dataset)]
         if not files or not sequence_ids:
-            return [], None
-        table = ds.dataset(files, format="parquet").to_table(
-            columns=["sequence_id", "vector"], filter=pc.field("sequence_id").isin(sequence_ids)
+            return None
+        return ds.dataset(files, format="parquet").to_table(
+            columns=["sequence_id", column], filter=pc.field("sequence_id").isin(sequence_ids)
         )
+
+    def lookup(self, sequence_ids: list[str]) -> tuple[list[str], np.ndarray | None]:
+        """The cached ones among `sequence_ids`: (their ids, [k, H] vectors in the same order)."""
+        table = self._read(sequence_ids, "vector")
+        if table is None:
+            return [], None
         # The same sequence may sit in two chromosomes' files; keep one.
         ids = table.column("sequence_id").to_pylist()
         first = {sequence_id: row for row, sequence_id in reversed(list(enumerate(ids)))}
@@ -59,13 +67,24 @@ class EmbeddingCache:
         vectors = to_matrix(table.column("vector").take(rows)) if rows else None
         return list(first), vectors
 
-    def store(self, chrom: str, sequence_ids: list[str], vectors: np.ndarray) -> None:
-        """Add vectors to this chromosome's cache file (rewritten whole, atomically)."""
+    def strand_cosines(self, sequence_ids: list[str]) -> np.ndarray:
+        """The forward-vs-reverse-complement cosine stored with each of `sequence_ids` (NaN where none is)."""
+        table = self._read(sequence_ids, "strand_cosine")
+        known = dict(zip(table.column("sequence_id").to_pylist(), table.column("strand_cosine").to_pylist())) \
+            if table is not None else {}
+        return np.array([known.get(i, np.nan) for i in sequence_ids], dtype=np.float64)
+
+    def store(self, chrom: str, sequence_ids: list[str], vectors: np.ndarray,
+              strand_cosines: np.ndarray | None = None) -> None:
+        """Add vectors (and their strands' cosines, when known) to this chromosome's cache file, rewritten whole
+        and atomically."""
         if not sequence_ids:
             return
-        new = pa.table({"sequence_id": sequence_ids, "vector": vector_column(vectors)})
+        cosines = np.full(len(sequence_ids), np.nan) if strand_cosines is None else strand_cosines
+        new = pa.table({"sequence_id": sequence_ids, "vector": vector_column(vectors),
+                        "strand_cosine": pa.array(cosines, pa.float32(), from_pandas=True)})
         if self.warehouse.has_partition(self.dataset, chrom):
-            old = self.warehouse.read_partition(self.dataset, chrom, columns=["sequence_id", "vector"])
+            old = self.warehouse.read_partition(self.dataset, chrom, columns=["sequence_id", "vector", "strand_cosine"])
             old = old.filter(pc.invert(pc.field("sequence_id").isin(sequence_ids)))
             new = pa.concat_tables([old.cast(new.schema), new])
         key_file = self.warehouse.dataset_dir(self.dataset) / "key.json"

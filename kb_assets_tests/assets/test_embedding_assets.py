@@ -49,7 +49,8 @@ def test_second_materialization_runs_no_forward_pass(recipe, materialize, monkey
     def forbidden(*args, **kwargs):
         raise AssertionError("a forward pass ran although every vector was cached")
 
-    monkeypatch.setattr(Encoder, "embed", forbidden)
+    for method in ("embed", "embed_windows", "embed_windows_pooled"):
+        monkeypatch.setattr(Encoder, method, forbidden)
     second = materialize(recipe, partitions=["chr2"])
     meta = metadata(second, "gene_embeddings", "chr2")
     assert meta["embedded_sequences"] == 0
@@ -101,6 +102,10 @@ def test_subjects_without_variants_share_the_reference_vector(recipe, materializ
 
 def test_checks_pass_on_good_vectors(recipe, materialize):
     results = materialize(recipe, partitions=["chr2"])
+    meta = metadata(results, "gene_embeddings", "chr2")
+    # DNABERT-2-shaped random weights are not RC-equivariant: the strands' vectors differ before averaging.
+    assert 0.0 < meta["strand_cosine_median"] < 0.9999
+    assert meta["forward_vs_rc_cosine"].startswith("![cosine of each distinct sequence")
     checks = check_evaluations(results, "gene_embeddings")
     assert checks["vectors_finite_and_complete"][-1].passed
     assert checks["rc_invariance"][-1].passed
@@ -108,14 +113,14 @@ def test_checks_pass_on_good_vectors(recipe, materialize):
 
 
 def test_planted_nan_fails_the_finite_check(recipe, materialize, monkeypatch):
-    real_embed = Encoder.embed
+    real_embed_windows = Encoder.embed_windows
 
-    def embed_with_nan(self, sequences, *args, **kwargs):
-        vectors = real_embed(self, sequences, *args, **kwargs)
-        vectors[0, 0] = np.nan
-        return vectors
+    def embed_windows_with_nan(self, sequences, *args, **kwargs):
+        windows = real_embed_windows(self, sequences, *args, **kwargs)
+        windows.vectors[0, 0] = np.nan
+        return windows
 
-    monkeypatch.setattr(Encoder, "embed", embed_with_nan)
+    monkeypatch.setattr(Encoder, "embed_windows", embed_windows_with_nan)
     with pytest.raises(Exception):
         # The check is blocking: the run fails, and nothing downstream runs on the bad vectors.
         materialize(recipe, partitions=["chr2"])
