@@ -285,10 +285,11 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             if "Could not set lock" not in str(err):
                 raise
             if time.monotonic() >= deadline:
+                held = str(err).split(". However")[0]
                 raise RuntimeError(
-                    f"{path}: another program kept the catalog open for over {_BUSY_TIMEOUT_S} s "
-                    f"({str(err).split('. However')[0]}). Fix: close it; query the catalog with short-lived connections "
-                    "(kb_assets waits for them), or query a copy of the file"
+                    f"{path}: another program kept the catalog open for over {_BUSY_TIMEOUT_S} s ({held}). Fix: close "
+                    "it; query the catalog with short-lived connections (kb_assets waits for them), or query a copy "
+                    "of the file"
                 ) from None
             time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
             delay = min(delay * 2, 1.0)
