@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, png_markdown, publish, upstream_facts
+from kb_assets.assets.publishing import (
+    ANNOTATION_FACTS,
+    REFERENCE_FACTS,
+    arrow_table,
+    gene_chromosomes,
+    png_markdown,
+    publish,
+    upstream_facts,
+)
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256
 from kb_assets.genome import REFERENCE_SUBJECT, vcf_samples
@@ -31,11 +39,6 @@ GROUP = "cohort"
 EMBEDDING_SETTINGS = ("model_sha256", "tokenizer_version", "rc_mode", "pooling_strategy", "region_to_gene",
                       "window_tokens", "window_stride", "dtype")
 CATEGORICAL = ("sex", "batch", "site", "label")
-
-
-def _arrow(frame: pd.DataFrame) -> pa.Table:
-    plain = frame.assign(**{c: frame[c].astype(str) for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)})
-    return pa.Table.from_pandas(plain, preserve_index=False)
 
 
 def read_covariates(warehouse: Warehouse) -> pd.DataFrame:
@@ -101,7 +104,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
         if cohort.vcf is not None:
             table, report = intersect_subjects(table, vcf_samples(cohort.vcf))
         return publish(
-            context, warehouse.get(), settings, {"covariates": _arrow(table.frame)},
+            context, warehouse.get(), settings, {"covariates": arrow_table(table.frame)},
             facts={"covariates": table.covariate_names, "missing_policy": settings.covariates.missing},
             metadata={
                 "n_subjects": len(table.frame),
@@ -134,7 +137,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
             share = (group["stratum"].astype(str) == "1").mean() if folds["stratum"].notna().any() else float("nan")
             summary.append(f"| {fold} | {len(group)} | {share:.3f} |")
         return publish(
-            context, store, settings, {"cv_folds": _arrow(folds)},
+            context, store, settings, {"cv_folds": arrow_table(folds)},
             facts={"fold_scheme": folds.attrs["scheme"], "k": settings.folds.k, "seed": settings.folds.seed},
             metadata={"fold_sizes": [int(n) for n in sizes], "folds": dg.MetadataValue.md("\n".join(summary))},
             upstream=[("covariates", None)],
@@ -153,12 +156,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
         settings = recipe.settings()
         store = warehouse.get()
         genes = store.read_table("gene_set").to_pandas().sort_values("gene_order")
-        chromosomes = [c for c in settings.reference.chromosomes if c in set(genes["chrom"])]
-        missing = [c for c in chromosomes if not store.has_partition("gene_embeddings", c)]
-        if missing:
-            raise InputError(store.dataset_dir("gene_embeddings"), f"partitions {', '.join(missing)}",
-                             "gene_embeddings has not been materialized for chromosomes with gene-set genes",
-                             f"materialize gene_embeddings for {', '.join(missing)} (e.g. a backfill)")
+        chromosomes = gene_chromosomes(store, settings, ["gene_embeddings"])
         embedding_settings = _embedding_settings(store, chromosomes)
 
         present = {c: store.read_partition("gene_embeddings", c, columns=["subject_id", "gene_id"]).to_pandas()

@@ -7,16 +7,22 @@ model. Forward passes go through the embedding cache: an unchanged rerun runs no
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from kb_assets import diagnostics
-from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, png_markdown, publish, upstream_facts
+from kb_assets.assets.publishing import (
+    ANNOTATION_FACTS,
+    REFERENCE_FACTS,
+    arrow_table,
+    gene_chromosomes,
+    png_markdown,
+    publish,
+    upstream_facts,
+)
 from kb_assets.assets.reference import read_annotation
 from kb_assets.diagnostics import plots
 from kb_assets.encoders.engine import POOLINGS
 from kb_assets.encoders.gene_pooling import pool_genes
 from kb_assets.encoders.identity import CheckpointIdentity
-from kb_assets.errors import InputError
 from kb_assets.resources import EncoderResource, GenomeResource, RecipeResource, WarehouseResource
 from kb_assets.settings import Recipe
 from kb_assets.storage import EmbeddingKey, Warehouse
@@ -32,12 +38,6 @@ Q_THRESHOLD = 0.05
 SHOWN_ROWS = 15
 
 
-def _arrow(frame: pd.DataFrame) -> pa.Table:
-    plain = frame.assign(**{c: frame[c].astype(str) for c in frame.columns
-                            if isinstance(frame[c].dtype, pd.CategoricalDtype)})
-    return pa.Table.from_pandas(plain, preserve_index=False)
-
-
 def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     """A small table as markdown (floats rounded)."""
     def cell(value) -> str:
@@ -46,19 +46,6 @@ def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
-
-
-def _gene_chromosomes(store: Warehouse, settings: Recipe, datasets: tuple[str, ...]) -> list[str]:
-    """The recipe's chromosomes that hold gene-set genes; InputError unless every dataset has their partitions."""
-    genes = store.read_table("gene_set", columns=["chrom"]).to_pandas()
-    chromosomes = [c for c in settings.reference.chromosomes if c in set(genes["chrom"])]
-    for dataset in datasets:
-        missing = [c for c in chromosomes if not store.has_partition(dataset, c)]
-        if missing:
-            raise InputError(store.dataset_dir(dataset), f"partitions {', '.join(missing)}",
-                             f"{dataset.split('/')[0]} has not been materialized for chromosomes with gene-set genes",
-                             f"materialize {dataset.split('/')[0]} for {', '.join(missing)} (e.g. a backfill)")
-    return chromosomes
 
 
 def _window_vectors(store: Warehouse, settings: Recipe, identity: CheckpointIdentity,
@@ -102,7 +89,7 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
         settings = recipe.settings()
         store = warehouse.get()
         identity = encoder.identity()
-        chromosomes = _gene_chromosomes(store, settings, ("reference_sequences",))
+        chromosomes = gene_chromosomes(store, settings, ("reference_sequences",))
         vectors = _window_vectors(store, settings, identity, encoder)
         pooling = settings.encoder.pooling
         frames, forward, reverse = [], [], []
@@ -124,8 +111,8 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
             "per-gene cosine, reference sequences")
         return publish(
             context, store, settings,
-            {"rc_stability": _arrow(genes), "rc_stability/regions": _arrow(result.regions),
-             "rc_stability/summary": _arrow(result.summary)},
+            {"rc_stability": arrow_table(genes), "rc_stability/regions": arrow_table(result.regions),
+             "rc_stability/summary": arrow_table(result.summary)},
             facts={**_model_facts(identity, settings), "pooling_strategy": settings.encoder.pooling,
                    "rc_mode": settings.encoder.rc, "compared": "each strand embedded alone vs their average",
                    **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS)},
@@ -161,7 +148,7 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
         region_to_gene = settings.aggregation.region_to_gene
         store = warehouse.get()
         identity = encoder.identity()
-        chromosomes = _gene_chromosomes(store, settings, ("reference_sequences", "subject_haplotypes/assignments"))
+        chromosomes = gene_chromosomes(store, settings, ("reference_sequences", "subject_haplotypes/assignments"))
 
         vectors = _window_vectors(store, settings, identity, encoder)
         assignments = {c: store.read_partition("subject_haplotypes/assignments", c).to_pandas() for c in chromosomes}
@@ -198,8 +185,8 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
         mean_half_split = half_split.groupby("strategy", sort=False)["half_split_cosine"].mean()
         return publish(
             context, store, settings,
-            {"pooling_comparison": _arrow(pair_cosines), "pooling_comparison/half_split": _arrow(half_split),
-             "pooling_comparison/distance_agreement": _arrow(agreement)},
+            {"pooling_comparison": arrow_table(pair_cosines), "pooling_comparison/half_split": arrow_table(half_split),
+             "pooling_comparison/distance_agreement": arrow_table(agreement)},
             facts={**_model_facts(identity, settings), "rc_mode": options.rc, "strategies": list(POOLINGS),
                    "pooling_strategy": options.pooling, "max_subjects": max_subjects,
                    "subjects": f"the first {len(subjects)} of {n_eligible} cohort subjects by id",
@@ -253,9 +240,9 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
         top = tokens.head(SHOWN_ROWS)[["rank", "token", "length_bp", "count", "share", "log_odds_exon", "q_value"]]
         return publish(
             context, store, settings,
-            {"bpe_token_report": _arrow(tokens), "bpe_token_report/region_types": _arrow(report.region_types),
-             "bpe_token_report/token_lengths": _arrow(report.token_lengths),
-             "bpe_token_report/codon_frame": _arrow(report.codon_frame)},
+            {"bpe_token_report": arrow_table(tokens), "bpe_token_report/region_types": arrow_table(report.region_types),
+             "bpe_token_report/token_lengths": arrow_table(report.token_lengths),
+             "bpe_token_report/codon_frame": arrow_table(report.codon_frame)},
             facts={
                 "model_id": identity.model_id,
                 "model_sha256": identity.model_sha256,

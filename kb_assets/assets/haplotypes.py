@@ -2,22 +2,14 @@
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 import dagster as dg
-import pandas as pd
-import pyarrow as pa
 
-from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, publish, upstream_facts
+from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, arrow_table, publish, upstream_facts
 from kb_assets.fingerprint import file_sha256
 from kb_assets.genome import COUNT_DESCRIPTIONS, build_haplotypes, reference_haplotypes
 from kb_assets.resources import CohortResource, GenomeResource, RecipeResource, WarehouseResource
 from kb_assets.settings import Recipe
 
 CODE_VERSION = "1"
-
-
-def _arrow(frame: pd.DataFrame) -> pa.Table:
-    # Categoricals would become dictionary columns that differ between partitions; store plain strings.
-    plain = frame.assign(**{c: frame[c].astype(str) for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)})
-    return pa.Table.from_pandas(plain, preserve_index=False)
 
 
 def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition, reference_sequences) -> list:
@@ -55,8 +47,8 @@ def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition,
         return publish(
             context, store, settings,
             {
-                "subject_haplotypes/assignments": _arrow(result.assignments),
-                "subject_haplotypes/sequences": _arrow(result.sequences),
+                "subject_haplotypes/assignments": arrow_table(result.assignments),
+                "subject_haplotypes/sequences": arrow_table(result.sequences),
             },
             facts={
                 "haplotype_mode": settings.haplotypes.mode,

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
+from kb_assets.errors import InputError
 from kb_assets.settings import Recipe
 from kb_assets.storage import Warehouse, content_version
 
@@ -21,6 +23,27 @@ ANNOTATION_FACTS = ("annotation_version",)
 def _plain(value):
     """numpy scalars as Python ones: Dagster's metadata serializer and JSON take only the latter."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """A DataFrame as stored: categoricals as plain strings, since their dictionaries differ between partitions."""
+    plain = frame.assign(**{c: frame[c].astype(str) for c in frame.columns
+                            if isinstance(frame[c].dtype, pd.CategoricalDtype)})
+    return pa.Table.from_pandas(plain, preserve_index=False)
+
+
+def gene_chromosomes(warehouse: Warehouse, recipe: Recipe, datasets: Sequence[str]) -> list[str]:
+    """The recipe's chromosomes that hold gene-set genes; InputError unless every dataset has their partitions."""
+    genes = warehouse.read_table("gene_set", columns=["chrom"]).to_pandas()
+    chromosomes = [c for c in recipe.reference.chromosomes if c in set(genes["chrom"])]
+    for dataset in datasets:
+        missing = [c for c in chromosomes if not warehouse.has_partition(dataset, c)]
+        if missing:
+            asset = dataset.split("/")[0]
+            raise InputError(warehouse.dataset_dir(dataset), f"partitions {', '.join(missing)}",
+                             f"{asset} has not been materialized for chromosomes with gene-set genes",
+                             f"materialize {asset} for {', '.join(missing)} (e.g. a backfill)")
+    return chromosomes
 
 
 def png_markdown(png: bytes, caption: str) -> dg.MarkdownMetadataValue:

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, publish, upstream_facts
+from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, arrow_table, publish, upstream_facts
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256
 from kb_assets.genome import (
@@ -38,10 +38,6 @@ def read_annotation(warehouse, source: str) -> Annotation:
         source=Path(source),
         unnamed_genes=facts.get("unnamed_genes", 0),
     )
-
-
-def _arrow(frame: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def _gene_set_markdown(genes: pd.DataFrame) -> str:
@@ -100,7 +96,7 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         check_contig_names(genome.open_reference(), annotation, settings.reference.chromosomes)
         store = warehouse.get()
         sha256 = file_sha256(genome.gtf)
-        tables = {f"gene_annotations/{name}": _arrow(getattr(annotation, name)) for name in ANNOTATION_TABLES}
+        tables = {f"gene_annotations/{name}": arrow_table(getattr(annotation, name)) for name in ANNOTATION_TABLES}
         return publish(
             context, store, settings, tables,
             facts={
@@ -124,7 +120,7 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         genes = resolve_gene_set(read_gene_set(genome.gene_set), annotation, source=genome.gene_set)
         check_contig_names(genome.open_reference(), annotation, settings.reference.chromosomes, genes)
         return publish(
-            context, store, settings, {"gene_set": _arrow(genes)},
+            context, store, settings, {"gene_set": arrow_table(genes)},
             facts={
                 "n_genes": len(genes),
                 **upstream_facts(store, "gene_annotations", REFERENCE_FACTS + ANNOTATION_FACTS),
@@ -162,7 +158,7 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
             regions = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in REGION_DTYPES.items()})
         skipped = regions.attrs.get("skipped", {})
         return publish(
-            context, store, settings, {"reference_sequences": _arrow(regions)},
+            context, store, settings, {"reference_sequences": arrow_table(regions)},
             facts={
                 "region_mode": settings.regions.mode,
                 **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS),

@@ -155,7 +155,7 @@ def fit_projector(
     if n_components < 1:
         raise ValueError(f"n_components must be at least 1, got {n_components}")
     rows = _check_rows(X_train, rows)
-    n, n_features = len(rows), X_train.shape[1]
+    n = len(rows)
     design = np.asarray(covariates_train, dtype=np.float64)
     if design.ndim != 2 or design.shape[0] != n:
         raise ValueError(f"design is {design.shape}; expected {n} rows, one per training subject")
