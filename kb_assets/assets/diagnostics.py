@@ -18,6 +18,7 @@ from kb_assets.assets.publishing import (
     publish,
     upstream_facts,
 )
+from kb_assets.assets.embeddings import embedding_key
 from kb_assets.assets.reference import read_annotation
 from kb_assets.diagnostics import plots
 from kb_assets.encoders.engine import POOLINGS
@@ -25,7 +26,7 @@ from kb_assets.encoders.gene_pooling import pool_genes
 from kb_assets.encoders.identity import CheckpointIdentity
 from kb_assets.resources import EncoderResource, GenomeResource, RecipeResource, WarehouseResource
 from kb_assets.settings import Recipe
-from kb_assets.storage import EmbeddingKey, Warehouse
+from kb_assets.storage import Warehouse
 
 CODE_VERSION = "1"
 GROUP = "diagnostics"
@@ -50,11 +51,8 @@ def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
 
 def _window_vectors(store: Warehouse, settings: Recipe, identity: CheckpointIdentity,
                     encoder: EncoderResource) -> diagnostics.WindowVectors:
-    options = settings.encoder
-    key = EmbeddingKey(identity.model_sha256, identity.tokenizer_version, options.rc, options.pooling,
-                       options.window_tokens, options.window_overlap, identity.dtype)
-    return diagnostics.WindowVectors(store, key, identity.tokenizer, encoder.encoder, identity.hidden_size,
-                                     options.batch_tokens)
+    return diagnostics.WindowVectors(store, embedding_key(identity, settings.encoder), identity.tokenizer,
+                                     encoder.encoder, identity.hidden_size, settings.encoder.batch_tokens)
 
 
 def _model_facts(identity: CheckpointIdentity, settings: Recipe) -> dict:

@@ -17,7 +17,8 @@ from kb_assets.errors import InputError
 from kb_assets.fingerprint import text_sha256
 from kb_assets.genome import reverse_complement
 from kb_assets.resources import EncoderResource, RecipeResource, WarehouseResource
-from kb_assets.settings import Recipe
+from kb_assets.encoders.identity import CheckpointIdentity
+from kb_assets.settings import EncoderSettings, Recipe
 from kb_assets.storage import EmbeddingCache, EmbeddingKey, vector_column
 
 CODE_VERSION = "1"
@@ -36,6 +37,12 @@ def _top_tokens_markdown(counts: Counter, tokenizer) -> str:
         for token_id, count in counts.most_common(TOP_TOKENS)
     ]
     return "\n".join(lines)
+
+
+def embedding_key(identity: CheckpointIdentity, options: EncoderSettings) -> EmbeddingKey:
+    """The cache key of the vectors this checkpoint and these encoder settings make."""
+    return EmbeddingKey(identity.model_sha256, identity.tokenizer_version, options.rc, options.pooling,
+                        options.window_tokens, options.window_overlap, identity.dtype)
 
 
 def _forward_token_counts(windows) -> Counter:
@@ -188,9 +195,7 @@ def build_embedding_assets(
             pd.DataFrame({"sequence": [reverse_complement(s) for s in rc_sample]}).assign(
                 sequence_id=lambda f: f["sequence"].map(text_sha256)),
         ]).drop_duplicates("sequence_id", ignore_index=True)
-        key = EmbeddingKey(identity.model_sha256, identity.tokenizer_version, options.rc, options.pooling,
-                           options.window_tokens, options.window_overlap, identity.dtype)
-        cache = EmbeddingCache(store, key)
+        cache = EmbeddingCache(store, embedding_key(identity, options))
         cached_ids, cached_vectors = cache.lookup(wanted["sequence_id"].tolist())
         to_embed = wanted[~wanted["sequence_id"].isin(cached_ids)]
         stats = None
