@@ -205,14 +205,17 @@ class DnaBert2Model(nn.Module):
         prepacked for oneDNN. The first call compiles (half a minute to a minute for the 117M model on two CPU cores),
         after which any batch shape runs without recompiling; worth it for long jobs. Falls back to eager, with a
         warning, where inductor cannot work (no C++ compiler, no Triton)."""
-        compiled = torch.compile(self.run_layers, dynamic=True, options={"freezing": True})
+        compiled = torch.compile(self.run_layers, dynamic=True)
 
         def run_compiled_or_eager(hidden: torch.Tensor, attention_bias: torch.Tensor,
                                   token_index: torch.Tensor) -> torch.Tensor:
             # Without this, a batch of one window (size 1 is special to the compiler) would compile a second time.
             torch._dynamo.decorators.mark_unbacked(attention_bias, 0)
             try:
-                return compiled(hidden, attention_bias, token_index)
+                # Freezing (weights as constants, prepacked) is read when the first call compiles; patched per call
+                # so the setting stays local to this model.
+                with torch._inductor.config.patch(freezing=True):
+                    return compiled(hidden, attention_bias, token_index)
             except Exception as err:  # inductor fails in many ways (toolchain, Triton, unsupported op)
                 warnings.warn(f"torch.compile failed, running the DNABERT-2 layers eagerly: {err}", stacklevel=2)
                 self._layers, self.compiled = self.run_layers, False
