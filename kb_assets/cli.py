@@ -139,6 +139,10 @@ def _cmd_bench(args) -> None:
         from kb_assets.benchmarks.encoder import format_report, run_encoder_benchmark
 
         print(format_report(run_encoder_benchmark(device=args.device)))
+    elif args.which == "dedup":
+        from kb_assets.benchmarks.dedup import format_report, run_dedup_benchmark
+
+        print(format_report(run_dedup_benchmark(n_subjects=args.subjects, seed=args.seed)))
     else:
         from kb_assets.benchmarks.pca import format_report, run_pca_benchmark
 
@@ -175,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=_cmd_audit)
 
     bench = commands.add_parser("bench", help="benchmarks (apart from the tests)")
-    bench.add_argument("which", choices=["encoder", "pca"])
+    bench.add_argument("which", choices=["encoder", "pca", "dedup"])
     bench.add_argument("--device", default="cpu", help="encoder benchmark device: cpu, cuda or auto")
-    bench.add_argument("--subjects", type=int, default=20000, help="pca benchmark cohort size")
+    bench.add_argument("--subjects", type=int, default=20000, help="pca and dedup benchmarks' cohort size")
+    bench.add_argument("--seed", type=int, default=0, help="dedup benchmark seed (gene structures and cohort)")
     bench.set_defaults(func=_cmd_bench)
     return parser
 

@@ -1,0 +1,419 @@
+"""Benchmark of haplotype deduplication: how many forward passes a synthetic cohort needs (issue 5).
+
+Requirement: on a synthetic cohort of 20,000 subjects with realistic variant density (about 1 variant per kb per
+haplotype, allele frequencies skewed to rare), the number of forward passes is at most 5% of subjects × regions.
+
+What is synthesized (in a temporary folder):
+- A random reference FASTA (one contig) holding `n_genes` genes on both strands with an exon structure like
+  human protein-coding genes: exon count log-normal (median 10), exon lengths log-normal with median ~150 bp for
+  internal exons, longer first exons (5' UTR, median 200 bp) and long last exons (3' UTR, median 1 kb), so a few
+  exons run to several kb; introns log-normal (median 1.5 kb). The regions table is what `extract_regions`
+  gives in `exons` mode (columns `REGION_DTYPES`, sequences read on the gene's strand).
+- A bgzipped, tabix-indexed VCF of `n_subjects` phased diploid subjects over those exons. Allele counts follow
+  the neutral sample site-frequency spectrum P(k) ∝ 1/k^a (k = 1 … 2N−1 ALT copies among the 2N haplotypes;
+  a = `sfs_exponent`, 1 by default: the standard-neutral expectation, sites spread evenly over log frequency,
+  for 20,000 subjects ~10% singletons and ~60% below 1% frequency, while the carried ALT alleles spread evenly
+  over frequency, so the sites below 1% hold only ~1% of them; a > 1 adds rare sites, as population growth does).
+  Chosen over a Beta frequency density because it is the textbook rare-skewed spectrum with no free shape
+  parameter, and because with θ = 1/kb it gives human-like diversity (π ≈ 0.001). Sites are placed uniformly in
+  the exons at the rate that makes the expected number of ALT alleles each haplotype carries `variants_per_kb`
+  per kb of region sequence (~11 sites/kb at 20,000 subjects). Each site's k ALT copies go to k haplotypes
+  drawn at random, independently of the other sites: Hardy–Weinberg genotypes and no linkage disequilibrium
+  between sites, a pessimistic case for deduplication (real exon haplotypes are in strong LD, so fewer).
+  `indel_fraction` of the sites are small indels (half deletions, half insertions, 1–10 bp, geometric), the
+  rest SNVs; all biallelic, all PASS.
+
+Then `build_haplotypes` runs in `alt_if_present` (the recipe default: one sequence per subject and region) and in
+`phased` (two), timed, with the peak resident memory sampled while each runs. The forward passes are the distinct
+sequences (reference sequences included): each is embedded once, on both strands with RC averaging (so 2 strand
+passes each), and long sequences in several windows. `kb-assets bench dedup` prints
+`format_report(run_dedup_benchmark())`.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pysam
+
+from kb_assets.genome.fasta import ReferenceGenome
+from kb_assets.genome.haplotypes import build_haplotypes
+from kb_assets.genome.regions import REGION_DTYPES
+from kb_assets.genome.sequence import reverse_complement
+
+REQUIRED_MAX_RATIO = 0.05  # forward passes ÷ (subjects × regions)
+CONTIG = "chr1"
+_BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
+_GIB = 1 << 30
+_FLANK = 10_000  # bases before the first gene, between genes and after the last
+_MAX_INDEL = 10
+LENGTH_BINS = ((0, 200), (200, 500), (500, 1000), (1000, 3000), (3000, None))  # bp, for the per-length breakdown
+
+
+@dataclass(frozen=True)
+class SyntheticCohort:
+    """The files and facts of one synthesized cohort."""
+
+    fasta: Path
+    vcf: Path
+    regions: pd.DataFrame  # as extract_regions(…, "exons") returns it
+    n_subjects: int
+    allele_counts: np.ndarray  # ALT copies among the 2N haplotypes, one per VCF record
+    n_indels: int
+
+    @property
+    def region_bp(self) -> int:
+        return int(self.regions.length.sum())
+
+    @property
+    def variants_per_kb(self) -> float:
+        """ALT alleles a haplotype carries per kb of region sequence, as realised (mean over haplotypes)."""
+        haplotypes = 2 * self.n_subjects
+        return float(self.allele_counts.sum()) / (haplotypes * self.region_bp) * 1000 if self.region_bp else 0.0
+
+
+def synthesize_cohort(
+    folder: str | os.PathLike,
+    n_subjects: int = 20000,
+    n_genes: int = 38,
+    variants_per_kb: float = 1.0,
+    sfs_exponent: float = 1.0,
+    indel_fraction: float = 0.1,
+    seed: int = 0,
+) -> SyntheticCohort:
+    """Write the reference FASTA and the cohort VCF (see the module doc) into `folder`."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    genes = _gene_structures(n_genes, rng)
+    contig_length = _FLANK + sum(gene_end - gene_start + _FLANK for _, gene_start, gene_end, _ in genes)
+    contig = _BASES[rng.integers(0, 4, contig_length)].tobytes().decode()
+    fasta = folder / "reference.fa"
+    with open(fasta, "w") as handle:
+        handle.write(f">{CONTIG}\n")
+        handle.writelines(contig[i : i + 60] + "\n" for i in range(0, contig_length, 60))
+    regions = _regions_table(genes, contig)
+    vcf, allele_counts, n_indels = _write_vcf(
+        folder / "cohort.vcf", regions, contig, n_subjects, variants_per_kb, sfs_exponent, indel_fraction, rng
+    )
+    return SyntheticCohort(fasta, vcf, regions, n_subjects, allele_counts, n_indels)
+
+
+def run_dedup_benchmark(
+    n_subjects: int = 20000,
+    n_genes: int = 38,
+    variants_per_kb: float = 1.0,
+    sfs_exponent: float = 1.0,
+    indel_fraction: float = 0.1,
+    modes: tuple[str, ...] = ("alt_if_present", "phased"),
+    seed: int = 0,
+    workdir: str | os.PathLike | None = None,
+) -> dict:
+    """Synthesize a cohort, run `build_haplotypes` in each mode and return the counts, ratios, times and memory."""
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="kb_assets_dedup_bench_") as scratch:
+        started = time.perf_counter()
+        cohort = synthesize_cohort(scratch, n_subjects, n_genes, variants_per_kb, sfs_exponent, indel_fraction, seed)
+        synthesis_s = time.perf_counter() - started
+        regions = cohort.regions
+        counts = cohort.allele_counts
+        haplotypes = 2 * n_subjects
+        lengths = regions.length.to_numpy()
+        result: dict = {
+            "n_subjects": n_subjects,
+            "n_genes": n_genes,
+            "n_regions": len(regions),
+            "region_bp": cohort.region_bp,
+            "region_length_median": float(np.median(lengths)) if len(lengths) else 0.0,
+            "region_length_max": int(lengths.max()) if len(lengths) else 0,
+            "regions_over_1kb": int((lengths > 1000).sum()),
+            "subject_region_pairs": n_subjects * len(regions),
+            "seed": seed,
+            "variants_per_kb_target": variants_per_kb,
+            "sfs_exponent": sfs_exponent,
+            "vcf_records": len(counts),
+            "vcf_indels": cohort.n_indels,
+            "vcf_mib": cohort.vcf.stat().st_size / (1 << 20),
+            "variants_per_kb": cohort.variants_per_kb,
+            "sites_per_kb": len(counts) / cohort.region_bp * 1000 if cohort.region_bp else 0.0,
+            "singleton_fraction": float((counts == 1).mean()) if len(counts) else 0.0,
+            "rare_site_fraction": float((counts < 0.01 * haplotypes).mean()) if len(counts) else 0.0,
+            # Share of the carried ALT alleles that sit at sites below 1% frequency: what makes haplotypes unique.
+            "rare_allele_share": (
+                float(counts[counts < 0.01 * haplotypes].sum() / counts.sum()) if counts.sum() else 0.0
+            ),
+            "linked_expected_haplotypes": (
+                _ewens_expected_haplotypes(lengths * variants_per_kb / 1000, haplotypes) if sfs_exponent == 1 else None
+            ),
+            "synthesis_s": synthesis_s,
+            "modes": {},
+        }
+        genome = ReferenceGenome(cohort.fasta)
+        try:
+            for mode in modes:
+                with _PeakRss() as memory:
+                    started = time.perf_counter()
+                    haplotype_result = build_haplotypes(cohort.vcf, regions, genome, mode=mode)
+                    seconds = time.perf_counter() - started
+                result["modes"][mode] = _mode_numbers(haplotype_result, regions, n_subjects, mode)
+                result["modes"][mode].update(seconds=seconds, peak_rss_gib=memory.peak / _GIB,
+                                             rss_before_gib=memory.before / _GIB)
+                del haplotype_result
+        finally:
+            genome.close()
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / _GIB
+    return result
+
+
+def format_report(result: dict) -> str:
+    """Lines for the terminal and the README, ending with whether the requirement holds."""
+    pairs = result["subject_region_pairs"]
+    lines = [
+        f"dedup benchmark: {result['n_subjects']:,} subjects × {result['n_regions']} regions (exons of "
+        f"{result['n_genes']} synthetic genes, {result['region_bp']:,} bp, median {result['region_length_median']:.0f} "
+        f"bp, {result['regions_over_1kb']} over 1 kb, longest {result['region_length_max']:,} bp) = {pairs:,} "
+        f"subject × region pairs; seed {result['seed']}",
+        f"  cohort: {result['vcf_records']:,} VCF records ({result['vcf_indels']} indels, {result['vcf_mib']:.0f} MiB "
+        f"bgzipped), {result['sites_per_kb']:.1f} sites/kb; SFS ∝ 1/k^{result['sfs_exponent']:g}: "
+        f"{result['singleton_fraction']:.0%} singletons, {result['rare_site_fraction']:.0%} of sites below 1% "
+        f"frequency carrying {result['rare_allele_share']:.1%} of the ALT alleles; independent sites (no LD)",
+        f"  realised density: {result['variants_per_kb']:.3f} ALT alleles per kb per haplotype "
+        f"(target {result['variants_per_kb_target']:g}); synthesis {result['synthesis_s']:.1f} s",
+        "",
+        f"{'mode':<16}{'units':>12}{'distinct seqs':>15}{'÷ S×R':>9}{'2 strands ÷ S×R':>17}{'÷ units':>9}"
+        f"{'bp ÷ all bp':>13}{'REF pairs':>11}{'per region med/max':>20}{'seconds':>9}{'peak RSS':>10}",
+    ]
+    for mode, numbers in result["modes"].items():
+        lines.append(
+            f"{mode:<16}{numbers['units']:>12,}{numbers['distinct_sequences']:>15,}{numbers['ratio']:>9.3%}"
+            f"{numbers['strand_pass_ratio']:>17.3%}{numbers['ratio_per_unit']:>9.3%}{numbers['bp_ratio']:>13.3%}"
+            f"{numbers['reference_unit_fraction']:>11.1%}"
+            f"{numbers['per_region_median']:>12.0f}/{numbers['per_region_max']:<7,}{numbers['seconds']:>9.1f}"
+            f"{numbers['peak_rss_gib']:>7.2f} GiB"
+        )
+    lines += [
+        "  units: subject × region × haplotype sequences the mode assigns; distinct seqs: forward passes "
+        "(reference sequences included);",
+        "  ÷ S×R: distinct ÷ (subjects × regions); 2 strands: RC averaging embeds each sequence on both strands; "
+        "bp: distinct sequence bases ÷ all units' bases;",
+        "  REF pairs: units carrying the reference sequence.",
+    ]
+    linked = result.get("linked_expected_haplotypes")
+    if linked is not None:
+        lines.append(
+            f"  for comparison, full linkage (neutral coalescent without recombination, θ = "
+            f"{result['variants_per_kb_target']:g}/kb): {linked:,.0f} distinct haplotypes expected over all regions "
+            f"({linked / pairs:.3%} of S×R)"
+        )
+    lines.append(f"  process peak RSS {result['peak_rss_gib']:.2f} GiB")
+    for mode, numbers in result["modes"].items():
+        parts = [f"{row['lengths']}: {row['regions']} regions, {row['distinct_sequences']:,} ({row['ratio']:.2%})"
+                 for row in numbers["by_length"] if row["regions"]]
+        lines.append(f"  {mode} by region length (subjects' distinct sequences, ÷ S×R): " + "; ".join(parts))
+    lines.append("")
+    for mode, numbers in result["modes"].items():
+        verdict = "holds" if numbers["ratio"] <= REQUIRED_MAX_RATIO else "does NOT hold"
+        strands = "holds" if numbers["strand_pass_ratio"] <= REQUIRED_MAX_RATIO else "does not hold"
+        lines.append(
+            f"{mode}: {numbers['distinct_sequences']:,} forward passes ≤ 5% of subjects × regions "
+            f"({REQUIRED_MAX_RATIO * pairs:,.0f}): {verdict} ({numbers['ratio']:.3%}); counting both strands "
+            f"({2 * numbers['distinct_sequences']:,} passes) it {strands} ({numbers['strand_pass_ratio']:.3%})"
+        )
+    return "\n".join(lines)
+
+
+def _mode_numbers(result, regions: pd.DataFrame, n_subjects: int, mode: str) -> dict:
+    ploidy = 2 if mode == "phased" else 1
+    distinct = result.counts["unique_sequences"]
+    rows = result.assignments
+    subjects = rows.subject_id.cat.codes.to_numpy() != 0  # code 0 is REF
+    region_codes = rows.region_id.cat.codes.to_numpy()[subjects].astype(np.int64)
+    sequence_codes = rows.sequence_id.cat.codes.to_numpy()[subjects].astype(np.int64)
+    # Distinct sequences per region, over the subjects (a region's reference counts when a subject carries it).
+    pairs = np.unique(region_codes * max(distinct, 1) + sequence_codes)
+    per_region = np.bincount(pairs // max(distinct, 1), minlength=len(regions))
+    reference_codes = rows.sequence_id.cat.codes.to_numpy()[~subjects][::ploidy]  # REF's unit(s) per region
+    units = n_subjects * len(regions) * ploidy
+    all_bp = n_subjects * ploidy * int(regions.length.sum())
+    return {
+        "units": units,
+        "distinct_sequences": distinct,
+        "non_reference_sequences": distinct - len(set(regions.sequence)),
+        "ratio": distinct / (n_subjects * len(regions)) if len(regions) else 0.0,
+        "strand_pass_ratio": 2 * distinct / (n_subjects * len(regions)) if len(regions) else 0.0,
+        "ratio_per_unit": distinct / units if units else 0.0,
+        "bp_ratio": float(result.sequences.length.sum()) / all_bp if all_bp else 0.0,
+        "reference_unit_fraction": float((sequence_codes == reference_codes[region_codes]).mean()) if units else 0.0,
+        "per_region_median": float(np.median(per_region)) if len(per_region) else 0.0,
+        "per_region_max": int(per_region.max()) if len(per_region) else 0,
+        "per_region": per_region.tolist(),
+        "by_length": _by_length(per_region, regions.length.to_numpy(), n_subjects),
+        "counts": dict(result.counts),
+    }
+
+
+def _by_length(per_region: np.ndarray, lengths: np.ndarray, n_subjects: int) -> list[dict]:
+    """Regions grouped by length: how many, their subjects' distinct sequences and that ÷ (subjects × regions)."""
+    rows = []
+    for low, high in LENGTH_BINS:
+        chosen = (lengths >= low) & (lengths < (high if high is not None else np.inf))
+        n, distinct = int(chosen.sum()), int(per_region[chosen].sum())
+        label = f"{low}–{high} bp" if high is not None else f"≥ {low} bp"
+        rows.append({"lengths": label, "regions": n, "distinct_sequences": distinct,
+                     "ratio": distinct / (n_subjects * n) if n else 0.0})
+    return rows
+
+
+def _ewens_expected_haplotypes(thetas: np.ndarray, haplotypes: int) -> float:
+    """Σ over regions of E[distinct haplotypes] among `haplotypes` under the infinite-alleles model with no
+    recombination (Ewens): Σ_{i<n} θ/(θ + i), θ the region's expected ALT alleles per haplotype."""
+    i = np.arange(haplotypes, dtype=np.float64)
+    return float(sum((theta / (theta + i)).sum() if theta > 0 else 1.0 for theta in thetas))
+
+
+class _PeakRss:
+    """The resident set size before and at its peak while the block runs, sampled every 5 ms (Linux /proc)."""
+
+    def __init__(self) -> None:
+        self.before = self.peak = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss())
+
+    def __enter__(self) -> "_PeakRss":
+        self.before = self.peak = _rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the process's peak so far
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _lognormal(rng: np.random.Generator, median: float, sigma: float, size: int, low: int, high: int) -> np.ndarray:
+    return np.clip(np.rint(np.exp(rng.normal(np.log(median), sigma, size))), low, high).astype(np.int64)
+
+
+def _gene_structures(n_genes: int, rng: np.random.Generator) -> list[tuple[str, int, int, list[tuple[int, int]]]]:
+    """(strand, start, end, exons in transcription order as 0-based half-open + strand intervals) per gene."""
+    genes = []
+    cursor = _FLANK
+    for _ in range(n_genes):
+        strand = "+" if rng.random() < 0.5 else "-"
+        n_exons = int(_lognormal(rng, 10, 0.6, 1, 1, 60)[0])
+        if n_exons == 1:
+            lengths = _lognormal(rng, 1500, 0.8, 1, 200, 10_000)
+        else:
+            lengths = np.concatenate([
+                _lognormal(rng, 200, 0.7, 1, 30, 3_000),  # first exon, with the 5' UTR
+                _lognormal(rng, 150, 0.5, n_exons - 2, 30, 3_000),  # internal exons
+                _lognormal(rng, 1000, 0.9, 1, 100, 10_000),  # last exon, with the 3' UTR
+            ])
+        introns = _lognormal(rng, 1500, 1.0, n_exons - 1, 80, 20_000)
+        # Lay the exons out 5' → 3' along the gene's strand, then map to + strand coordinates.
+        offsets, position = [], 0
+        for index, length in enumerate(lengths):
+            offsets.append((position, position + int(length)))
+            position += int(length) + (int(introns[index]) if index < n_exons - 1 else 0)
+        span = position
+        if strand == "+":
+            exons = [(cursor + a, cursor + b) for a, b in offsets]
+        else:
+            exons = [(cursor + span - b, cursor + span - a) for a, b in offsets]
+        genes.append((strand, cursor, cursor + span, exons))
+        cursor += span + _FLANK
+    return genes
+
+
+def _regions_table(genes: list, contig: str) -> pd.DataFrame:
+    rows = []
+    for order, (strand, _, _, exons) in enumerate(genes):
+        gene_id, transcript_id = f"SYNG{order + 1:05d}.1", f"SYNT{order + 1:05d}.1"
+        for index, (start, end) in enumerate(exons, 1):
+            sequence = contig[start:end]
+            rows.append({
+                "gene_order": order, "gene_id": gene_id, "gene_name": f"SYN{order + 1}", "transcript_id": transcript_id,
+                "region_id": f"{gene_id}:exons:{index}", "region_index": index, "chrom": CONTIG, "start": start,
+                "end": end, "strand": strand,
+                "sequence": reverse_complement(sequence) if strand == "-" else sequence,
+                "length": end - start, "n_count": 0,
+            })
+    return pd.DataFrame(rows, columns=list(REGION_DTYPES)).astype(REGION_DTYPES)
+
+
+def _write_vcf(
+    path: Path,
+    regions: pd.DataFrame,
+    contig: str,
+    n_subjects: int,
+    variants_per_kb: float,
+    sfs_exponent: float,
+    indel_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[Path, np.ndarray, int]:
+    """Write, bgzip and index the cohort VCF; the ALT copy count of every record and the number of indels."""
+    haplotypes = 2 * n_subjects
+    k = np.arange(1, haplotypes, dtype=np.float64)
+    spectrum = k ** -sfs_exponent
+    spectrum /= spectrum.sum()
+    mean_copies = float((k * spectrum).sum())
+    # Sites per base so that a haplotype carries `variants_per_kb` ALT alleles per kb on average.
+    site_rate = variants_per_kb / 1000 * haplotypes / mean_copies
+    template = np.frombuffer(b"0|0\t" * n_subjects, dtype=np.uint8).reshape(n_subjects, 4)
+    one = ord("1")
+    samples = "\t".join(f"S{i + 1:06d}" for i in range(n_subjects))
+    header = (
+        "##fileformat=VCFv4.2\n"
+        f"##contig=<ID={CONTIG},length={len(contig)}>\n"
+        '##FILTER=<ID=PASS,Description="All filters passed">\n'
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        f"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t{samples}\n"
+    )
+    copies_written, n_indels = [], 0
+    with open(path, "wb") as handle:
+        handle.write(header.encode())
+        for start, end in sorted(zip(regions.start, regions.end)):
+            length = end - start
+            n_sites = min(int(rng.poisson(site_rate * length)), length)
+            if n_sites == 0:
+                continue
+            positions = np.sort(start + rng.choice(length, n_sites, replace=False))
+            copies = rng.choice(len(k), n_sites, p=spectrum) + 1
+            for position, count in zip(positions.tolist(), copies.tolist()):
+                ref, alt = contig[position], None
+                if rng.random() < indel_fraction:
+                    size = min(int(rng.geometric(0.5)), _MAX_INDEL)
+                    n_indels += 1
+                    if rng.random() < 0.5:
+                        ref, alt = contig[position : position + 1 + size], contig[position]
+                    else:
+                        alt = ref + _BASES[rng.integers(0, 4, size)].tobytes().decode()
+                else:
+                    alt = "ACGT"[("ACGT".index(ref) + int(rng.integers(1, 4))) % 4]
+                carriers = rng.choice(haplotypes, count, replace=False)
+                genotypes = template.copy()
+                genotypes[carriers // 2, 2 * (carriers % 2)] = one
+                genotypes[-1, -1] = ord("\n")
+                handle.write(f"{CONTIG}\t{position + 1}\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t".encode())
+                handle.write(genotypes.tobytes())
+                copies_written.append(count)
+    compressed = pysam.tabix_index(str(path), preset="vcf", force=True)
+    return Path(compressed), np.array(copies_written, dtype=np.int64), n_indels
