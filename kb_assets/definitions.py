@@ -33,7 +33,8 @@ def build_resources(recipe: Recipe) -> dict[str, dg.ConfigurableResource]:
             covariates=str(inputs.covariates) if inputs.covariates else None,
         ),
         "encoder": EncoderResource(
-            checkpoint=str(inputs.checkpoint), device=recipe.encoder.device, dtype=recipe.encoder.dtype
+            checkpoint=str(inputs.checkpoint), device=recipe.encoder.device, dtype=recipe.encoder.dtype,
+            compile=recipe.encoder.compile,
         ),
         "warehouse": WarehouseResource(root=str(recipe.warehouse.root)),
     }

@@ -42,9 +42,9 @@ class CohortResource(dg.ConfigurableResource):
 
 
 @lru_cache(maxsize=2)
-def _cached_encoder(checkpoint: str, device: str, dtype: str, model_sha256: str) -> Encoder:
+def _cached_encoder(checkpoint: str, device: str, dtype: str, compile_layers: bool, model_sha256: str) -> Encoder:
     # Keyed by the weights' hash as well as the path: a checkpoint folder replaced in place loads again.
-    encoder = load_encoder(checkpoint, device=device, dtype=dtype)
+    encoder = load_encoder(checkpoint, device=device, dtype=dtype, compile=compile_layers)
     if encoder.model_sha256 != model_sha256:
         raise InputError(
             encoder.model_id, "weights",
@@ -62,10 +62,11 @@ class EncoderResource(dg.ConfigurableResource):
     checkpoint: str
     device: str = "auto"
     dtype: str = "auto"
+    compile: bool = False
 
     def encoder(self, model_sha256: str | None = None) -> Encoder:
         """The loaded model whose weights hash `model_sha256` (default: the weights there now)."""
-        return _cached_encoder(self.checkpoint, self.device, self.dtype,
+        return _cached_encoder(self.checkpoint, self.device, self.dtype, self.compile,
                                model_sha256 or self.identity().model_sha256)
 
     def identity(self) -> CheckpointIdentity:

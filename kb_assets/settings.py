@@ -67,6 +67,7 @@ class EncoderSettings(_Section):
     rc: Literal["average", "none"] = "average"
     pooling: Literal["mean", "cls", "max"] = "mean"
     tokenizer_sha256: str | None = None
+    compile: bool = False
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> "EncoderSettings":
