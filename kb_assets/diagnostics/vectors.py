@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kb_assets.encoders import DnaTokenizer, Encoder, WindowEmbeddings
-from kb_assets.encoders.engine import POOLINGS, cut_windows
+from kb_assets.encoders.engine import POOLINGS, cut_windows, window_origin
 from kb_assets.encoders.gene_pooling import RegionToGene, region_weights
 from kb_assets.fingerprint import text_sha256
 from kb_assets.genome import reverse_complement
@@ -104,13 +104,7 @@ class WindowVectors:
                     self.caches[pooling].store(partition, list(fresh), np.stack(list(fresh.values())))
                     known[pooling].update(fresh)
             self.embedded_windows += len(embedded[key.pooling].vectors)
-        origin = {
-            "sequence_index": np.array([w.sequence_index for w in windows], dtype=np.int64),
-            "reverse_complement": np.array([w.reverse_complement for w in windows], dtype=bool),
-            "token_start": np.array([w.window.token_start for w in windows], dtype=np.int64),
-            "token_end": np.array([w.window.token_end for w in windows], dtype=np.int64),
-            "weight": np.array([w.window.weight for w in windows], dtype=np.float64),
-        }
+        origin = window_origin(windows)
         empty = np.zeros((0, self.hidden_size), dtype=np.float32)
         return {p: WindowEmbeddings(vectors=np.stack([known[p][i] for i in ids]) if ids else empty, **origin)
                 for p in POOLINGS}

@@ -141,6 +141,17 @@ def cut_windows(
     return windows
 
 
+def window_origin(windows: Sequence[_Window]) -> dict[str, np.ndarray]:
+    """Where each window of `cut_windows` came from: the WindowEmbeddings fields besides its vectors."""
+    return {
+        "sequence_index": np.array([w.sequence_index for w in windows], dtype=np.int64),
+        "reverse_complement": np.array([w.reverse_complement for w in windows], dtype=bool),
+        "token_start": np.array([w.window.token_start for w in windows], dtype=np.int64),
+        "token_end": np.array([w.window.token_end for w in windows], dtype=np.int64),
+        "weight": np.array([w.window.weight for w in windows], dtype=np.float64),
+    }
+
+
 def plan_batches(lengths: Sequence[int], batch_tokens: int, max_padding: float = MAX_BATCH_PADDING) -> list[list[int]]:
     """Group window indices, longest first, into batches whose padded size (windows × the batch's longest window)
     stays within `batch_tokens` and whose padding stays within `max_padding` of it; a window longer than the
@@ -234,13 +245,7 @@ def embed_windows(
     windows = cut_windows(tokenizer, sequences, rc, window_tokens, window_overlap) if sequences else []
     vectors, computed_tokens = run_windows(model, [w.window for w in windows], poolings, batch_tokens, device,
                                            hidden_size, progress)
-    origin = {
-        "sequence_index": np.array([w.sequence_index for w in windows], dtype=np.int64),
-        "reverse_complement": np.array([w.reverse_complement for w in windows], dtype=bool),
-        "token_start": np.array([w.window.token_start for w in windows], dtype=np.int64),
-        "token_end": np.array([w.window.token_end for w in windows], dtype=np.int64),
-        "weight": np.array([w.window.weight for w in windows], dtype=np.float64),
-    }
+    origin = window_origin(windows)
     stats = EmbedStats(
         n_sequences=len(sequences),
         n_windows=len(windows),
