@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from kb_assets import diagnostics
+from kb_assets.assets.embeddings import embedding_key
 from kb_assets.assets.publishing import (
     ANNOTATION_FACTS,
     REFERENCE_FACTS,
@@ -18,7 +19,6 @@ from kb_assets.assets.publishing import (
     publish,
     upstream_facts,
 )
-from kb_assets.assets.embeddings import embedding_key
 from kb_assets.assets.reference import read_annotation
 from kb_assets.diagnostics import plots
 from kb_assets.encoders.engine import POOLINGS
