@@ -94,7 +94,7 @@ def build_automation(recipe: Recipe, assets: Sequence[dg.AssetsDefinition]) -> d
         context.update_cursor(json.dumps(known))
 
     automation = dg.AutomationConditionSensorDefinition(
-        "cohort_follows_embeddings", target=dg.AssetSelection.keys(*sorted(automated)),
+        "cohort_follows_embeddings", target=dg.AssetSelection.assets(*sorted(automated)),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Materializes the cohort assets once every embedding partition is present and one changed",
     )

@@ -13,7 +13,7 @@ from kb_assets.resources import WarehouseResource
 
 
 def _sensor_requests(defs: dg.Definitions, recipe, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
-    sensor = defs.get_sensor_def("input_changes")
+    sensor = defs.resolve_sensor_def("input_changes")
     context = dg.build_sensor_context(cursor=cursor, repository_def=defs.get_repository_def(),
                                       resources={"warehouse": WarehouseResource(root=str(recipe.warehouse.root))})
     result = sensor.evaluate_tick(context)
@@ -22,7 +22,7 @@ def _sensor_requests(defs: dg.Definitions, recipe, cursor: str | None) -> tuple[
 
 def test_schedule_requests_one_run_per_chromosome(make_recipe):
     defs = build_definitions(make_recipe())
-    schedule = defs.get_schedule_def("chromosome_refresh")
+    schedule = defs.resolve_schedule_def("chromosome_refresh")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.cron_schedule == "0 2 * * 0"
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 29, 2, tzinfo=timezone.utc),
