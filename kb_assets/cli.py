@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="rewrite inputs that exist")
     init.set_defaults(func=_cmd_demo_init)
     run = with_recipe(demo.add_parser("run", help="demo init, then materialize every asset and partition"))
-    run.add_argument("--partition", action="append", help="only this chromosome partition and what feeds it (repeatable)")
+    run.add_argument("--partition", action="append",
+                     help="only this chromosome partition and what feeds it (repeatable)")
     run.set_defaults(func=_cmd_demo_run)
 
     materialize = with_recipe(commands.add_parser("materialize", help="materialize every asset of a recipe"))

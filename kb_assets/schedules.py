@@ -48,7 +48,8 @@ def build_automation(recipe: Recipe, assets: Sequence[dg.AssetsDefinition]) -> d
     chromosome_job = dg.define_asset_job("chromosome_embeddings", selection=list(EMBEDDING_CHAIN),
                                          description="one chromosome partition of the embedding chain")
 
-    @dg.schedule(job=chromosome_job, cron_schedule=recipe.schedule.cron, default_status=dg.DefaultScheduleStatus.STOPPED)
+    @dg.schedule(job=chromosome_job, cron_schedule=recipe.schedule.cron,
+                 default_status=dg.DefaultScheduleStatus.STOPPED)
     def chromosome_refresh(context: dg.ScheduleEvaluationContext):
         """One run per chromosome partition; the run key keeps a tick from launching a partition twice."""
         tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")

@@ -136,6 +136,10 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
     @dg.asset(
         group_name=GROUP, code_version=regions_code, deps=[gene_set, gene_annotations], partitions_def=chromosomes,
         kinds={"parquet"},
+        check_specs=[dg.AssetCheckSpec(
+            "n_share", asset="reference_sequences",
+            description="regions whose share of N bases exceeds the recipe's regions.max_n_fraction",
+        )],
     )
     def reference_sequences(
         context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
@@ -157,6 +161,17 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
             # A chromosome without gene-set genes needs neither the FASTA nor the annotation.
             regions = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in REGION_DTYPES.items()})
         skipped = regions.attrs.get("skipped", {})
+        limit = settings.regions.max_n_fraction
+        n_heavy = regions[regions["n_count"] > limit * regions["length"]]
+        n_check = dg.AssetCheckResult(
+            check_name="n_share", passed=n_heavy.empty, severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "max_n_fraction": limit,
+                "regions_over": len(n_heavy),
+                "examples": [f"{r.region_id} ({r.gene_name}): {r.n_count}/{r.length} N"
+                             for r in n_heavy.head(10).itertuples()],
+            },
+        )
         return publish(
             context, store, settings, {"reference_sequences": arrow_table(regions)},
             facts={
@@ -165,11 +180,12 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
             },
             metadata={
                 "n_genes": int(genes["gene_id"].nunique()),
-                "total_bp": int(regions["length"].sum()) if len(regions) else 0,
-                "n_bases_N": int(regions["n_count"].sum()) if len(regions) else 0,
+                "total_bp": int(regions["length"].sum()),
+                "n_bases_N": int(regions["n_count"].sum()),
                 "genes_without_regions": skipped,
             },
             upstream=[("gene_set", None), ("gene_annotations", None)],
+            check_results=[n_check],
         )
 
     return [reference_genome, gene_annotations, gene_set, reference_sequences]

@@ -67,7 +67,8 @@ class WindowEmbeddings:
         """([n, 2, H] float64 weighted window mean per strand, [n, 2] whether the strand was embedded)."""
         strand_sum = np.zeros((n_sequences, 2, self.vectors.shape[1]), dtype=np.float64)
         strand_index = self.reverse_complement.astype(np.int64)
-        np.add.at(strand_sum, (self.sequence_index, strand_index), self.vectors.astype(np.float64) * self.weight[:, None])
+        weighted = self.vectors.astype(np.float64) * self.weight[:, None]
+        np.add.at(strand_sum, (self.sequence_index, strand_index), weighted)
         has_strand = np.zeros((n_sequences, 2), dtype=bool)
         has_strand[self.sequence_index, strand_index] = True
         return strand_sum, has_strand

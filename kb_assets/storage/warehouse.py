@@ -178,7 +178,8 @@ class Warehouse:
         if not folder.exists():
             return []
         return sorted(
-            p.name[len(prefix):] for p in folder.iterdir() if p.name.startswith(prefix) and (p / "part-0.parquet").exists()
+            p.name[len(prefix):] for p in folder.iterdir()
+            if p.name.startswith(prefix) and (p / "part-0.parquet").exists()
         )
 
     def partitioned_dataset(self, dataset: str) -> ds.Dataset:
@@ -211,7 +212,9 @@ class Warehouse:
         pattern = self.dataset_dir(dataset) / ("*/part-0.parquet" if partitioned else "data.parquet")
         source = f"read_parquet({_sql_string(str(pattern))}, hive_partitioning = {str(partitioned).lower()})"
         with self.catalog() as connection:
-            connection.execute(f"create or replace view {quote_identifier(view_name(dataset))} as select * from {source}")
+            connection.execute(
+                f"create or replace view {quote_identifier(view_name(dataset))} as select * from {source}"
+            )
 
     def record_lineage(
         self,

@@ -9,7 +9,7 @@ import pytest
 from kb_assets.errors import InputError
 from kb_assets.genome import ReferenceGenome, reverse_complement
 from kb_assets.storage import Warehouse
-from kb_assets_tests.assets.helpers import metadata
+from kb_assets_tests.assets.helpers import check_evaluations, metadata
 
 
 def test_graph_writes_regions_and_metadata(make_recipe, materialize):
@@ -80,3 +80,16 @@ def test_missing_gene_set_entries_fail_and_leave_outputs(make_recipe, materializ
     with pytest.raises(InputError, match="NOPE1.*NOPE2"):
         materialize(bad)
     assert gene_set_file.read_bytes() == before
+
+
+def test_n_heavy_regions_are_reported_by_a_warning_check(make_recipe, materialize):
+    # DLG4_demo carries a 20-base N run in one exon (1.1% of its exons): under the default 10%, over 0.5%.
+    lenient = materialize(make_recipe("lenient", genes=["DLG4_demo"], reference={"chromosomes": ["chr1"]}),
+                          partitions=["chr1"])
+    assert check_evaluations(lenient, "reference_sequences")["n_share"][-1].passed
+    strict = materialize(make_recipe("strict", genes=["DLG4_demo"], reference={"chromosomes": ["chr1"]},
+                                     regions={"max_n_fraction": 0.005}), partitions=["chr1"])
+    evaluation = check_evaluations(strict, "reference_sequences")["n_share"][-1]
+    assert not evaluation.passed and evaluation.severity.value == "WARN"
+    assert evaluation.metadata["regions_over"].value == 1
+    assert "DLG4_demo" in evaluation.metadata["examples"].value[0]

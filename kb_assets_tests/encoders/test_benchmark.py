@@ -22,7 +22,8 @@ def test_small_benchmark_reports_every_measure():
     assert set(result["runs"]) == {"bfloat16", "float32"}
     for dtype_name, run in result["runs"].items():
         assert run["tokens_per_second"] == pytest.approx(run["real_tokens"] / run["seconds"])
-        assert run["mfu"] == pytest.approx(run["model_flops_per_second"] / result["matmul_flops_per_second"][dtype_name])
+        matmul = result["matmul_flops_per_second"][dtype_name]
+        assert run["mfu"] == pytest.approx(run["model_flops_per_second"] / matmul)
         assert run["padding_fraction"] == pytest.approx(1 - run["real_tokens"] / run["computed_tokens"])
         assert 0 < run["cpu_share"] <= 1.05
     assert 0.99 < result["min_cosine_bf16_vs_fp32"] <= 1.0 + 1e-6
