@@ -25,7 +25,8 @@ def test_small_benchmark_reports_every_measure():
         matmul = result["matmul_flops_per_second"][dtype_name]
         assert run["mfu"] == pytest.approx(run["model_flops_per_second"] / matmul)
         assert run["padding_fraction"] == pytest.approx(1 - run["real_tokens"] / run["computed_tokens"])
-        assert 0 < run["cpu_share"] <= 1.05
+        # A share of the threads' time; a run of milliseconds meets the CPU clocks' coarse ticks, hence the slack.
+        assert 0 < run["cpu_share"] <= 1.25
     assert 0.99 < result["min_cosine_bf16_vs_fp32"] <= 1.0 + 1e-6
     assert [check["target"] for check in result["targets"]] == [
         "bf16 tokens/s", "bf16 MFU", "fp32 tokens/s", "fp32 padding fraction", "min cosine bf16 vs fp32"]
