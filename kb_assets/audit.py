@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kb_assets.fingerprint import file_sha256
 from kb_assets.storage import Warehouse
 
 # The facts an audit reader asks about first ("which model, tokenizer and settings made this table?").
@@ -51,26 +50,27 @@ def trace(
     asset: str,
     partition: str | None = None,
     *,
-    hash_file: Callable[[str], str] = file_sha256,
     run_status: Callable[[str], str | None] = lambda run_id: None,
 ) -> LineageNode:
     """The lineage tree of an asset's newest materialization (of `partition`), staleness flagged at every node.
 
-    `run_status(run_id)` may look runs up in the Dagster instance; `hash_file` hashes input files (memoized here).
+    `run_status(run_id)` may look runs up in the Dagster instance.
     """
     record = warehouse.latest_lineage(asset, partition)
     if record is None:
         where = f"{asset}[{partition}]" if partition else asset
         raise LookupError(f"{where} has no lineage in {warehouse.catalog_path}: it was never materialized there")
-    hashes: dict[str, str | None] = {}
-
-    def current_hash(path: str) -> str | None:
-        if path not in hashes:
-            hashes[path] = hash_file(path) if Path(path).is_file() else None
-        return hashes[path]
-
     latest = warehouse.latest_lineage_all()
-    return _node(warehouse, record, latest, current_hash, run_status)
+    return _node(warehouse, record, latest, input_hasher(warehouse), run_status)
+
+
+def input_hasher(warehouse: Warehouse) -> Callable[[str], str | None]:
+    """The current sha256 of an input file, None when it is gone; remembered in the warehouse by size and mtime,
+    so an unchanged input is not read again (a touch costs one read and then matches again)."""
+    def current_hash(path: str) -> str | None:
+        return warehouse.input_sha256(path) if Path(path).is_file() else None
+
+    return current_hash
 
 
 def stale_reasons(record: dict, latest: dict, current_hash: Callable[[str], str | None]) -> list[str]:

@@ -14,14 +14,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Sequence
 
 import dagster as dg
 
-from kb_assets.audit import stale_reasons
-from kb_assets.fingerprint import file_sha256
+from kb_assets.audit import input_hasher, stale_reasons
 from kb_assets.resources import WarehouseResource
 from kb_assets.settings import Recipe
 
@@ -59,22 +56,11 @@ def build_automation(recipe: Recipe, assets: Sequence[dg.AssetsDefinition]) -> d
 
     @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
                asset_selection=dg.AssetSelection.all())
-    def input_changes(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    def input_changes(warehouse: WarehouseResource):
         """Runs for the asset partitions whose inputs or upstream data changed since they were built."""
-        known = json.loads(context.cursor) if context.cursor else {}
-
-        def current_hash(path: str) -> str | None:
-            # Hash again only when size or mtime moved: a touch costs one hash and then matches again.
-            try:
-                stat = os.stat(path)
-            except FileNotFoundError:
-                return None
-            seen = known.get(path)
-            if seen is None or seen[:2] != [stat.st_size, stat.st_mtime_ns]:
-                known[path] = seen = [stat.st_size, stat.st_mtime_ns, file_sha256(path)]
-            return seen[2]
-
-        latest = warehouse.get().latest_lineage_all()
+        store = warehouse.get()
+        latest = store.latest_lineage_all()
+        current_hash = input_hasher(store)
         stale = {key: reasons for key, record in latest.items()
                  if key[0] not in not_requested and (reasons := stale_reasons(record, latest, current_hash))}
         # The frontier only: an asset waits while something it read is itself stale. Whether the next step
@@ -92,7 +78,6 @@ def build_automation(recipe: Recipe, assets: Sequence[dg.AssetsDefinition]) -> d
                 partition_key=partition,
                 tags={"kb_assets/trigger": "input_changes", "kb_assets/reason": reasons[0][:250]},
             )
-        context.update_cursor(json.dumps(known))
 
     automation = dg.AutomationConditionSensorDefinition(
         "cohort_follows_embeddings", target=dg.AssetSelection.assets(*sorted(automated)),

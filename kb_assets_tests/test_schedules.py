@@ -12,12 +12,12 @@ from kb_assets.definitions import build_definitions
 from kb_assets.resources import WarehouseResource
 
 
-def _sensor_requests(defs: dg.Definitions, recipe, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+def _sensor_requests(defs: dg.Definitions, recipe) -> list[dg.RunRequest]:
     sensor = defs.resolve_sensor_def("input_changes")
-    context = dg.build_sensor_context(cursor=cursor, repository_def=defs.get_repository_def(),
+    context = dg.build_sensor_context(repository_def=defs.get_repository_def(),
                                       resources={"warehouse": WarehouseResource(root=str(recipe.warehouse.root))})
     result = sensor.evaluate_tick(context)
-    return list(result.run_requests or []), result.cursor
+    return list(result.run_requests or [])
 
 
 def test_schedule_requests_one_run_per_chromosome(make_recipe):
@@ -45,21 +45,19 @@ def built(make_recipe, materialize):
 
 def test_unchanged_and_touched_inputs_request_nothing(built):
     recipe, defs = built
-    requests, cursor = _sensor_requests(defs, recipe, None)
-    assert requests == []
+    assert _sensor_requests(defs, recipe) == []
     os.utime(recipe.inputs.vcf)  # same bytes, new mtime
     os.utime(recipe.inputs.gene_set)
-    requests, _ = _sensor_requests(defs, recipe, cursor)
-    assert requests == []
+    assert _sensor_requests(defs, recipe) == []
 
 
 def test_changed_covariates_request_only_the_covariates(built):
     recipe, defs = built
-    _, cursor = _sensor_requests(defs, recipe, None)
+    assert _sensor_requests(defs, recipe) == []
     path = recipe.inputs.covariates
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1]) + "\n")  # one subject fewer
-    requests, _ = _sensor_requests(defs, recipe, cursor)
+    requests = _sensor_requests(defs, recipe)
     assert len(requests) == 1
     assert requests[0].asset_selection == [dg.AssetKey("covariates")]
     assert requests[0].partition_key is None
@@ -71,12 +69,12 @@ def test_a_changed_gene_set_reaches_only_the_partitions_it_changes(built, materi
     manifest = recipe.inputs.gene_set
     # The last gene (so no other gene's position changes), on chr2 beside SCN2A_demo.
     manifest.write_text(manifest.read_text().replace("CHD8_demo\n", ""))
-    requests, _ = _sensor_requests(defs, recipe, None)
+    requests = _sensor_requests(defs, recipe)
     assert [(r.asset_selection, r.partition_key) for r in requests] == [([dg.AssetKey("gene_set")], None)]
 
     job = defs.resolve_implicit_global_asset_job_def()
     job.execute_in_process(asset_selection=[dg.AssetKey("gene_set")], instance=materialize.instance)
-    requests, _ = _sensor_requests(defs, recipe, None)
+    requests = _sensor_requests(defs, recipe)
     # Every partition read the old gene set, so each re-extracts its regions (cheap) ...
     assert sorted(r.partition_key for r in requests) == ["chr1", "chr2", "chrX"]
     assert all(r.asset_selection == [dg.AssetKey("reference_sequences")] for r in requests)
@@ -84,7 +82,7 @@ def test_a_changed_gene_set_reaches_only_the_partitions_it_changes(built, materi
         job.execute_in_process(asset_selection=[dg.AssetKey("reference_sequences")], partition_key=chrom,
                                instance=materialize.instance)
     # ... but only chr2's regions changed, so only chr2 goes on to new haplotypes.
-    requests, _ = _sensor_requests(defs, recipe, None)
+    requests = _sensor_requests(defs, recipe)
     assert [(r.asset_selection, r.partition_key) for r in requests] == [([dg.AssetKey("subject_haplotypes")], "chr2")]
 
 

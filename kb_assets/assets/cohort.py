@@ -16,7 +16,6 @@ from kb_assets.assets.publishing import (
     upstream_facts,
 )
 from kb_assets.errors import InputError
-from kb_assets.fingerprint import file_sha256
 from kb_assets.genome import REFERENCE_SUBJECT, vcf_samples
 from kb_assets.resources import CohortResource, RecipeResource, WarehouseResource
 from kb_assets.schedules import after_upstream_data_changes
@@ -96,6 +95,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
         """The validated covariates (age, sex, ancestry PCs, batch, site, label) of the analysis set: the
         subjects in both the covariates table and the VCF."""
         settings = recipe.settings()
+        store = warehouse.get()
         if cohort.covariates is None:
             raise InputError(settings.source, "inputs.covariates", "the recipe names no covariates table",
                              "add inputs.covariates (CSV, TSV or parquet) to the recipe")
@@ -104,7 +104,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
         if cohort.vcf is not None:
             table, report = intersect_subjects(table, vcf_samples(cohort.vcf))
         return publish(
-            context, warehouse.get(), settings, {"covariates": arrow_table(table.frame)},
+            context, store, settings, {"covariates": arrow_table(table.frame)},
             facts={"covariates": table.covariate_names, "missing_policy": settings.covariates.missing},
             metadata={
                 "n_subjects": len(table.frame),
@@ -112,7 +112,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
                 **{f"intersection/{k}": dg.MetadataValue.json(v) if isinstance(v, list) else v
                    for k, v in report.items()},
             },
-            inputs={"covariates": {"path": cohort.covariates, "sha256": file_sha256(cohort.covariates)}},
+            inputs={"covariates": {"path": cohort.covariates, "sha256": store.input_sha256(cohort.covariates)}},
         )
 
     @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('folds')}", deps=[covariates],

@@ -4,7 +4,6 @@
 import dagster as dg
 
 from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, arrow_table, publish, upstream_facts
-from kb_assets.fingerprint import file_sha256
 from kb_assets.genome import COUNT_DESCRIPTIONS, build_haplotypes, reference_haplotypes
 from kb_assets.resources import CohortResource, GenomeResource, RecipeResource, WarehouseResource
 from kb_assets.settings import Recipe
@@ -63,7 +62,7 @@ def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition,
                 # Share of subject × region × haplotype rows that need a forward pass of their own.
                 "dedup_ratio": round(counts["unique_sequences"] / n_haplotype_rows, 6) if n_haplotype_rows else 0.0,
             },
-            inputs={"vcf": {"path": cohort.vcf, "sha256": file_sha256(cohort.vcf)}} if cohort.vcf else {},
+            inputs={"vcf": {"path": cohort.vcf, "sha256": store.input_sha256(cohort.vcf)}} if cohort.vcf else {},
             upstream=[("reference_sequences", chrom)],
         )
 

@@ -8,11 +8,10 @@ import pandas as pd
 import pyarrow as pa
 
 from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, arrow_table, publish, upstream_facts
-from kb_assets.errors import InputError
-from kb_assets.fingerprint import file_sha256
 from kb_assets.genome import (
     REGION_DTYPES,
     Annotation,
+    check_chromosomes_in_fasta,
     check_contig_names,
     extract_regions,
     load_annotation,
@@ -60,15 +59,9 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
     ) -> dg.MaterializeResult:
         """The reference FASTA (.fai built if missing): contigs, lengths, build and file hash."""
         settings = recipe.settings()
+        store = warehouse.get()
         reference = genome.open_reference()
-        missing = [c for c in settings.reference.chromosomes if c not in reference.contigs]
-        if missing:
-            raise InputError(
-                genome.fasta,
-                f"reference.chromosomes {missing}",
-                f"not contigs of the FASTA (it has {', '.join(list(reference.contigs)[:5])}, …)",
-                "list the FASTA's own contig names in the recipe, or use a FASTA with these contigs",
-            )
+        check_chromosomes_in_fasta(reference, settings.reference.chromosomes)
         contigs = pa.table(
             {
                 "contig": list(reference.contigs),
@@ -76,11 +69,11 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
                 "in_recipe": [c in settings.reference.chromosomes for c in reference.contigs],
             }
         )
-        sha256 = file_sha256(genome.fasta)
+        sha256 = store.input_sha256(genome.fasta)
         # The file's hash in every row: the data version then changes with the sequence, not only the lengths.
         contigs = contigs.append_column("fasta_sha256", pa.array([sha256] * contigs.num_rows, pa.string()))
         return publish(
-            context, warehouse.get(), settings, {"reference_genome": contigs},
+            context, store, settings, {"reference_genome": contigs},
             facts={"reference_version": f"{genome.build} sha256:{sha256[:12]}", "reference_sha256": sha256},
             metadata={"build": genome.build, "total_length": int(sum(reference.contigs.values()))},
             inputs={"fasta": {"path": genome.fasta, "sha256": sha256}},
@@ -95,7 +88,7 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         annotation = load_annotation(genome.gtf)
         check_contig_names(genome.open_reference(), annotation, settings.reference.chromosomes)
         store = warehouse.get()
-        sha256 = file_sha256(genome.gtf)
+        sha256 = store.input_sha256(genome.gtf)
         tables = {f"gene_annotations/{name}": arrow_table(getattr(annotation, name)) for name in ANNOTATION_TABLES}
         return publish(
             context, store, settings, tables,
@@ -129,7 +122,7 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
                 "genes": dg.MetadataValue.md(_gene_set_markdown(genes)),
                 "chromosomes": sorted(genes["chrom"].unique().tolist()),
             },
-            inputs={"gene_set": {"path": genome.gene_set, "sha256": file_sha256(genome.gene_set)}},
+            inputs={"gene_set": {"path": genome.gene_set, "sha256": store.input_sha256(genome.gene_set)}},
             upstream=[("gene_annotations", None)],
         )
 

@@ -12,7 +12,13 @@ from kb_assets.genome.haplotypes import (
     reference_haplotypes,
     vcf_samples,
 )
-from kb_assets.genome.regions import REGION_DTYPES, REGION_MODES, check_contig_names, extract_regions
+from kb_assets.genome.regions import (
+    REGION_DTYPES,
+    REGION_MODES,
+    check_chromosomes_in_fasta,
+    check_contig_names,
+    extract_regions,
+)
 from kb_assets.genome.sequence import reverse_complement
 
 __all__ = [
@@ -25,6 +31,7 @@ __all__ = [
     "REGION_MODES",
     "ReferenceGenome",
     "build_haplotypes",
+    "check_chromosomes_in_fasta",
     "check_contig_names",
     "choose_transcripts",
     "extract_regions",

@@ -30,17 +30,9 @@ REGION_DTYPES = {
 _SHOWN = 5
 
 
-def check_contig_names(
-    genome: ReferenceGenome, annotation: Annotation, chromosomes: list[str], genes: pd.DataFrame | None = None
-) -> None:
-    """Raise one InputError unless the chromosomes, the FASTA and the GTF name contigs alike.
-
-    Every chromosome must be a FASTA contig; a chromosome the GTF spells differently ('chr1' vs '1',
-    'chrM' vs 'MT') is a naming mismatch. With `genes` (a resolved gene set), every gene must lie on one of
-    the chromosomes, so none is silently left out.
-    """
+def check_chromosomes_in_fasta(genome: ReferenceGenome, chromosomes: list[str]) -> None:
+    """Raise one InputError unless every chromosome is a FASTA contig; a respelling ('1' for 'chr1') is named."""
     fasta_names = list(genome.contigs)
-    gtf_names = list(annotation.genes.chrom.unique())
     not_in_fasta = [name for name in chromosomes if name not in genome.contigs]
     fasta_spelling = respell_contigs(not_in_fasta, fasta_names)
     if fasta_spelling:
@@ -58,6 +50,19 @@ def check_contig_names(
             f"chromosome(s) not in the FASTA (it has {_sample(fasta_names)})",
             "remove them from reference.chromosomes or use a FASTA of the whole assembly",
         )
+
+
+def check_contig_names(
+    genome: ReferenceGenome, annotation: Annotation, chromosomes: list[str], genes: pd.DataFrame | None = None
+) -> None:
+    """Raise one InputError unless the chromosomes, the FASTA and the GTF name contigs alike.
+
+    Every chromosome must be a FASTA contig; a chromosome the GTF spells differently ('chr1' vs '1',
+    'chrM' vs 'MT') is a naming mismatch. With `genes` (a resolved gene set), every gene must lie on one of
+    the chromosomes, so none is silently left out.
+    """
+    check_chromosomes_in_fasta(genome, chromosomes)
+    gtf_names = list(annotation.genes.chrom.unique())
     gtf_spelling = respell_contigs([name for name in chromosomes if name not in gtf_names], gtf_names)
     if gtf_spelling:
         fasta_example, gtf_example = next(iter(gtf_spelling.items()))

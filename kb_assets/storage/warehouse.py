@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from kb_assets.errors import InputError
-from kb_assets.fingerprint import file_sha256
+from kb_assets.fingerprint import file_sha256, remembered_file_sha256
 
 CATALOG_FILE = "catalog.duckdb"
 PARTITION_COLUMN = "chrom"
@@ -92,6 +92,10 @@ class Warehouse:
     def array_file(self, dataset: str) -> Path:
         """A dense matrix beside a dataset's tables (numpy .npy: memory-mapped by its readers)."""
         return self.dataset_dir(dataset) / "matrix.npy"
+
+    def input_sha256(self, path: str | os.PathLike) -> str:
+        """The sha256 of an input file, remembered here by path, size and mtime so partitions share one read."""
+        return remembered_file_sha256(path, self.root / "input_hashes")
 
     # ---- writes ------------------------------------------------------------------------------------------
     def write_partition(self, dataset: str, chrom: str, table: pa.Table) -> Path:
