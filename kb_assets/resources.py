@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+
 import dagster as dg
 
 from kb_assets.encoders import Encoder, load_encoder

@@ -197,11 +197,13 @@ def load_recipe(path: str | os.PathLike | None = None, *, require_inputs: bool =
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise InputError(path, None, "recipe file not found", f"create it or set {RECIPE_ENV} to an existing recipe")
+        raise InputError(path, None, "recipe file not found",
+                         f"create it or set {RECIPE_ENV} to an existing recipe") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
-        raise InputError(path, where, f"not valid YAML ({getattr(err, 'problem', err)})", "fix the YAML syntax")
+        raise InputError(path, where, f"not valid YAML ({getattr(err, 'problem', err)})",
+                         "fix the YAML syntax") from None
     if not isinstance(raw, dict):
         raise InputError(path, None, "expected a mapping of settings at the top level", "see data/demo/recipe.yaml")
     try:

@@ -13,11 +13,11 @@ from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, png_m
 from kb_assets.diagnostics.plots import cosine_histogram_png, token_length_png
 from kb_assets.encoders.engine import cut_windows
 from kb_assets.encoders.gene_pooling import pool_genes
+from kb_assets.encoders.identity import CheckpointIdentity
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import text_sha256
 from kb_assets.genome import reverse_complement
 from kb_assets.resources import EncoderResource, RecipeResource, WarehouseResource
-from kb_assets.encoders.identity import CheckpointIdentity
 from kb_assets.settings import EncoderSettings, Recipe
 from kb_assets.storage import EmbeddingCache, EmbeddingKey, vector_column
 

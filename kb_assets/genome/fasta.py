@@ -93,7 +93,7 @@ class ReferenceGenome:
             with opener(self.path, "rb") as handle:
                 first = handle.readline(200)
         except (OSError, EOFError, zlib.error) as err:
-            raise InputError(self.path, "line 1", f"cannot read the file ({err})", "download or copy it again")
+            raise InputError(self.path, "line 1", f"cannot read the file ({err})", "download or copy it again") from err
         if not first.startswith(b">"):
             found = first.decode("utf-8", "replace").rstrip("\r\n")[:60]
             raise InputError(

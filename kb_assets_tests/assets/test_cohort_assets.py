@@ -17,7 +17,6 @@ from kb_assets.storage import Warehouse, to_matrix
 from kb_assets_tests.assets.helpers import metadata
 from kb_assets_tests.conftest import SMALL_GENE_SET, materialize_on, write_recipe
 
-
 SETTINGS = {"encoder": {"dtype": "float32"}, "pca": {"n_components": 16}}
 
 

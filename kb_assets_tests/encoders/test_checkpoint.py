@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from kb_assets.encoders import load_encoder, write_checkpoint
 from kb_assets.encoders import encoder as encoder_module
+from kb_assets.encoders import load_encoder, write_checkpoint
 from kb_assets.errors import InputError
 from kb_assets_tests.encoders.conftest import SMALL_SHAPE
 

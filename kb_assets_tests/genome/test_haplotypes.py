@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pysam
-from pysam import bcftools
 import pytest
+from pysam import bcftools
 
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import text_sha256

@@ -16,7 +16,15 @@ from kb_assets.errors import InputError
 from kb_assets.storage import Warehouse
 from kb_assets_tests.conftest import write_recipe
 from kb_assets_tests.reliability.conftest import (
-    FAST, GENES, HOSTILE_GENE, HOSTILE_SUBJECT, bgzip_vcf, read_covariates_text, rename_sample, run_assets, snapshot,
+    FAST,
+    GENES,
+    HOSTILE_GENE,
+    HOSTILE_SUBJECT,
+    bgzip_vcf,
+    read_covariates_text,
+    rename_sample,
+    run_assets,
+    snapshot,
     write_covariates_text,
 )
 
@@ -48,7 +56,8 @@ def test_names_with_quotes_and_semicolons_round_trip(hostile):
 
 # Each broken VCF: (what is wrong, how to make it from the good VCF text, the message it must give).
 def _sample_twice(text: str) -> str:
-    other = text.split("\n")[next(i for i, l in enumerate(text.split("\n")) if l.startswith("#CHROM"))].split("\t")[10]
+    header = next(line for line in text.split("\n") if line.startswith("#CHROM"))
+    other = header.split("\t")[10]
     return rename_sample(text, other, HOSTILE_SUBJECT)
 
 
