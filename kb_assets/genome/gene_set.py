@@ -17,11 +17,30 @@ RESOLVED_COLUMNS = [
     "transcript_id", "transcript_choice",
 ]
 _SHOWN = 10  # unresolved entries quoted in an error
+# First-column names that make a manifest's first line a header. No gene symbol or Ensembl id is one of these,
+# so a plain list whose first line is a gene is never mistaken for a headed table, nor the reverse.
+HEADER_NAMES = frozenset({"gene", "genes", "gene_name", "gene_symbol", "symbol", "hgnc_symbol", "gene_id",
+                          "ensembl_gene_id", "ensembl_id", "name", "id"})
 
 
-def read_gene_set(path: str | os.PathLike) -> list[str]:
-    """Gene symbols or Ensembl ids from the manifest's first column (headed `gene`), in file order.
+class GeneSetEntries(list):
+    """The manifest's genes in file order, each with the line it is on as an editor numbers lines (from 1), so
+    errors can say "line 20 of my_genes.tsv". Compares equal to the plain list of genes."""
 
+    def __init__(self, entries: list[str], lines: list[int], path: str | os.PathLike):
+        super().__init__(entries)
+        self.lines = list(lines)
+        self.path = Path(path)
+
+    def position(self, index: int) -> str:
+        return f"line {self.lines[index]} of {self.path.name}"
+
+
+def read_gene_set(path: str | os.PathLike) -> GeneSetEntries:
+    """Gene symbols or Ensembl ids from the manifest's first column (tab-separated), in file order.
+
+    The first line is a header when its first column is a column name (`gene`, `symbol`, `gene_id` … in any
+    case: see HEADER_NAMES), and otherwise the first gene: a plain list, one gene per line, needs no header.
     Blank lines and lines starting with '#' are skipped. An entry listed twice (Ensembl ids compared without
     their version) raises one InputError naming the line numbers of every repeat.
     """
@@ -30,22 +49,19 @@ def read_gene_set(path: str | os.PathLike) -> list[str]:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise InputError(path, None, "gene-set file not found", "point inputs.gene_set at an existing TSV") from None
-    header_seen = False
     first_line: dict[str, int] = {}
     entries: list[str] = []
+    numbers: list[int] = []
     repeats: list[str] = []
+    header_checked = False
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):
             continue
         first = line.split("\t")[0].strip()
-        if not header_seen:
-            if first != "gene":
-                raise InputError(
-                    path, f"line {number}", f"the first column must be headed 'gene', found {first!r}",
-                    "add a header line whose first column is `gene` (tab-separated)",
-                )
-            header_seen = True
-            continue
+        if not header_checked:
+            header_checked = True
+            if first.casefold() in HEADER_NAMES:
+                continue
         if not first:
             raise InputError(path, f"line {number}", "the gene column is empty", "write a symbol or Ensembl id")
         key = _comparable(first)
@@ -54,11 +70,13 @@ def read_gene_set(path: str | os.PathLike) -> list[str]:
         else:
             first_line[key] = number
             entries.append(first)
+            numbers.append(number)
     if repeats:
         raise InputError(path, "; ".join(repeats), f"{len(repeats)} gene(s) listed twice", "list each gene once")
     if not entries:
-        raise InputError(path, None, "the gene set lists no genes", "add one gene per line under the `gene` header")
-    return entries
+        raise InputError(path, None, "the gene set lists no genes",
+                         "add one gene per line (optionally under a header line `gene`)")
+    return GeneSetEntries(entries, numbers, path)
 
 
 def resolve_gene_set(
@@ -67,8 +85,8 @@ def resolve_gene_set(
     """One row per entry, in manifest order (gene_order 0, 1, …): the matching gene and its chosen transcript.
 
     Symbols match gene_name exactly; Ensembl ids match version-insensitively. Entries not in the annotation
-    and symbols naming several genes are reported together in one InputError. The transcript is chosen by
-    `choose_transcripts`.
+    and symbols naming several genes are reported together in one InputError, by line number when `entries`
+    come from `read_gene_set` (by entry number otherwise). The transcript is chosen by `choose_transcripts`.
     """
     queries = pd.DataFrame({"gene_order": range(len(entries)), "query": list(entries)})
     is_id = queries["query"].str.match(ENSEMBL_GENE_ID.pattern)
@@ -78,7 +96,7 @@ def resolve_gene_set(
     matches = pd.concat(
         [queries[queries.by == by].merge(genes, left_on="key", right_on=by) for by in ("gene_id_base", "gene_name")]
     ).sort_values(["gene_order", "gene_id"])
-    _check_resolved(queries, matches, annotation, source)
+    _check_resolved(queries, matches, annotation, source, entries)
 
     resolved = matches.merge(choose_transcripts(annotation.transcripts, matches.gene_id), on="gene_id", how="left")
     resolved["transcript_choice"] = resolved.transcript_choice.fillna("no_transcript")
@@ -107,8 +125,13 @@ def _comparable(entry: str) -> str:
     return ID_VERSION.sub("", entry) if ENSEMBL_GENE_ID.match(entry) else entry
 
 
+def _position(entries: list[str], index: int) -> str:
+    return entries.position(index) if isinstance(entries, GeneSetEntries) else f"entry {index + 1}"
+
+
 def _check_resolved(
-    queries: pd.DataFrame, matches: pd.DataFrame, annotation: Annotation, source: str | os.PathLike | None
+    queries: pd.DataFrame, matches: pd.DataFrame, annotation: Annotation, source: str | os.PathLike | None,
+    entries: list[str],
 ) -> None:
     per_entry = matches.groupby("gene_order").size().reindex(queries.gene_order, fill_value=0)
     missing = queries[per_entry.to_numpy() == 0]
@@ -120,18 +143,22 @@ def _check_resolved(
         by_upper = pd.Series(names.to_numpy(), index=names.str.upper())
         hints = missing["query"].str.upper().map(by_upper[~by_upper.index.duplicated()])
         shown = [
-            f"{row.query} (entry {row.gene_order + 1}{f'; did you mean {hint}?' if isinstance(hint, str) else ''})"
+            f"{row.query} ({_position(entries, row.gene_order)}"
+            f"{f'; did you mean {hint}?' if isinstance(hint, str) else ''})"
             for row, hint in zip(missing.head(_SHOWN).itertuples(), hints.head(_SHOWN))
         ]
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
         problems.append(f"{len(missing)} not in {annotation.version}: {', '.join(shown)}{more}")
+        if isinstance(entries, GeneSetEntries) and missing.gene_order.iloc[0] == 0:
+            problems.append(f"if line {entries.lines[0]} of {entries.path.name} is a header, name its first column "
+                            "`gene`")
     for query, candidates in ambiguous.groupby("query", sort=False):
         listed = ", ".join(
             f"{c.gene_id} ({c.gene_type}, {c.chrom}:{c.start + 1}-{c.end})" for c in candidates.itertuples()
         )
         problems.append(f"{query} names {len(candidates)} genes: {listed}; write the Ensembl id of the one you mean")
-    for gene_id, entries in repeated.groupby("gene_id", sort=False):
-        listed = " and ".join(f"{e.query} (entry {e.gene_order + 1})" for e in entries.itertuples())
+    for gene_id, same in repeated.groupby("gene_id", sort=False):
+        listed = " and ".join(f"{e.query} ({_position(entries, e.gene_order)})" for e in same.itertuples())
         problems.append(f"{listed} are the same gene {gene_id}; list it once")
     if problems:
         raise InputError(

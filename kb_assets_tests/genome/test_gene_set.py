@@ -24,9 +24,52 @@ def test_ensembl_id_listed_with_two_versions_is_a_repeat(write_gene_set):
         read_gene_set(path)
 
 
-def test_manifest_needs_a_gene_header(write_gene_set):
-    with pytest.raises(InputError, match=r"line 1: the first column must be headed 'gene', found 'symbol'"):
-        read_gene_set(write_gene_set(["PLUS1"], header="symbol"))
+def test_a_plain_list_without_header_is_read_from_its_first_line(write_gene_set):
+    path = write_gene_set(["PLUS1", "# a comment", "MINUS1", "ENSG00000000003"], header=None)
+    entries = read_gene_set(path)
+    assert entries == ["PLUS1", "MINUS1", "ENSG00000000003"]
+    assert entries.lines == [1, 3, 4]
+
+
+@pytest.mark.parametrize("header", ["gene", "Gene\tnote", "GENE_ID", "symbol\tweight"])
+def test_a_header_line_is_told_apart_from_a_gene(write_gene_set, header):
+    entries = read_gene_set(write_gene_set(["PLUS1", "MINUS1"], header=header))
+    assert entries == ["PLUS1", "MINUS1"]
+    assert entries.lines == [2, 3]
+
+
+def test_a_gene_named_like_a_word_is_still_a_gene(write_gene_set):
+    # Symbols that start like a header word (GENE1, IDH1, NAMPT) are genes, not headers.
+    assert read_gene_set(write_gene_set(["GENE1", "IDH1", "NAMPT"], header=None)) == ["GENE1", "IDH1", "NAMPT"]
+
+
+def test_unresolved_entries_are_named_by_file_line(gtf_path: Path, write_gene_set):
+    path = write_gene_set(["# immune genes", "PLUS1", "", "NOPE1", "plus1"])
+    with pytest.raises(InputError) as caught:
+        resolve_gene_set(read_gene_set(path), load_annotation(gtf_path), source=path)
+    message = str(caught.value)
+    assert "2 not in GENCODE v46: NOPE1 (line 5 of gene_set.tsv), plus1 (line 6 of gene_set.tsv; did you mean " \
+           "PLUS1?)" in message
+    assert "is a header" not in message
+
+
+def test_an_unknown_header_is_reported_as_a_gene_on_line_1_with_the_header_hint(gtf_path: Path, write_gene_set):
+    path = write_gene_set(["PLUS1"], header="my_genes\tnote")
+    with pytest.raises(InputError, match=r"my_genes \(line 1 of gene_set.tsv\).*if line 1 of gene_set.tsv is a "
+                                         r"header, name its first column `gene`"):
+        resolve_gene_set(read_gene_set(path), load_annotation(gtf_path), source=path)
+
+
+def test_same_gene_by_name_and_by_id_named_by_file_line(gtf_path: Path, write_gene_set):
+    path = write_gene_set(["PLUS1", "MINUS1", "ENSG00000000001"], header=None)
+    with pytest.raises(InputError, match=r"PLUS1 \(line 1 of gene_set.tsv\) and ENSG00000000001 \(line 3 of "
+                                         r"gene_set.tsv\) are the same gene"):
+        resolve_gene_set(read_gene_set(path), load_annotation(gtf_path))
+
+
+def test_a_manifest_of_comments_and_a_header_lists_no_genes(write_gene_set):
+    with pytest.raises(InputError, match="the gene set lists no genes"):
+        read_gene_set(write_gene_set(["# nothing yet"]))
 
 
 def test_resolution_keeps_manifest_order_and_matches_ids_without_version(gtf_path: Path):
