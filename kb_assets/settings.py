@@ -7,6 +7,7 @@ one `InputError` naming the recipe, the key and the fix.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -30,17 +31,22 @@ class _Section(BaseModel):
 
 
 class Inputs(_Section):
-    fasta: Path
-    gtf: Path
-    gene_set: Path
-    checkpoint: Path
-    vcf: Path | None = None
-    covariates: Path | None = None
+    fasta: Path = Field(description="the reference genome: plain or bgzipped FASTA (the .fai is built if missing)")
+    gtf: Path = Field(description="GENCODE or Ensembl GTF, plain or gzipped, with the FASTA's contig names")
+    gene_set: Path = Field(description="the ordered gene set: a gene symbol or Ensembl id per line (first column, "
+                                       "tab-separated), with or without a header line `gene`")
+    checkpoint: Path = Field(description="DNABERT-2 checkpoint folder (config.json, model.safetensors or "
+                                         "pytorch_model.bin, tokenizer.json), or a hub id in the local HF cache")
+    vcf: Path | None = Field(None, description="the cohort VCF/BCF, bgzipped and indexed (.tbi/.csi), on the "
+                                               "FASTA's build")
+    covariates: Path | None = Field(None, description="covariates table (CSV, TSV or parquet); name its columns "
+                                                      "under covariates.columns")
 
 
 class ReferenceSettings(_Section):
-    build: str = "hg38"
-    chromosomes: list[str] = Field(default_factory=lambda: list(PRIMARY_ASSEMBLY), min_length=1)
+    build: str = Field("hg38", description="genome build label, recorded with every output")
+    chromosomes: list[str] = Field(default_factory=lambda: list(PRIMARY_ASSEMBLY), min_length=1,
+                                   description="the chromosomes embedded, one partition each")
 
     @field_validator("chromosomes")
     @classmethod
@@ -52,22 +58,27 @@ class ReferenceSettings(_Section):
 
 
 class RegionSettings(_Section):
-    mode: Literal["exons", "gene_body", "cds", "promoter"] = "exons"
-    promoter_upstream: int = Field(2000, ge=0)
-    promoter_downstream: int = Field(500, ge=0)
-    max_n_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    mode: Literal["exons", "gene_body", "cds", "promoter"] = Field(
+        "exons", description="the sequence embedded per gene (of its chosen transcript)")
+    promoter_upstream: int = Field(2000, ge=0, description="promoter mode: bp upstream of the TSS")
+    promoter_downstream: int = Field(500, ge=0, description="promoter mode: bp downstream of the TSS")
+    max_n_fraction: float = Field(0.1, ge=0.0, le=1.0,
+                                  description="regions with a larger share of N are reported by a warning check")
 
 
 class EncoderSettings(_Section):
-    device: str = "auto"
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    window_tokens: int = Field(512, ge=8, le=512)
-    window_overlap: int = Field(64, ge=0)
-    batch_tokens: int = Field(16384, ge=512)
-    rc: Literal["average", "none"] = "average"
-    pooling: Literal["mean", "cls", "max"] = "mean"
-    tokenizer_sha256: str | None = None
-    compile: bool = False
+    device: str = Field("auto", description="where the model runs: auto, cpu, cuda or cuda:N")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="inference precision; auto: bfloat16 where the device supports it, else float32")
+    window_tokens: int = Field(512, ge=8, le=512, description="tokens per window, [CLS] and [SEP] included")
+    window_overlap: int = Field(64, ge=0, description="tokens shared by consecutive windows")
+    batch_tokens: int = Field(16384, ge=512, description="padded tokens per forward batch")
+    rc: Literal["average", "none"] = Field(
+        "average", description="average: the mean of the sequence's and its reverse complement's vectors")
+    pooling: Literal["mean", "cls", "max"] = Field("mean", description="tokens → region vector")
+    tokenizer_sha256: str | None = Field(
+        None, description="pin the tokenizer: materializations fail when tokenizer.json's sha256 differs")
+    compile: bool = Field(False, description="torch.compile the layers: ~1 min up front, then 12-15% faster")
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> "EncoderSettings":
@@ -85,52 +96,65 @@ class EncoderSettings(_Section):
 
 
 class AggregationSettings(_Section):
-    region_to_gene: Literal["mean", "length_weighted"] = "length_weighted"
-    genes_to_subject: Literal["concat", "mean", "max"] = "concat"
+    region_to_gene: Literal["mean", "length_weighted"] = Field(
+        "length_weighted", description="region vectors → gene vector")
+    genes_to_subject: Literal["concat", "mean", "max"] = Field(
+        "concat", description="gene vectors → subject vector (concat: in gene-set order)")
 
 
 class HaplotypeSettings(_Section):
-    mode: Literal["alt_if_present", "phased"] = "alt_if_present"
-    missing_genotypes: Literal["ref", "exclude_subject"] = "ref"
-    filters: list[str] = Field(default_factory=lambda: ["PASS"])
-    max_ref_mismatch_fraction: float = Field(0.01, ge=0.0, le=1.0)
+    mode: Literal["alt_if_present", "phased"] = Field(
+        "alt_if_present", description="alt_if_present: one sequence with every ALT allele carried; phased: two "
+                                      "haplotypes, their vectors averaged")
+    missing_genotypes: Literal["ref", "exclude_subject"] = Field(
+        "ref", description="a missing genotype reads as the reference, or leaves the subject out")
+    filters: list[str] = Field(default_factory=lambda: ["PASS"],
+                               description="VCF FILTER values whose records are applied")
+    max_ref_mismatch_fraction: float = Field(
+        0.01, ge=0.0, le=1.0, description="more VCF REF alleles unlike the FASTA than this stops the run "
+                                          "(another build)")
 
 
 class CovariateColumns(_Section):
-    subject_id: str = "subject_id"
-    age: str = "age"
-    sex: str = "sex"
-    batch: str = "batch"
-    site: str | None = "site"
-    label: str | None = "label"
-    pcs: list[str] = Field(default_factory=lambda: [f"pc{i}" for i in range(1, 11)])
+    subject_id: str = Field("subject_id", description="column of subject ids (as the VCF names samples)")
+    age: str = Field("age", description="column of ages")
+    sex: str = Field("sex", description="column of sexes")
+    batch: str = Field("batch", description="column of batches (residualized out)")
+    site: str | None = Field("site", description="column of sites: folds keep a site together (null: none)")
+    label: str | None = Field("label", description="column of labels: folds are stratified by it (null: none)")
+    pcs: list[str] = Field(default_factory=lambda: [f"pc{i}" for i in range(1, 11)],
+                           description="columns of ancestry PCs (residualized out)")
 
 
 class CovariateSettings(_Section):
-    columns: CovariateColumns = CovariateColumns()
-    missing: Literal["fail", "drop"] = "fail"
+    columns: CovariateColumns = Field(CovariateColumns(), description="your table's column names")
+    missing: Literal["fail", "drop"] = Field(
+        "fail", description="a missing covariate value stops the run (fail) or leaves the subject out (drop)")
 
 
 class FoldSettings(_Section):
-    k: int = Field(5, ge=2)
-    seed: int = 42
+    k: int = Field(5, ge=2, description="cross-validation folds")
+    seed: int = Field(42, description="seed of the fold assignment and the PCA")
 
 
 class PcaSettings(_Section):
-    n_components: int = Field(512, ge=1)
-    order: Literal["residualize_then_pca", "pca_then_residualize"] = "residualize_then_pca"
+    n_components: int = Field(512, ge=1, description="components per fold; at most the rank the training "
+                                                    "subjects allow (subjects minus covariate columns)")
+    order: Literal["residualize_then_pca", "pca_then_residualize"] = Field(
+        "residualize_then_pca", description="residualize on the covariates before or after the PCA")
 
 
 class WarehouseSettings(_Section):
-    root: Path = Path("warehouse")
+    root: Path = Field(Path("warehouse"), description="where the tables, the DuckDB catalog and this recipe's "
+                                                      "Dagster history (dagster/) go")
 
 
 class ScheduleSettings(_Section):
-    cron: str = "0 2 * * 0"
+    cron: str = Field("0 2 * * 0", description="cron of the chromosome_refresh schedule (off until turned on)")
 
 
 class Recipe(_Section):
-    recipe_id: str
+    recipe_id: str = Field(description="names this recipe in the lineage, run tags and report")
     inputs: Inputs
     reference: ReferenceSettings = ReferenceSettings()
     regions: RegionSettings = RegionSettings()
@@ -161,8 +185,8 @@ class Recipe(_Section):
                 self.source,
                 "; ".join(missing),
                 f"{len(missing)} input path(s) do not exist",
-                "correct the path(s) in the recipe (relative paths are relative to the recipe file), "
-                "or run `kb-assets demo init` for the demo inputs",
+                "correct the path(s) in the recipe (relative paths are relative to the recipe file)"
+                + (", or run `kb-assets demo init` for the demo inputs" if self.source == DEMO_RECIPE else ""),
             )
 
 
@@ -178,10 +202,25 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     return recipe.model_copy(update={"inputs": inputs, "warehouse": warehouse})
 
 
+def _valid_keys(location: tuple) -> list[str]:
+    """The keys the recipe section holding `location` accepts (empty when it is not a section)."""
+    model: type[BaseModel] = Recipe
+    for part in location[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return [name for name, field in model.model_fields.items() if not field.exclude]
+
+
 def _describe(error: dict) -> str:
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
-        return f"{location}: unknown key"
+        valid = _valid_keys(error["loc"])
+        nearest = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1)
+        if nearest:
+            return f"{location}: unknown key; did you mean `{nearest[0]}`?"
+        return f"{location}: unknown key; valid keys here: {', '.join(valid)}" if valid else f"{location}: unknown key"
     if error["type"] == "missing":
         return f"{location}: required key is missing"
     return f"{location}: {error['msg']}"
@@ -214,7 +253,8 @@ def load_recipe(path: str | os.PathLike | None = None, *, require_inputs: bool =
             path,
             "; ".join(problems),
             f"{len(problems)} invalid setting(s)",
-            "correct the key(s); data/demo/recipe.yaml lists every key with its allowed values",
+            "correct the key(s); `kb-assets recipe new PATH` writes a recipe listing every key with its allowed "
+            "values",
         ) from None
     recipe = _resolve_paths(recipe, path.parent).model_copy(update={"source": path})
     if require_inputs:
