@@ -70,6 +70,9 @@ class EncoderSettings(_Section):
     device: str = Field("auto", description="where the model runs: auto, cpu, cuda or cuda:N")
     dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto", description="inference precision; auto: bfloat16 where the device supports it, else float32")
+    # Tiles anchored to reference coordinates: a variant re-embeds only the tiles that hold it.
+    tile_bp: int | None = Field(2000, ge=50)
+    tile_context_bp: int = Field(200, ge=0)
     window_tokens: int = Field(512, ge=8, le=512, description="tokens per window, [CLS] and [SEP] included")
     window_overlap: int = Field(64, ge=0, description="tokens shared by consecutive windows")
     batch_tokens: int = Field(16384, ge=512, description="padded tokens per forward batch")

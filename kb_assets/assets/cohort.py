@@ -16,7 +16,7 @@ from kb_assets.assets.publishing import (
     upstream_facts,
 )
 from kb_assets.errors import InputError
-from kb_assets.genome import REFERENCE_SUBJECT, vcf_samples
+from kb_assets.genome import vcf_samples
 from kb_assets.resources import CohortResource, RecipeResource, WarehouseResource
 from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
@@ -29,14 +29,17 @@ from kb_assets.stats import (
     pc_scatter_png,
     scree_plot_png,
 )
-from kb_assets.stats.subject_matrix import feature_table, fill_subject_matrix, matrix_width
-from kb_assets.storage import Warehouse, content_version, to_matrix
+from kb_assets.stats.gene_blocks import ChromosomeVectors, analysis_subjects, assemble_gene_blocks
+from kb_assets.storage import Warehouse, content_version, to_matrix, vector_column
 
 CODE_VERSION = "1"
 GROUP = "cohort"
 # Facts that must agree across every gene_embeddings partition before their vectors share one matrix.
 EMBEDDING_SETTINGS = ("model_sha256", "tokenizer_version", "rc_mode", "pooling_strategy", "region_to_gene",
-                      "window_tokens", "window_stride", "dtype")
+                      "tile_bp", "tile_context_bp", "window_tokens", "window_stride", "dtype", "device_kind")
+# The files of a gene_embeddings partition, in the order publish() hashes them into its data version.
+EMBEDDING_DATASETS = ("gene_embeddings/vectors", "gene_embeddings/assignments", "gene_embeddings/subjects",
+                      "gene_embeddings/alleles")
 CATEGORICAL = ("sex", "batch", "site", "label")
 
 
@@ -61,8 +64,9 @@ def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict[st
         record = warehouse.latest_lineage("gene_embeddings", chrom)
         # The file must be the one its lineage describes: a run stopped between renaming the partition into
         # place and recording its lineage leaves vectors whose model and settings nothing vouches for.
-        path = warehouse.partition_file("gene_embeddings", chrom)
-        if record is None or record["data_version"] != content_version(path):
+        path = warehouse.partition_file(EMBEDDING_DATASETS[0], chrom)
+        files = [warehouse.partition_file(dataset, chrom) for dataset in EMBEDDING_DATASETS]
+        if record is None or not all(f.exists() for f in files) or record["data_version"] != content_version(*files):
             raise InputError(path, f"partition {chrom}",
                              "its vectors are not the ones its lineage describes (a run stopped between writing "
                              "them and recording what made them)",
@@ -83,6 +87,17 @@ def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict[st
                 f"re-materialize gene_embeddings for {', '.join(stale)} with the current checkpoint and recipe",
             )
     return settings
+
+
+def _chromosome_vectors(store: Warehouse, chrom: str) -> ChromosomeVectors:
+    table = store.read_partition("gene_embeddings/vectors", chrom)
+    return ChromosomeVectors(
+        chrom=chrom,
+        vectors=table.drop_columns(["vector"]).to_pandas(),
+        matrix=to_matrix(table.column("vector")),
+        assignments=store.read_partition("gene_embeddings/assignments", chrom).to_pandas(),
+        subjects=store.read_partition("gene_embeddings/subjects", chrom).to_pandas(),
+    )
 
 
 def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
@@ -145,70 +160,74 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
 
     @dg.asset(
         group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}",
-        deps=[gene_embeddings, gene_set, covariates], kinds={"numpy", "parquet"},
+        deps=[gene_embeddings, gene_set, covariates], kinds={"parquet"},
         automation_condition=after_upstream_data_changes(),
     )
     def subject_matrix(
         context: dg.AssetExecutionContext, recipe: RecipeResource, warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        """Subjects × (genes·H): each subject's gene vectors concatenated in gene-set order (or their mean or
-        max, per the recipe), as a memory-mapped float32 .npy with a subject index and a feature table."""
+        """Subjects × (genes·H) in factored form: the analysis subjects (rows), and per gene of the gene set (in
+        manifest order) its distinct vectors and the rows that carry a non-reference one. Row i is the
+        concatenation of its genes' vectors (or their mean or max, per the recipe); the dense matrix is never
+        stored (`kb-assets export subject-matrix` writes it when asked)."""
         settings = recipe.settings()
         store = warehouse.get()
         genes = store.read_table("gene_set").to_pandas().sort_values("gene_order")
-        chromosomes = gene_chromosomes(store, settings, ["gene_embeddings"])
+        chromosomes = gene_chromosomes(store, settings, ["gene_embeddings/vectors"])
         embedding_settings = _embedding_settings(store, chromosomes)
-
-        present = {c: store.read_partition("gene_embeddings", c, columns=["subject_id", "gene_id"]).to_pandas()
-                   for c in chromosomes}
-        embedded_genes = set().union(*(set(p["gene_id"]) for p in present.values())) if present else set()
-        genes = genes[genes["gene_id"].isin(embedded_genes)]
-        covariate_subjects = read_covariates(store)["subject_id"]
-        in_every_partition = set(covariate_subjects)
-        for frame in present.values():
-            in_every_partition &= set(frame["subject_id"])
-        subjects = pd.Index([s for s in covariate_subjects if s in in_every_partition and s != REFERENCE_SUBJECT])
+        partitions = [_chromosome_vectors(store, chrom) for chrom in chromosomes]
+        embedded = set().union(*(set(p.vectors["gene_id"]) for p in partitions)) if partitions else set()
+        genes = genes[genes["gene_id"].isin(embedded)]
+        subjects, without_every_chromosome = analysis_subjects(read_covariates(store)["subject_id"],
+                                                               (p.subjects for p in partitions))
         if subjects.empty:
             raise InputError(store.dataset_dir("gene_embeddings"), None,
                              "no covariates subject has gene vectors on every chromosome",
                              "check that the VCF and covariates name the same subjects")
-
-        hidden = store.read_partition("gene_embeddings", chromosomes[0], columns=["vector"]).schema.field(
-            "vector").type.list_size
+        blocks = assemble_gene_blocks(subjects, genes, partitions, str(store.dataset_dir("gene_embeddings")))
+        hidden = blocks[0].vectors.shape[1]
         mode = settings.aggregation.genes_to_subject
-        target = store.array_file("subject_matrix")
-        with store.staged(target) as temporary:
-            matrix = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32,
-                                               shape=(len(subjects), matrix_width(len(genes), hidden, mode)))
-            blocks = (
-                (table.select(["subject_id", "gene_id"]).to_pandas(), to_matrix(table.column("vector")))
-                for table in (store.read_partition("gene_embeddings", c) for c in chromosomes)
-            )
-            fill_subject_matrix(matrix, subjects, pd.Index(genes["gene_id"]), blocks, mode)
-            matrix.flush()
-            shape = matrix.shape
-            del matrix
-        index = pa.table({"row": pa.array(np.arange(len(subjects)), pa.int64()),
+        gene_table = pa.table({
+            "gene_index": pa.array(np.arange(len(blocks)), pa.int32()),
+            "gene_id": [b.gene_id for b in blocks],
+            "gene_name": [b.gene_name for b in blocks],
+            "chrom": [b.chrom for b in blocks],
+            "n_vectors": pa.array([len(b.vectors) for b in blocks], pa.int32()),
+            "rows_not_reference": pa.array([len(b.rows) for b in blocks], pa.int64()),
+        })
+        vectors = pa.table({
+            "gene_index": pa.array(np.repeat(np.arange(len(blocks)), [len(b.vectors) for b in blocks]), pa.int32()),
+            "code": pa.array(np.concatenate([np.arange(len(b.vectors)) for b in blocks]), pa.int32()),
+            "vector": vector_column(np.vstack([b.vectors for b in blocks])),
+        })
+        assignments = pa.table({
+            "row": pa.array(np.concatenate([b.rows for b in blocks]), pa.int32()),
+            "gene_index": pa.array(np.repeat(np.arange(len(blocks)), [len(b.rows) for b in blocks]), pa.int32()),
+            "code": pa.array(np.concatenate([b.codes for b in blocks]), pa.int32()),
+        })
+        index = pa.table({"row": pa.array(np.arange(len(subjects)), pa.int32()),
                           "subject_id": pa.array(subjects, pa.string())})
         facts = next(iter(embedding_settings.values()))
+        width = len(blocks) * hidden if mode == "concat" else hidden
         return publish(
             context, store, settings,
-            {"subject_matrix": index,
-             "subject_matrix/features": pa.Table.from_pandas(feature_table(genes, hidden, mode), preserve_index=False)},
+            {"subject_matrix": index, "subject_matrix/genes": gene_table, "subject_matrix/vectors": vectors,
+             "subject_matrix/assignments": assignments},
             facts={
                 **facts,
                 "genes_to_subject": mode,
-                "genes": genes["gene_name"].tolist(),
+                "genes": [b.gene_name for b in blocks],
                 **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS),
             },
             metadata={
-                "matrix_path": dg.MetadataValue.path(str(target)),
-                "shape": list(shape),
-                "subjects_without_every_chromosome": len(set(covariate_subjects) - in_every_partition),
+                "shape": [len(subjects), width],
+                "stored_vectors": vectors.num_rows,
+                "stored_assignments": assignments.num_rows,
+                "dense_size_gb": round(len(subjects) * width * 4 / 1e9, 3),
+                "subjects_without_every_chromosome": without_every_chromosome,
                 "genes_without_regions": sorted(set(store.read_table("gene_set").to_pandas()["gene_name"])
-                                                - set(genes["gene_name"])),
+                                                - {b.gene_name for b in blocks}),
             },
-            data_files=[target],
             upstream=[("gene_set", None), ("covariates", None), *[("gene_embeddings", c) for c in chromosomes]],
         )
 

@@ -4,12 +4,14 @@ extra tables and plots, with the tokenizer and model that made it, so a diagnost
 model. Forward passes go through the embedding cache: an unchanged rerun runs none."""
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
+from dataclasses import dataclass
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from kb_assets import diagnostics
-from kb_assets.assets.embeddings import embedding_key
+from kb_assets.assets.embeddings import embedding_key, window_embedder
 from kb_assets.assets.publishing import (
     ANNOTATION_FACTS,
     REFERENCE_FACTS,
@@ -21,12 +23,14 @@ from kb_assets.assets.publishing import (
 )
 from kb_assets.assets.reference import read_annotation
 from kb_assets.diagnostics import plots
-from kb_assets.encoders.engine import POOLINGS
+from kb_assets.encoders.alleles import AlleleStats, allele_stats
 from kb_assets.encoders.gene_pooling import pool_genes
 from kb_assets.encoders.identity import CheckpointIdentity
+from kb_assets.encoders.pooling import POOLINGS
+from kb_assets.encoders.tokenized import model_windows
 from kb_assets.resources import EncoderResource, GenomeResource, RecipeResource, WarehouseResource
 from kb_assets.settings import Recipe
-from kb_assets.storage import Warehouse
+from kb_assets.storage import EmbeddingCache, Warehouse
 
 CODE_VERSION = "1"
 GROUP = "diagnostics"
@@ -49,10 +53,17 @@ def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines)
 
 
-def _window_vectors(store: Warehouse, settings: Recipe, identity: CheckpointIdentity,
-                    encoder: EncoderResource) -> diagnostics.WindowVectors:
-    return diagnostics.WindowVectors(store, embedding_key(identity, settings.encoder), identity.tokenizer,
-                                     encoder.encoder, identity.hidden_size, settings.encoder.batch_tokens)
+def _reference_stats(store: Warehouse, chrom: str, settings: Recipe, identity: CheckpointIdentity,
+                     encoder: EncoderResource) -> tuple[diagnostics.ReferenceStats, int]:
+    """Both strands of the chromosome's reference regions, from the windows gene_embeddings cached."""
+    options = settings.encoder
+    return diagnostics.reference_stats(
+        store.read_partition("reference_sequences", chrom).to_pandas(),
+        store.read_partition("tokenized_genes/tiles", chrom).to_pandas(),
+        store.read_partition("tokenized_genes/allele_tiles", chrom).to_pandas(),
+        identity.tokenizer, EmbeddingCache(store, embedding_key(identity, options)),
+        window_embedder(encoder, identity, options), identity.hidden_size, options.window_tokens,
+        options.window_overlap)
 
 
 def _model_facts(identity: CheckpointIdentity, settings: Recipe) -> dict:
@@ -87,16 +98,16 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
         settings = recipe.settings()
         store = warehouse.get()
         identity = encoder.identity()
-        chromosomes = gene_chromosomes(store, settings, ("reference_sequences",))
-        vectors = _window_vectors(store, settings, identity, encoder)
+        chromosomes = gene_chromosomes(store, settings, ("reference_sequences", "tokenized_genes/tiles"))
         pooling = settings.encoder.pooling
-        frames, forward, reverse = [], [], []
+        frames, forward, reverse, embedded = [], [], [], 0
         for chrom in chromosomes:
-            regions = store.read_partition("reference_sequences", chrom).to_pandas()
-            windows = vectors.both_strands(regions["sequence"].tolist(), chrom)[pooling]
-            frames.append(regions)
-            forward.append(diagnostics.strand(windows, False).sequence_vectors(len(regions)))
-            reverse.append(diagnostics.strand(windows, True).sequence_vectors(len(regions)))
+            reference, embedded_now = _reference_stats(store, chrom, settings, identity, encoder)
+            strands = reference.strand_vectors(pooling)
+            frames.append(reference.regions)
+            forward.append(strands[0])
+            reverse.append(strands[1])
+            embedded += embedded_now
         regions = pd.concat(frames, ignore_index=True)
         result = diagnostics.rc_stability(regions, np.concatenate(forward), np.concatenate(reverse),
                                           settings.aggregation.region_to_gene)
@@ -124,8 +135,7 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
                 "summary": dg.MetadataValue.md(_markdown(result.summary)),
                 "cosine_histogram": png_markdown(histogram, "per-gene cosine: forward vs reverse complement, and "
                                                             "forward vs their average"),
-                "embedded_windows": vectors.embedded_windows,
-                "cached_windows": vectors.cached_windows,
+                "embedded_windows": embedded,
             },
             upstream=[*[("reference_sequences", c) for c in chromosomes],
                       *[("gene_embeddings", c) for c in chromosomes]],
@@ -146,37 +156,31 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
         region_to_gene = settings.aggregation.region_to_gene
         store = warehouse.get()
         identity = encoder.identity()
-        chromosomes = gene_chromosomes(store, settings, ("reference_sequences", "subject_haplotypes/assignments"))
-
-        vectors = _window_vectors(store, settings, identity, encoder)
-        assignments = {c: store.read_partition("subject_haplotypes/assignments", c).to_pandas() for c in chromosomes}
-        subjects, n_eligible = diagnostics.cohort_subjects(list(assignments.values()), max_subjects)
+        chromosomes = gene_chromosomes(store, settings, ("reference_sequences", "tokenized_genes",
+                                                         "gene_embeddings/subjects"))
+        subjects, n_eligible = diagnostics.cohort_subjects(
+            [store.read_partition("gene_embeddings/subjects", c).to_pandas() for c in chromosomes], max_subjects)
         squared_distances = {p: np.zeros((len(subjects), len(subjects))) for p in POOLINGS}
         gene_vectors = {p: [] for p in POOLINGS}
-        region_frames, half_splits = [], []
+        region_frames, half_splits, embedded = [], [], 0
         for chrom in chromosomes:
-            regions = store.read_partition("reference_sequences", chrom).to_pandas()
-            sequences = store.read_partition("subject_haplotypes/sequences", chrom,
-                                             columns=["sequence_id", "sequence"]).to_pandas()
-            cohort = assignments[chrom][assignments[chrom]["subject_id"].isin(subjects)]
-            carried = sequences[sequences["sequence_id"].isin(set(cohort["sequence_id"]))]
-            reference_windows = vectors.both_strands(regions["sequence"].tolist(), chrom)
-            cohort_windows = vectors.both_strands(carried["sequence"].tolist(), chrom)
+            reference, embedded_now = _reference_stats(store, chrom, settings, identity, encoder)
+            embedded += embedded_now
+            regions = reference.regions
+            sample = _sampled_alleles(store, chrom, subjects, identity, options, encoder)
             for pooling in POOLINGS:
                 # Gene and subject vectors as the recipe makes them (its RC mode), half splits on the forward strand.
-                reference = diagnostics.sequence_vectors(reference_windows[pooling], len(regions), options.rc)
-                gene_vectors[pooling].append(diagnostics.pool_regions(regions, reference, region_to_gene))
-                _add_subject_distances(
-                    squared_distances[pooling], subjects, cohort, regions, pd.Index(carried["sequence_id"]),
-                    diagnostics.sequence_vectors(cohort_windows[pooling], len(carried), options.rc), region_to_gene)
+                gene_vectors[pooling].append(diagnostics.pool_regions(
+                    regions, reference.vectors(pooling, options.rc), region_to_gene))
+                _add_subject_distances(squared_distances[pooling], regions, sample, pooling, region_to_gene)
                 half_splits.append(diagnostics.half_split_cosines(
-                    regions, diagnostics.strand(reference_windows[pooling], False), region_to_gene).assign(
-                    strategy=pooling))
+                    regions, reference.tile_region, reference.tile_order, reference.tiles.vectors(pooling),
+                    reference.tiles.counts, region_to_gene).assign(strategy=pooling))
             region_frames.append(regions)
         genes = diagnostics.gene_table(pd.concat(region_frames, ignore_index=True))
         pair_cosines = diagnostics.strategy_cosines(genes, {p: np.concatenate(v) for p, v in gene_vectors.items()})
         half_split = pd.concat(half_splits, ignore_index=True)[
-            ["gene_id", "gene_name", "chrom", "strategy", "n_windows", "half_split_cosine"]]
+            ["gene_id", "gene_name", "chrom", "strategy", "n_tiles", "half_split_cosine"]]
         agreement = diagnostics.distance_rank_agreement(squared_distances)
 
         mean_cosines = pair_cosines.groupby(["strategy_a", "strategy_b"], sort=False)["cosine"].mean()
@@ -197,16 +201,15 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
                 **{f"mean_half_split_cosine/{s}": round(float(v), 6) for s, v in mean_half_split.items()},
                 **{f"spearman_rho/{r.strategy_a}_vs_{r.strategy_b}": round(float(r.spearman_rho), 6)
                    for r in agreement.itertuples()},
-                "genes_with_one_window": int((half_split.loc[half_split["strategy"] == POOLINGS[0], "n_windows"]
-                                              == 1).sum()),
+                "genes_with_one_tile": int((half_split.loc[half_split["strategy"] == POOLINGS[0], "n_tiles"]
+                                            == 1).sum()),
                 "distance_agreement": dg.MetadataValue.md(_markdown(agreement)),
                 "cosine_plot": png_markdown(plots.pooling_png(pair_cosines, half_split),
                                             "per-gene cosine between strategies, and half-split stability"),
                 "rank_agreement_plot": png_markdown(plots.rank_agreement_png(agreement, POOLINGS),
                                                     "Spearman ρ of subject-to-subject distances "
                                                     f"({len(subjects)} subjects)"),
-                "embedded_windows": vectors.embedded_windows,
-                "cached_windows": vectors.cached_windows,
+                "embedded_windows": embedded,
             },
             upstream=[*[(d, c) for c in chromosomes
                         for d in ("reference_sequences", "subject_haplotypes", "gene_embeddings")]],
@@ -274,18 +277,54 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
     return [rc_stability, pooling_comparison, bpe_token_report]
 
 
-def _add_subject_distances(total: np.ndarray, subjects: list[str], cohort: pd.DataFrame, regions: pd.DataFrame,
-                           sequence_ids: pd.Index, vectors: np.ndarray, region_to_gene: str) -> None:
-    """Add one chromosome's gene-by-gene squared distances between `subjects` (rows of `total`) to `total`."""
-    if not subjects or cohort.empty:
+@dataclass(frozen=True)
+class _SampledAlleles:
+    """The alleles the sampled subjects carry on one chromosome, their statistics, and who carries which."""
+
+    alleles: pd.DataFrame  # region_id, allele
+    stats: AlleleStats
+    assignments: pd.DataFrame  # subject_index, region_id, haplotype, allele (sampled subjects only)
+    subject_indices: np.ndarray  # sorted
+    row_subject_index: np.ndarray  # subject_index of each row of the distance matrix (subjects as given)
+    ploidy: int
+
+
+def _sampled_alleles(store: Warehouse, chrom: str, subjects: list[str], identity: CheckpointIdentity,
+                     options, encoder: EncoderResource) -> _SampledAlleles:
+    """Only the sampled subjects' rows and the windows of the alleles they carry are read."""
+    kept = store.read_partition("gene_embeddings/subjects", chrom).to_pandas()
+    index_of = kept.set_index("subject_id")["subject_index"]
+    rows = index_of.reindex(subjects).to_numpy(np.int64)
+    indices = np.sort(rows)
+    assignments = store.read_partition("subject_haplotypes/assignments", chrom,
+                                       filters=[("subject_index", "in", indices.tolist())]).to_pandas()
+    allele_tiles = store.read_partition("tokenized_genes/allele_tiles", chrom).to_pandas()
+    carried = set(zip(assignments["region_id"].astype(str), assignments["allele"]))
+    needed = allele_tiles[(allele_tiles["allele"] == 0) | pd.Series(
+        list(zip(allele_tiles["region_id"], allele_tiles["allele"]))).isin(carried).to_numpy()].reset_index(drop=True)
+    tile_numbers = sorted({int(t) for tiles in needed["tiles"] for t in tiles})
+    windows = store.read_partition("tokenized_genes", chrom, filters=[("tile", "in", tile_numbers)])
+    window_stats, _ = EmbeddingCache(store, embedding_key(identity, options)).fill(
+        model_windows(windows), identity.hidden_size, window_embedder(encoder, identity, options))
+    local = pd.Series(np.arange(len(tile_numbers)), index=tile_numbers)
+    frame = windows.select(["tile", "reverse_complement"]).to_pandas()
+    frame["tile"] = local.reindex(frame["tile"]).to_numpy()
+    stats = allele_stats(frame, window_stats, needed["tiles"].map(lambda t: local.reindex(list(t)).tolist()),
+                         len(tile_numbers), options.rc == "average")
+    ploidy = upstream_facts(store, "subject_haplotypes", ("ploidy",), chrom).get("ploidy", 1)
+    return _SampledAlleles(needed[["region_id", "allele"]], stats, assignments, indices, rows, ploidy)
+
+
+def _add_subject_distances(total: np.ndarray, regions: pd.DataFrame, sample: _SampledAlleles, pooling: str,
+                           region_to_gene: str) -> None:
+    """Add one chromosome's gene-by-gene squared distances between the sampled subjects (rows of `total`)."""
+    if not len(sample.row_subject_index):
         return
-    gene_ids = diagnostics.gene_table(regions)["gene_id"].tolist()
-    for start in range(0, len(gene_ids), GENES_PER_BLOCK):
-        block_regions = regions[regions["gene_id"].isin(gene_ids[start:start + GENES_PER_BLOCK])]
-        block = cohort[cohort["region_id"].isin(set(block_regions["region_id"]))]
-        keys, pooled = pool_genes(block, block_regions, sequence_ids, vectors, region_to_gene)
-        n_genes = block_regions["gene_id"].nunique()
-        by_subject = pooled.reshape(-1, n_genes, pooled.shape[1])
-        order = pd.Index(keys["subject_id"].to_numpy()[::n_genes]).get_indexer(subjects)
-        for gene in range(n_genes):
-            diagnostics.add_squared_distances(total, by_subject[order, gene])
+    genes = pool_genes(regions, sample.alleles, sample.stats.vectors(pooling), sample.assignments,
+                       sample.subject_indices, sample.ploidy, region_to_gene)
+    for gene_order, gene_rows in genes.vectors.groupby("gene_order", sort=True):
+        matrix = genes.matrix[gene_rows.sort_values("code").index.to_numpy()]
+        carried = genes.assignments[genes.assignments["gene_order"] == gene_order]
+        codes = pd.Series(carried["code"].to_numpy(), index=carried["subject_index"].to_numpy())
+        diagnostics.add_squared_distances(
+            total, matrix[codes.reindex(sample.row_subject_index, fill_value=0).to_numpy(np.int64)])

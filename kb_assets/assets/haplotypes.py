@@ -2,13 +2,22 @@
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 import dagster as dg
+import pyarrow as pa
 
 from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, arrow_table, publish, upstream_facts
 from kb_assets.genome import COUNT_DESCRIPTIONS, build_haplotypes, reference_haplotypes
 from kb_assets.resources import CohortResource, GenomeResource, RecipeResource, WarehouseResource
 from kb_assets.settings import Recipe
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
+ALLELE_SCHEMA = pa.schema([
+    ("region_id", pa.string()),
+    ("allele", pa.int32()),
+    ("sequence", pa.string()),
+    ("length", pa.int64()),
+    ("edits", pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string())]))),
+    ("carriers", pa.int64()),
+])
 
 
 def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition, reference_sequences) -> list:
@@ -25,9 +34,9 @@ def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition,
         cohort: CohortResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        """The distinct sequences of one chromosome's regions across the cohort (id = sha256 of the sequence), and
-        which one each subject carries per region and haplotype. Subject REF is the reference; a subject without
-        a variant in a region points at the reference sequence, so it costs nothing to embed."""
+        """Each region's distinct alleles on one chromosome (allele 0 = the reference; the edits that make each),
+        and, sparsely, the subject × region × haplotype units carrying a non-reference allele: every unit not
+        listed carries the reference, so storage follows what subjects do not share."""
         settings = recipe.settings()
         store = warehouse.get()
         chrom = context.partition_key
@@ -41,16 +50,18 @@ def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition,
                 mode=options.mode, missing_genotypes=options.missing_genotypes, filters=options.filters,
                 max_ref_mismatch_fraction=options.max_ref_mismatch_fraction,
             )
-        n_haplotype_rows = len(result.assignments)
         counts = result.counts
+        units = counts["subjects"] * counts["regions"] * result.ploidy
         return publish(
             context, store, settings,
             {
                 "subject_haplotypes/assignments": arrow_table(result.assignments),
-                "subject_haplotypes/sequences": arrow_table(result.sequences),
+                "subject_haplotypes/alleles": pa.Table.from_pandas(result.alleles, ALLELE_SCHEMA, preserve_index=False),
+                "subject_haplotypes/subjects": arrow_table(result.subjects),
             },
             facts={
                 "haplotype_mode": settings.haplotypes.mode,
+                "ploidy": result.ploidy,
                 "missing_genotypes": settings.haplotypes.missing_genotypes,
                 **upstream_facts(store, "reference_sequences", REFERENCE_FACTS + ANNOTATION_FACTS, chrom),
             },
@@ -58,9 +69,9 @@ def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition,
                 **{f"counts/{name}": value for name, value in counts.items()},
                 "count_descriptions": dg.MetadataValue.json(COUNT_DESCRIPTIONS),
                 "excluded_subjects": result.excluded_subjects,
-                "unique_sequences": counts["unique_sequences"],
-                # Share of subject × region × haplotype rows that need a forward pass of their own.
-                "dedup_ratio": round(counts["unique_sequences"] / n_haplotype_rows, 6) if n_haplotype_rows else 0.0,
+                "alleles": len(result.alleles),
+                # Share of subject × region × haplotype units stored (the rest carry the reference).
+                "non_reference_share": round(counts["non_reference_haplotypes"] / units, 6) if units else 0.0,
             },
             inputs={"vcf": {"path": cohort.vcf, "sha256": store.input_sha256(cohort.vcf)}} if cohort.vcf else {},
             upstream=[("reference_sequences", chrom)],

@@ -106,8 +106,7 @@ def publish(
         paths = warehouse.write_tables(tables)
     else:
         paths = warehouse.write_partitions(tables, partition)
-    for dataset in tables:
-        warehouse.register_view(dataset)
+    warehouse.register_views(list(tables))
 
     main_dataset = next(iter(tables))
     main_table = tables[main_dataset]

@@ -18,23 +18,15 @@ from kb_assets.diagnostics.tokens import (
     exon_enrichment,
     region_type_sequences,
 )
-from kb_assets.diagnostics.vectors import (
-    WindowVectors,
-    cosine,
-    gene_table,
-    pool_regions,
-    sequence_vectors,
-    strand,
-    window_id,
-)
+from kb_assets.diagnostics.vectors import ReferenceStats, cosine, gene_table, pool_regions, reference_stats
 
 __all__ = [
     "REGION_TYPES",
     "STRATEGY_PAIRS",
     "RcStability",
+    "ReferenceStats",
     "TokenReport",
     "TokenTally",
-    "WindowVectors",
     "add_squared_distances",
     "codon_frame_test",
     "cohort_subjects",
@@ -48,9 +40,7 @@ __all__ = [
     "most_moved",
     "pool_regions",
     "rc_stability",
+    "reference_stats",
     "region_type_sequences",
-    "sequence_vectors",
-    "strand",
     "strategy_cosines",
-    "window_id",
 ]

@@ -5,10 +5,10 @@ Three views of what the choice of pooling changes:
 - strategy cosines: per gene, the cosine between its reference vectors under two strategies (every pair of
   POOLINGS), the vectors made as the recipe makes them otherwise (RC mode, windows, region_to_gene).
 - half-split stability: per gene and strategy, how alike two halves of the gene are. The gene's forward-strand
-  token windows are listed 5'→3' (regions in transcription order, windows in token order), each weighted by its
-  region's region_to_gene weight times its share of the region's vector; the first ⌊n/2⌋ windows and the other
-  ⌈n/2⌉ are each averaged with those weights and compared by cosine. A gene with one window has two identical
-  halves: 1 by definition. Forward strand only, because the reverse-complement strand's windows run 3'→5' and
+  tiles are listed 5'→3' (regions in transcription order, tiles in order), each weighted by its region's
+  region_to_gene weight times its share of the region's counted tokens; the first ⌊n/2⌋ tiles and the other
+  ⌈n/2⌉ are each averaged with those weights and compared by cosine. A gene with one tile has two identical
+  halves: 1 by definition. Forward strand only, because the reverse-complement strand's tiles run 3'→5' and
   would mix the halves.
 - distance rank agreement: per pair of strategies, the Spearman correlation between the subject-to-subject
   distances the two strategies give (Euclidean distance between subjects' gene vectors concatenated in gene-set
@@ -27,9 +27,8 @@ from scipy.spatial.distance import pdist, squareform
 from scipy.stats import spearmanr
 
 from kb_assets.diagnostics.vectors import cosine, gene_table
-from kb_assets.encoders import WindowEmbeddings
-from kb_assets.encoders.engine import POOLINGS
 from kb_assets.encoders.gene_pooling import RegionToGene, region_weights
+from kb_assets.encoders.pooling import POOLINGS
 from kb_assets.genome import REFERENCE_SUBJECT
 
 STRATEGY_PAIRS: tuple[tuple[str, str], ...] = tuple(combinations(POOLINGS, 2))
@@ -49,8 +48,8 @@ def strategy_cosines(genes: pd.DataFrame, gene_vectors: Mapping[str, np.ndarray]
 
 
 def half_split_cosine(vectors: np.ndarray, weights: np.ndarray) -> float:
-    """Cosine between the weighted mean of the first ⌊n/2⌋ of n ordered window vectors and that of the other ⌈n/2⌉;
-    1 for a single window (its halves are identical by definition)."""
+    """Cosine between the weighted mean of the first ⌊n/2⌋ of n ordered tile vectors and that of the other ⌈n/2⌉;
+    1 for a single tile (its halves are identical by definition)."""
     if len(vectors) == 1:
         return 1.0
     half = len(vectors) // 2
@@ -59,34 +58,40 @@ def half_split_cosine(vectors: np.ndarray, weights: np.ndarray) -> float:
     return float(cosine(first[None], second[None])[0])
 
 
-def half_split_cosines(regions: pd.DataFrame, windows: WindowEmbeddings, region_to_gene: RegionToGene
+def half_split_cosines(regions: pd.DataFrame, tile_region: np.ndarray, tile_order: np.ndarray,
+                       tile_vectors: np.ndarray, tile_counts: np.ndarray, region_to_gene: RegionToGene
                        ) -> pd.DataFrame:
-    """Per gene: n_windows and half_split_cosine (see the module doc).
+    """Per gene: n_tiles and half_split_cosine (see the module doc).
 
-    regions: region_id, gene_id, gene_name, gene_order, region_index, chrom, length; windows: the forward-strand
-    windows of the regions' sequences (`strand(…, False)`), sequence_index being the row of `regions`.
+    regions: region_id, gene_id, gene_name, gene_order, region_index, chrom, length; per forward-strand tile: the
+    row of `regions` it belongs to, its position in the region (5'→3'), its vector and its counted tokens. A tile's
+    weight is its region's region_to_gene weight times its share of the region's counted tokens.
     """
     region_weight = region_weights(regions, region_to_gene).to_numpy()
+    region_counts = np.bincount(tile_region, weights=tile_counts, minlength=len(regions))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = region_weight[tile_region] * tile_counts / region_counts[tile_region]
+    usable = (tile_counts > 0) & np.isfinite(tile_vectors).all(axis=1)
     order = pd.DataFrame({
-        "gene_id": regions["gene_id"].to_numpy()[windows.sequence_index],
-        "region_index": regions["region_index"].to_numpy()[windows.sequence_index],
-        "token_start": windows.token_start,
-    }).sort_values(["gene_id", "region_index", "token_start"], kind="stable")
-    weight = region_weight[windows.sequence_index] * windows.weight
+        "gene_id": regions["gene_id"].to_numpy()[tile_region],
+        "region_index": regions["region_index"].to_numpy()[tile_region],
+        "tile_order": tile_order,
+    })[usable].sort_values(["gene_id", "region_index", "tile_order"], kind="stable")
     per_gene = {
-        gene_id: (len(rows), half_split_cosine(windows.vectors[rows].astype(np.float64), weight[rows]))
+        gene_id: (len(rows), half_split_cosine(tile_vectors[rows].astype(np.float64), weight[rows]))
         for gene_id, rows in ((g, frame.index.to_numpy()) for g, frame in order.groupby("gene_id", sort=False))
     }
     genes = gene_table(regions)[["gene_id", "gene_name", "chrom"]]
-    return genes.assign(n_windows=genes["gene_id"].map(lambda g: per_gene[g][0]).astype("int64"),
-                        half_split_cosine=genes["gene_id"].map(lambda g: per_gene[g][1]).astype("float64"))
+    return genes.assign(
+        n_tiles=genes["gene_id"].map(lambda g: per_gene.get(g, (0, np.nan))[0]).astype("int64"),
+        half_split_cosine=genes["gene_id"].map(lambda g: per_gene.get(g, (0, np.nan))[1]).astype("float64"))
 
 
-def cohort_subjects(assignments: Sequence[pd.DataFrame], max_subjects: int) -> tuple[list[str], int]:
-    """(the first `max_subjects` subjects by id that every chromosome's assignments hold, how many there are in
-    all); REF is not a subject."""
+def cohort_subjects(subjects: Sequence[pd.DataFrame], max_subjects: int) -> tuple[list[str], int]:
+    """(the first `max_subjects` subjects by id that every chromosome kept, how many there are in all); REF is not
+    a subject."""
     present = None
-    for frame in assignments:
+    for frame in subjects:
         subjects = set(frame["subject_id"].astype(str)) - {REFERENCE_SUBJECT}
         present = subjects if present is None else present & subjects
     eligible = sorted(present or ())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +18,36 @@ from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
 from kb_assets.encoders.checkpoint import check_weights, read_config, read_weights, weights_file
 from kb_assets.encoders.engine import (
-    POOLINGS,
     EmbedStats,
-    Pooling,
     ProgressCallback,
     RcMode,
-    WindowEmbeddings,
+    TileWindows,
     check_embed_options,
-    embed_windows,
+    cut_tile_windows,
+    run_all_windows,
 )
 from kb_assets.encoders.model import DnaBert2Model
+from kb_assets.encoders.pooling import PooledStats, Pooling, strand_average
 from kb_assets.encoders.tokenizer import DnaTokenizer, load_tokenizer
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256
+from kb_assets.genome.tiles import allele_tiles, tile_spans
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class StrandStats:
+    """Per input sequence, the pooled statistics of its forward strand and (rc="average") its reverse complement."""
+
+    forward: PooledStats
+    reverse: PooledStats | None
+
+    def vectors(self, pooling: Pooling) -> np.ndarray:
+        """[n, H] float64: per strand the pooled vector, then the mean over strands; NaN rows for a sequence with no
+        counted token (empty, or only N)."""
+        return strand_average(self.forward.vectors(pooling),
+                              None if self.reverse is None else self.reverse.vectors(pooling))
 
 
 class Encoder:
@@ -57,6 +73,11 @@ class Encoder:
         return self.model.config.hidden_size
 
     @property
+    def max_tokens(self) -> int:
+        """The model context in tokens, specials included."""
+        return self.model.config.max_position_embeddings
+
+    @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
@@ -65,50 +86,51 @@ class Encoder:
         """sha256 of the checkpoint's tokenizer.json."""
         return self.tokenizer.version
 
-    def embed_windows(
-        self,
-        sequences: Sequence[str],
-        pooling: Pooling = "mean",
-        rc: RcMode = "average",
-        window_tokens: int = 512,
-        window_overlap: int = 64,
-        batch_tokens: int = 16384,
-        progress: ProgressCallback | None = None,
-    ) -> WindowEmbeddings:
-        """The pooled vector of every token window of every sequence (and of its reverse complement when
-        rc="average"), with each window's sequence, strand, token span and weight. Sets `last_stats`."""
-        return self.embed_windows_pooled(sequences, (pooling,), rc, window_tokens, window_overlap, batch_tokens,
-                                         progress)[pooling]
+    def run_windows(self, windows: TileWindows, batch_tokens: int = 16384, base_pairs: int = 0,
+                    progress: ProgressCallback | None = None) -> PooledStats:
+        """Every window's pooled statistics, in order. Sets `last_stats`."""
+        stats, self.last_stats = run_all_windows(
+            self.model, windows.windows, unk_ids=self.tokenizer.unk_ids, pad_id=self.tokenizer.pad_id,
+            batch_tokens=batch_tokens, device=self.device, hidden_size=self.hidden_size, base_pairs=base_pairs,
+            progress=progress)
+        return stats
 
-    def embed_windows_pooled(
+    def embed_strands(
         self,
         sequences: Sequence[str],
-        poolings: Sequence[Pooling] = POOLINGS,
         rc: RcMode = "average",
         window_tokens: int = 512,
         window_overlap: int = 64,
         batch_tokens: int = 16384,
+        tile_bp: int | None = None,
+        tile_context_bp: int = 0,
         progress: ProgressCallback | None = None,
-    ) -> dict[str, WindowEmbeddings]:
-        """`embed_windows` for several poolings at the cost of one: each window's hidden states are pooled every
-        way. Sets `last_stats`."""
-        for pooling in poolings:
-            check_embed_options(pooling, rc, window_tokens, window_overlap,
-                                self.model.config.max_position_embeddings, batch_tokens)
-        windows, self.last_stats = embed_windows(
-            self.model,
-            self.tokenizer,
-            sequences,
-            poolings=poolings,
-            rc=rc,
-            window_tokens=window_tokens,
-            window_overlap=window_overlap,
-            batch_tokens=batch_tokens,
-            device=self.device,
-            hidden_size=self.hidden_size,
-            progress=progress,
-        )
-        return windows
+    ) -> StrandStats:
+        """Pooled statistics of every sequence's counted tokens, per strand.
+
+        Each sequence is cut into tiles of `tile_bp` bases plus `tile_context_bp` of context on each side (default:
+        one tile), each tile tokenized on its own (uppercased) and cut into windows of ≤ `window_tokens` ids that
+        share `window_overlap` tokens; every token is counted once, [UNK] never. rc="average" does the same for the
+        reverse complement. Windows are batched longest first under `batch_tokens` padded tokens per forward pass.
+        """
+        check_embed_options(rc, window_tokens, window_overlap, self.max_tokens, batch_tokens,
+                            len(self.tokenizer.prefix_ids) + len(self.tokenizer.suffix_ids))
+        tiles, owner = [], []
+        for index, sequence in enumerate(sequences):
+            if not isinstance(sequence, str):
+                raise InputError(None, f"sequence {index}", f"is a {type(sequence).__name__}, not a string",
+                                 "pass DNA sequences as str")
+            made = allele_tiles(sequence.upper(), 0, "+", tile_spans(0, len(sequence), tile_bp, tile_context_bp))
+            tiles.extend(made)
+            owner.extend([index] * len(made))
+        windows = cut_tile_windows(self.tokenizer, tiles, rc == "average", window_tokens, window_overlap)
+        stats = self.run_windows(windows, batch_tokens, sum(len(s) for s in sequences), progress)
+        sequence_of_window = np.asarray(owner, dtype=np.int64)[windows.tile]
+        n = len(sequences)
+        forward = stats.group(np.where(windows.reverse_complement, -1, sequence_of_window), n)
+        reverse = stats.group(np.where(windows.reverse_complement, sequence_of_window, -1), n) \
+            if rc == "average" else None
+        return StrandStats(forward, reverse)
 
     def embed(
         self,
@@ -118,19 +140,15 @@ class Encoder:
         window_tokens: int = 512,
         window_overlap: int = 64,
         batch_tokens: int = 16384,
+        tile_bp: int | None = None,
+        tile_context_bp: int = 0,
         progress: ProgressCallback | None = None,
     ) -> np.ndarray:
-        """[N, H] float32, one row per input sequence in input order.
-
-        Sequences are uppercased and tokenized; longer ones are cut into windows of ≤ `window_tokens` ids sharing
-        `window_overlap` tokens, and a sequence's vector is the token-count-weighted mean of its windows' pooled
-        vectors. rc="average" averages that with the same for the reverse complement (tokenized on its own).
-        Windows are batched longest first under a budget of `batch_tokens` padded tokens per forward pass.
-        `progress(tokens_done, tokens_total)` is called after each batch; without it a tqdm bar shows when
-        stderr is a terminal. Sets `last_stats`.
-        """
-        windows = self.embed_windows(sequences, pooling, rc, window_tokens, window_overlap, batch_tokens, progress)
-        return windows.sequence_vectors(len(sequences))
+        """[N, H] float32, one row per input sequence in input order (see `embed_strands`): the `pooling` of its
+        counted tokens per strand, averaged over strands for rc="average". `progress(tokens_done, tokens_total)` is
+        called after each batch; without it a tqdm bar shows when stderr is a terminal. Sets `last_stats`."""
+        return self.embed_strands(sequences, rc, window_tokens, window_overlap, batch_tokens, tile_bp,
+                                  tile_context_bp, progress).vectors(pooling).astype(np.float32)
 
     def __repr__(self) -> str:
         return (f"Encoder({self.model_id!r}, hidden_size={self.hidden_size}, device={self.device}, "

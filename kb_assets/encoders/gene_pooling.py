@@ -1,12 +1,19 @@
-"""Sequence vectors → gene vectors per subject: haplotypes averaged, then regions pooled per gene.
+"""Region allele vectors → gene vectors per subject, stored as what subjects share.
 
-Subjects × regions × haplotypes can run to millions of rows for a cohort, while the distinct sequences are few:
-the pooling is one sparse (subject·gene × sequence) weight matrix times the sequence vectors, so no
-per-subject region vector is ever held in memory.
+A subject's haplotype of a gene is the tuple of the region alleles it carries; its vector is the weighted mean of
+those region vectors. A subject's gene vector is the mean over its haplotypes (one, or two when phased). Subjects
+carrying the same haplotypes share one vector, so each gene keeps a few distinct vectors — code 0 is the reference's,
+every subject not listed carries it — and a sparse (subject, code) list for the others.
+
+Empty regions: a region allele with no counted token (a deletion removed the region, or it is all N) contributes
+nothing; the haplotype's gene vector is the weighted mean over its remaining regions (weights renormalized). A
+haplotype with every region empty contributes nothing to its subject; a subject whose haplotypes are all empty gets
+the zero vector and the flag `all_regions_deleted`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -30,48 +37,142 @@ def region_weights(regions: pd.DataFrame, region_to_gene: RegionToGene) -> pd.Se
     return pd.Series(weights.to_numpy(), index=regions["region_id"].to_numpy())
 
 
+@dataclass(frozen=True)
+class GeneVectors:
+    """The distinct gene vectors of one chromosome and who carries which."""
+
+    vectors: pd.DataFrame  # gene_id, gene_name, gene_order, code, n_subjects, all_regions_deleted; row i ↔ matrix[i]
+    matrix: np.ndarray  # [len(vectors), H] float32
+    assignments: pd.DataFrame  # subject_index (int32), gene_order (int32), code (int32 ≥ 1)
+    empty_region_haplotypes: int  # subject × region × haplotype units whose allele has no counted token
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """A fixed 64-bit mix (SplitMix64's finalizer): distinct inputs give effectively independent outputs."""
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 def pool_genes(
-    assignments: pd.DataFrame,
     regions: pd.DataFrame,
-    sequence_ids: pd.Index,
-    vectors: np.ndarray,
+    alleles: pd.DataFrame,
+    allele_vectors: np.ndarray,
+    assignments: pd.DataFrame,
+    subject_indices: np.ndarray,
+    ploidy: int,
     region_to_gene: RegionToGene,
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Gene vectors of every subject.
+) -> GeneVectors:
+    """Gene vectors of every kept subject.
 
-    assignments: subject_id, region_id, haplotype, sequence_id (one row per subject × region × haplotype).
-    regions: region_id, gene_id, gene_name, gene_order, length (the reference regions).
-    sequence_ids / vectors: the vector of each sequence id, row for row.
-    Returns (keys: subject_id, gene_id, gene_name, gene_order in subject-then-gene-order order, [n, H] float32).
+    regions: region_id, gene_id, gene_name, gene_order, length (the reference regions of the chromosome).
+    alleles / allele_vectors: region_id, allele (0 = reference) and each allele's vector, row for row (NaN rows
+    for empty alleles). assignments: subject_index, region_id, haplotype, allele (non-reference units only).
+    subject_indices: the subjects to pool (kept ones); each listed subject not in `assignments` is the reference.
     """
-    # Summation order decides float rounding: columns sorted by sequence id make the result independent of the
-    # order the vectors arrived in (freshly embedded or from the cache), so identical inputs give identical bytes.
-    order = np.argsort(np.asarray(sequence_ids, dtype=str), kind="stable")
-    sequence_ids, vectors = pd.Index(np.asarray(sequence_ids)[order]), vectors[order]
-    subject_order = pd.unique(assignments["subject_id"].astype(str))
-    genes = regions.drop_duplicates("gene_id").sort_values("gene_order")[["gene_id", "gene_name", "gene_order"]]
-    gene_position = pd.Series(np.arange(len(genes)), index=genes["gene_id"].to_numpy())
-    region_gene = pd.Series(regions["gene_id"].to_numpy(), index=regions["region_id"].to_numpy())
+    allele_index = pd.MultiIndex.from_arrays([alleles["region_id"].astype(str), alleles["allele"].astype(np.int64)])
+    empty = np.isnan(allele_vectors).any(axis=1)
+    filled = np.where(empty[:, None], 0.0, allele_vectors.astype(np.float64))
+    weights = region_weights(regions, region_to_gene)
+    allele_weight = np.where(empty, 0.0, weights.reindex(alleles["region_id"].astype(str)).to_numpy())
+    contributions = filled * allele_weight[:, None]
+    # Row of each allele's region's reference allele (allele 0).
+    reference_row_of = allele_index.get_indexer(pd.MultiIndex.from_arrays(
+        [alleles["region_id"].astype(str), np.zeros(len(alleles), dtype=np.int64)]))
+    if (reference_row_of < 0).any():
+        raise ValueError("every region needs its reference allele (allele 0) among the alleles")
 
-    region_ids = assignments["region_id"].astype(str).to_numpy()
-    subject_position = pd.Index(subject_order).get_indexer(assignments["subject_id"].astype(str))
-    column = sequence_ids.get_indexer(assignments["sequence_id"].astype(str))
-    if (column < 0).any():
-        missing = assignments["sequence_id"].astype(str)[column < 0].iloc[0]
-        raise ValueError(f"no vector for sequence {missing}")
-    # Haplotypes of one subject and region share the region's weight equally.
-    pair = pd.Series(subject_position).astype(np.int64) * (len(regions) + 1) + pd.Index(
-        regions["region_id"]).get_indexer(region_ids)
-    haplotype_share = 1.0 / pair.map(pair.value_counts()).to_numpy()
-    weight = region_weights(regions, region_to_gene).reindex(region_ids).to_numpy() * haplotype_share
-    row = subject_position * len(genes) + gene_position.reindex(region_gene.reindex(region_ids)).to_numpy()
+    rows = assignments.assign(region_id=assignments["region_id"].astype(str))
+    rows = rows[rows["subject_index"].isin(subject_indices)]
+    rows = rows.assign(allele_row=allele_index.get_indexer(pd.MultiIndex.from_arrays(
+        [rows["region_id"], rows["allele"].astype(np.int64)])))
+    if (rows["allele_row"] < 0).any():
+        missing = rows.loc[rows["allele_row"] < 0].iloc[0]
+        raise ValueError(f"no vector for allele {missing['allele']} of region {missing['region_id']}")
+    empty_units = int(empty[rows["allele_row"].to_numpy()].sum())
 
-    pooling = sp.csr_matrix((weight, (row, column)), shape=(len(subject_order) * len(genes), len(sequence_ids)))
-    gene_vectors = np.asarray(pooling.astype(np.float32) @ vectors, dtype=np.float32)
-    keys = pd.DataFrame({
-        "subject_id": np.repeat(subject_order, len(genes)),
-        "gene_id": np.tile(genes["gene_id"].to_numpy(), len(subject_order)),
-        "gene_name": np.tile(genes["gene_name"].to_numpy(), len(subject_order)),
-        "gene_order": np.tile(genes["gene_order"].to_numpy(), len(subject_order)),
-    })
-    return keys, gene_vectors
+    genes = regions.drop_duplicates("gene_id").sort_values("gene_order")
+    vector_parts, matrix_parts, assignment_parts = [], [], []
+    for gene in genes.itertuples():
+        gene_regions = regions.loc[regions["gene_id"] == gene.gene_id, "region_id"].astype(str).tolist()
+        reference_rows = allele_index.get_indexer(pd.MultiIndex.from_arrays(
+            [gene_regions, np.zeros(len(gene_regions), dtype=np.int64)]))
+        gene_rows = rows[rows["region_id"].isin(set(gene_regions))]
+        table, matrix, subject_codes = _pool_gene(gene_rows, reference_rows, reference_row_of, contributions,
+                                                  allele_weight, subject_indices, ploidy)
+        table.insert(0, "gene_order", np.int32(gene.gene_order))
+        table.insert(0, "gene_name", gene.gene_name)
+        table.insert(0, "gene_id", gene.gene_id)
+        vector_parts.append(table)
+        matrix_parts.append(matrix)
+        carriers = subject_codes > 0
+        assignment_parts.append(pd.DataFrame({
+            "subject_index": subject_indices[carriers].astype(np.int32),
+            "gene_order": np.full(int(carriers.sum()), gene.gene_order, dtype=np.int32),
+            "code": subject_codes[carriers].astype(np.int32),
+        }))
+    hidden = allele_vectors.shape[1]
+    vectors = pd.concat(vector_parts, ignore_index=True) if vector_parts else pd.DataFrame(
+        columns=["gene_id", "gene_name", "gene_order", "code", "n_subjects", "all_regions_deleted"])
+    return GeneVectors(
+        vectors=vectors,
+        matrix=np.vstack(matrix_parts) if matrix_parts else np.zeros((0, hidden), np.float32),
+        assignments=pd.concat(assignment_parts, ignore_index=True) if assignment_parts else pd.DataFrame(
+            {"subject_index": pd.Series(dtype=np.int32), "gene_order": pd.Series(dtype=np.int32),
+             "code": pd.Series(dtype=np.int32)}),
+        empty_region_haplotypes=empty_units,
+    )
+
+
+def _pool_gene(rows: pd.DataFrame, reference_rows: np.ndarray, reference_row_of: np.ndarray,
+               contributions: np.ndarray, allele_weight: np.ndarray, subject_indices: np.ndarray,
+               ploidy: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """One gene: its distinct subject vectors (code 0 = the reference) and each kept subject's code."""
+    # Haplotype units that differ from the reference, grouped by the alleles they carry: a unit's pattern is the
+    # wrapping sum of a fixed 128-bit mix of each (allele row) it carries, equal exactly when the sets are equal.
+    units = rows["subject_index"].to_numpy(np.int64) * ploidy + rows["haplotype"].to_numpy(np.int64)
+    allele_rows = rows["allele_row"].to_numpy(np.int64)
+    mixed = np.stack([_splitmix64(allele_rows), _splitmix64(allele_rows ^ 0x5DEECE66D)], axis=1)
+    touched, unit_of_row = np.unique(units, return_inverse=True)
+    pattern = np.zeros((len(touched), 2), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        np.add.at(pattern, unit_of_row, mixed)
+    _, first_of_haplotype, haplotype_of_unit = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
+    haplotype_of_unit = haplotype_of_unit.ravel() + 1  # 0 is the reference haplotype
+    n_haplotypes = len(first_of_haplotype) + 1
+
+    # Each haplotype's weighted sum and weight: the reference's, with its changed regions swapped for its alleles.
+    representative = touched[first_of_haplotype]
+    of_representative = np.isin(units, representative)
+    row_haplotype = haplotype_of_unit[unit_of_row[of_representative]]
+    changed = allele_rows[of_representative]
+    reference_of_changed = reference_row_of[changed]
+    swap = sp.csr_matrix(
+        (np.r_[np.ones(len(changed)), -np.ones(len(changed))],
+         (np.r_[row_haplotype, row_haplotype], np.r_[changed, reference_of_changed])),
+        shape=(n_haplotypes, len(contributions)))
+    sums = contributions[reference_rows].sum(axis=0) + swap @ contributions
+    totals = allele_weight[reference_rows].sum() + swap @ allele_weight
+    with np.errstate(invalid="ignore", divide="ignore"):
+        haplotype_vectors = np.where(totals[:, None] > 0, sums / totals[:, None], np.nan)
+
+    # Subjects: their haplotypes (0 when untouched), as an unordered pair when phased.
+    position = np.searchsorted(subject_indices, touched // ploidy)
+    subject_haplotypes = np.zeros((len(subject_indices), ploidy), dtype=np.int64)
+    subject_haplotypes[position, touched % ploidy] = haplotype_of_unit
+    subject_haplotypes.sort(axis=1)
+    combinations, subject_codes = np.unique(
+        np.vstack([np.zeros((1, ploidy), dtype=np.int64), subject_haplotypes]), axis=0, return_inverse=True)
+    subject_codes = subject_codes.ravel()[1:]  # the prepended reference row made combination 0 the reference
+    n_subjects = np.bincount(subject_codes, minlength=len(combinations))
+    present = ~np.isnan(haplotype_vectors[combinations]).any(axis=2)  # [codes, ploidy]
+    stacked = np.where(present[..., None], haplotype_vectors[combinations], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vectors = stacked.sum(axis=1) / present.sum(axis=1, keepdims=True)
+    deleted = ~present.any(axis=1)
+    vectors[deleted] = 0.0
+    table = pd.DataFrame({"code": np.arange(len(combinations), dtype=np.int32), "n_subjects": n_subjects,
+                          "all_regions_deleted": deleted})
+    return table, vectors.astype(np.float32), subject_codes

@@ -1,7 +1,7 @@
-"""The DNABERT-2 BPE tokenizer: load the checkpoint's own tokenizer.json, cut long sequences into token windows,
-and train a small tokenizer in the same layout for demo data and tests.
+"""The DNABERT-2 BPE tokenizer: load the checkpoint's own tokenizer.json, and train a small tokenizer in the same
+layout for demo data and tests.
 
-Usable without the model: the tokenized_genes asset only needs token ids, window bounds and the tokenizer hash.
+Usable without the model: the tokenized_genes asset only needs token ids, their base offsets and the tokenizer hash.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
@@ -29,27 +28,16 @@ _TRAINING_PIECE_BP = 1000
 _NON_ACGT = re.compile(r"[^ACGT]+")
 
 
-@dataclass(frozen=True)
-class TokenWindow:
-    """One model input cut from a sequence's tokens.
+class DnaTokenizer:
+    """A DNABERT-2-style BPE tokenizer read from tokenizer.json; uppercases every sequence before encoding.
 
-    `input_ids` includes [CLS] and [SEP]; `token_start`/`token_end` bound the window's tokens in the sequence's
-    token list (half-open, without specials); `weight` is the window's share of the sequence vector.
+    Each model window is [CLS] tokens [SEP]; [UNK] (one per N or other non-ACGT base) is never pooled.
     """
 
-    input_ids: list[int]
-    token_start: int
-    token_end: int
-    weight: float
-
-    @property
-    def n_tokens(self) -> int:
-        """Sequence tokens in the window ([CLS]/[SEP] not counted)."""
-        return self.token_end - self.token_start
-
-
-class DnaTokenizer:
-    """A DNABERT-2-style BPE tokenizer read from tokenizer.json; uppercases every sequence before encoding."""
+    prefix_ids = (CLS_ID,)
+    suffix_ids = (SEP_ID,)
+    pad_id = PAD_ID
+    unk_ids = frozenset({UNK_ID})
 
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
@@ -91,49 +79,8 @@ class DnaTokenizer:
     def id_to_token(self, token_id: int) -> str | None:
         return self._tokenizer.id_to_token(token_id)
 
-    def windows(self, sequence: str, window_tokens: int = 512, window_overlap: int = 64) -> list[TokenWindow]:
-        """The sequence's tokens cut into model inputs of at most `window_tokens` ids each ([CLS]/[SEP] included)."""
-        return token_windows(self.encode(sequence), window_tokens, window_overlap)
-
     def __repr__(self) -> str:
         return f"DnaTokenizer({str(self.path)!r}, vocab_size={self.vocab_size}, version={self.version[:12]})"
-
-
-def check_window_options(window_tokens: int, window_overlap: int) -> None:
-    """A window must hold [CLS], [SEP] and at least one token; the overlap must leave the windows a stride."""
-    if window_tokens < 3:
-        raise ValueError(f"window_tokens must be at least 3 (got {window_tokens})")
-    if not 0 <= window_overlap < window_tokens - 2:
-        raise ValueError(f"window_overlap must be in [0, {window_tokens - 2}) for window_tokens={window_tokens} "
-                         f"(got {window_overlap})")
-
-
-def token_windows(token_ids: list[int], window_tokens: int = 512, window_overlap: int = 64) -> list[TokenWindow]:
-    """Cut a sequence's token ids into windows that cover it with no gap.
-
-    Consecutive windows share `window_overlap` tokens; the last window is aligned to the end of the sequence, so
-    every window is full length and the last one may overlap its neighbour more. A window's weight is its token
-    count over the sum of the windows' token counts, so the weights of a sequence sum to 1.
-    """
-    check_window_options(window_tokens, window_overlap)
-    content = window_tokens - 2  # room left after [CLS] and [SEP]
-    n = len(token_ids)
-    if n <= content:
-        starts = [0]
-    else:
-        stride = content - window_overlap
-        starts = list(range(0, n - content, stride)) + [n - content]
-    bounds = [(start, min(start + content, n)) for start in starts]
-    total = sum(end - start for start, end in bounds)
-    return [
-        TokenWindow(
-            input_ids=[CLS_ID, *token_ids[start:end], SEP_ID],
-            token_start=start,
-            token_end=end,
-            weight=(end - start) / total if total else 1.0,
-        )
-        for start, end in bounds
-    ]
 
 
 def load_tokenizer(path: str | os.PathLike) -> DnaTokenizer:
@@ -201,8 +148,6 @@ __all__ = [
     "SPECIAL_TOKENS",
     "UNK_ID",
     "DnaTokenizer",
-    "TokenWindow",
     "load_tokenizer",
-    "token_windows",
     "train_bpe_tokenizer",
 ]

@@ -1,27 +1,30 @@
-"""Subject haplotypes: a cohort VCF/BCF's alleles applied to the reference regions, each distinct sequence once.
+"""Subject haplotypes: a cohort VCF/BCF's alleles applied to the reference regions, each distinct allele once.
 
 The VCF (bgzipped and indexed) is read region by region with cyvcf2, so only target regions are decoded.
 Genotypes are handled as numpy arrays over all subjects at once; subjects are grouped by the alleles they carry
 in a region, so each distinct haplotype sequence is built (and later embedded) once, however many carry it.
+What is stored follows what subjects do not share: per region its distinct alleles (0 = the reference), and only the
+subject × region × haplotype units that carry a non-reference allele.
 
 Rules:
 - Alleles are applied on the genome's + strand and the result is reverse-complemented for minus-strand regions,
   like the reference sequence. An allele is trimmed of the bases it shares with REF, then applied base by base
   (substitutions), as a deletion or as an insertion; the pieces outside the region are clipped away
   (`clipped_at_edge`). An insertion exactly at a region edge lies outside it.
+- A region allele is its list of applied edits (+ strand, 0-based), kept with it: embedding tiles anchored to
+  reference coordinates are cut from it. A deletion may remove a whole region: its allele is the empty sequence.
 - `alt_if_present`: one sequence per subject, every ALT allele of its genotype applied (a 1/2 call at one site
   applies the smaller allele index: `allele_conflicts`). `phased`: two haplotypes per subject from phased
   genotypes; an unphased heterozygous call is an error. A haploid call stands for both haplotypes.
 - Missing genotypes: `ref` reads a missing allele as REF; `exclude_subject` drops every subject with a missing
-  call in any region read (listed in `HaplotypeResult.excluded_subjects`).
+  call in any region read (flagged `excluded` in `HaplotypeResult.subjects`).
 - FILTER: a record is used when each of its filters is in `filters`; '.' (no filters run) counts as PASS.
 - Symbolic alleles (<DEL>, <INS:ME>, breakends) and '*' are not applied (`symbolic_skipped`).
 - REF alleles are checked against the FASTA; a mismatching record is not applied (`ref_mismatches`), and more
   than `max_ref_mismatch_fraction` of them stops the run: the VCF and FASTA are then probably different builds.
 - Two alleles that would change the same bases of one haplotype: the first (by position) wins
   (`overlapping_alleles_skipped`, counted once per distinct haplotype built).
-- The reference is subject `REF`: its rows point at the region's reference sequence, as do the rows of every
-  subject without an applied allele in the region.
+- The reference is subject `REF`: allele 0 of every region, as is every subject's haplotype not listed.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ import numpy as np
 import pandas as pd
 
 from kb_assets.errors import InputError
-from kb_assets.fingerprint import text_sha256
 from kb_assets.genome.bgzf import check_bgzf, is_gzip
 from kb_assets.genome.fasta import ReferenceGenome
 from kb_assets.genome.regions import respell_contigs
@@ -65,7 +67,8 @@ COUNT_DESCRIPTIONS = {
     "subjects": "subjects in the result (REF not included)",
     "subjects_excluded": "subjects dropped for missing genotypes",
     "regions": "regions",
-    "unique_sequences": "distinct sequences, reference sequences included",
+    "unique_sequences": "distinct region sequences, reference sequences included",
+    "non_reference_haplotypes": "subject × region × haplotype units that carry a non-reference allele (stored)",
 }
 _SEQUENCE_ALLELE = re.compile(r"[ACGTN]+")
 _SHOWN = 3  # examples quoted in an error
@@ -76,12 +79,36 @@ Region = Any  # one row of the regions table, from DataFrame.itertuples()
 
 @dataclass(frozen=True)
 class HaplotypeResult:
-    """Distinct sequences and which one each subject carries in each region."""
+    """Each region's distinct alleles and, sparsely, which subjects carry which (the reference everywhere else).
 
-    sequences: pd.DataFrame  # sequence_id (sha256 of the sequence), sequence, length
-    assignments: pd.DataFrame  # subject_id, region_id, haplotype, sequence_id: REF and every kept subject
+    A subject's haplotype of a region is allele 0 (the reference sequence) unless `assignments` lists it: at cohort
+    scale most subjects carry the reference of most regions, so only the exceptions are stored.
+    """
+
+    subjects: pd.DataFrame  # subject_index (int32, VCF order), subject_id, excluded (bool)
+    alleles: pd.DataFrame  # region_id, allele (int32; 0 = reference), sequence, length, carriers, edits
+    assignments: pd.DataFrame  # subject_index, region_id, haplotype (int8), allele (int32 ≥ 1): kept subjects only
     counts: dict[str, int]  # the keys of COUNT_DESCRIPTIONS, for materialization metadata
-    excluded_subjects: list[str]  # dropped by missing_genotypes="exclude_subject"
+    ploidy: int  # haplotypes per subject: 1 (alt_if_present) or 2 (phased)
+
+    @property
+    def excluded_subjects(self) -> list[str]:
+        """Subjects dropped by missing_genotypes="exclude_subject"."""
+        return self.subjects.loc[self.subjects["excluded"], "subject_id"].tolist()
+
+    def allele_of(self, subject_id: str, region_id: str, haplotype: int = 0) -> int:
+        """The allele a subject carries on one haplotype of a region (0: the reference)."""
+        index = self.subjects.set_index("subject_id").loc[subject_id, "subject_index"]
+        rows = self.assignments
+        found = rows.loc[(rows["subject_index"] == index) & (rows["region_id"] == region_id)
+                         & (rows["haplotype"] == haplotype), "allele"]
+        return int(found.iloc[0]) if len(found) else 0
+
+    def sequence_of(self, subject_id: str, region_id: str, haplotype: int = 0) -> str:
+        """A subject's sequence of a region on one haplotype (REF: the reference), transcribed strand."""
+        allele = 0 if subject_id == REFERENCE_SUBJECT else self.allele_of(subject_id, region_id, haplotype)
+        alleles = self.alleles
+        return alleles.loc[(alleles["region_id"] == region_id) & (alleles["allele"] == allele), "sequence"].iloc[0]
 
 
 def build_haplotypes(
@@ -110,34 +137,24 @@ def build_haplotypes(
     with warnings.catch_warnings():
         # cyvcf2 warns for every query on a contig that has no records; such a region simply has no variants.
         warnings.filterwarnings("ignore", message="no intervals found", category=UserWarning)
-        codes = [builder.region(region) for region in regions.itertuples()]
+        for region in regions.itertuples():
+            builder.region(region)
     builder.check(path, max_ref_mismatch_fraction)
-    return builder.result(regions, subjects, codes)
+    return builder.result(regions, subjects)
 
 
 def reference_haplotypes(regions: pd.DataFrame) -> HaplotypeResult:
-    """The reference alone, for a recipe without a cohort VCF: subject REF and each distinct region sequence."""
-    sequence_ids = [text_sha256(sequence) for sequence in regions.sequence]
-    sequences = pd.DataFrame({
-        "sequence_id": pd.Series(sequence_ids, dtype="str"),
-        "sequence": regions.sequence.astype("str").to_numpy(),
-        "length": regions.sequence.str.len().astype("int64").to_numpy(),
-    }).drop_duplicates("sequence_id", ignore_index=True)
-    assignments = pd.DataFrame({
-        "subject_id": pd.Categorical([REFERENCE_SUBJECT] * len(regions)),
-        "region_id": pd.Categorical(regions.region_id.tolist()),
-        "haplotype": np.zeros(len(regions), dtype=np.int8),
-        "sequence_id": pd.Categorical(sequence_ids),
-    })
-    counts = dict.fromkeys(COUNT_DESCRIPTIONS, 0) | {"regions": len(regions), "unique_sequences": len(sequences)}
-    return HaplotypeResult(sequences, assignments, counts, [])
+    """The reference alone, for a recipe without a cohort VCF: every region's allele 0, no subject."""
+    return _Builder(None, None, 0, HAPLOTYPE_MODES[0], "ref", set()).result(regions, [])
 
 
 class _Builder:
-    """Reads regions one at a time; keeps the distinct sequences, the counters and the cohort-wide flags."""
+    """Reads regions one at a time; keeps each region's distinct alleles, the sparse carriers, the counters and the
+    cohort-wide flags."""
 
     def __init__(
-        self, vcf: cyvcf2.VCF, genome: ReferenceGenome, n_subjects: int, mode: str, missing: str, filters: set[str]
+        self, vcf: cyvcf2.VCF | None, genome: ReferenceGenome | None, n_subjects: int, mode: str, missing: str,
+        filters: set[str],
     ):
         self.vcf, self.genome, self.mode, self.missing, self.filters = vcf, genome, mode, missing, filters
         self.ploidy = 2 if mode == "phased" else 1  # sequences per subject and region
@@ -152,13 +169,14 @@ class _Builder:
         self.unphased = np.zeros(n_subjects, dtype=bool)
         self.unphased_example = ""
         self.excluded = np.zeros(n_subjects, dtype=bool)
-        self.codes: dict[str, int] = {}  # sequence_id → code (row of the sequences table)
-        self.sequences: list[str] = []
+        # Per region id: the distinct non-reference alleles as (applied edits) → (provisional number, sequence), and
+        # the carrying units with their provisional allele numbers.
+        self.alleles: dict[str, dict[tuple[Edit, ...], tuple[int, str]]] = {}
+        self.carriers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.rng = np.random.default_rng(0)
 
-    def region(self, region: Region) -> np.ndarray:
-        """The sequence code of every unit (subject, or subject × haplotype) in one region."""
-        codes = np.full(self.n_units, self._code(region.sequence), dtype=np.int32)
+    def region(self, region: Region) -> None:
+        """Read one region's records and record which units carry which allele."""
         variants: list[tuple[list[list[Edit] | None], np.ndarray, np.ndarray]] = []
         for record in self.vcf(f"{region.chrom}:{region.start + 1}-{region.end}"):
             edits = self._edits(record, region)
@@ -169,9 +187,7 @@ class _Builder:
                 self.applied.add(_key(record))
                 variants.append((edits, carriers, carried))
         if variants:
-            self._build(region, variants, codes)
-        return codes
-
+            self._build(region, variants)
     def _edits(self, record: cyvcf2.Variant, region: Region) -> list[list[Edit] | None] | None:
         """Per allele index (0 = REF) its edits clipped to the region, None where not applied; None if unused."""
         key = _key(record)
@@ -247,9 +263,7 @@ class _Builder:
         carrying = chosen > 0
         return candidates[carrying], chosen[carrying]
 
-    def _build(
-        self, region: Region, variants: list[tuple[list[list[Edit] | None], np.ndarray, np.ndarray]], codes: np.ndarray
-    ) -> None:
+    def _build(self, region: Region, variants: list[tuple[list[list[Edit] | None], np.ndarray, np.ndarray]]) -> None:
         """Group the carrying units by the alleles they carry and build each distinct sequence once.
 
         A unit's allele pattern is summed from random 128-bit keys, one per (variant, allele), wrapping on
@@ -270,23 +284,26 @@ class _Builder:
             at = np.minimum(np.searchsorted(carriers, representatives), len(carriers) - 1)
             allele_at[index] = np.where(carriers[at] == representatives, carried[at], 0)
         forward = reverse_complement(region.sequence) if region.strand == "-" else region.sequence
-        group_codes = np.empty(len(representatives), dtype=np.int32)
+        known = self.alleles.setdefault(region.region_id, {})
+        group_alleles = np.empty(len(representatives), dtype=np.int32)
         for position in range(len(representatives)):
             carried_by_group = np.flatnonzero(allele_at[:, position])
             edits = sorted(
                 edit for index in carried_by_group for edit in variants[index][0][allele_at[index, position]]
             )
-            sequence, overlaps = apply_edits(forward, region.start, edits)
-            self.counts["overlapping_alleles_skipped"] += overlaps
-            group_codes[position] = self._code(reverse_complement(sequence) if region.strand == "-" else sequence)
-        codes[touched] = group_codes[group.ravel()]
-
-    def _code(self, sequence: str) -> int:
-        sequence_id = text_sha256(sequence)
-        if sequence_id not in self.codes:
-            self.codes[sequence_id] = len(self.sequences)
-            self.sequences.append(sequence)
-        return self.codes[sequence_id]
+            sequence, applied = apply_edits(forward, region.start, edits)
+            self.counts["overlapping_alleles_skipped"] += len(edits) - len(applied)
+            if not applied:
+                group_alleles[position] = 0
+                continue
+            # An allele is its applied edits (not only its sequence): tiles anchored to the reference need them.
+            key = tuple(applied)
+            if key not in known:
+                known[key] = (len(known) + 1, reverse_complement(sequence) if region.strand == "-" else sequence)
+            group_alleles[position] = known[key][0]
+        unit_alleles = group_alleles[group.ravel()]
+        carrying = unit_alleles > 0
+        self.carriers[region.region_id] = (touched[carrying], unit_alleles[carrying])
 
     def check(self, path: Path, max_ref_mismatch_fraction: float) -> None:
         """Raise the cohort-wide errors found while reading: REF mismatches over the limit, unphased calls."""
@@ -310,40 +327,63 @@ class _Builder:
                 "phase the VCF (e.g. with SHAPEIT5, Eagle or Beagle), or set haplotypes.mode: alt_if_present",
             )
 
-    def result(self, regions: pd.DataFrame, subjects: list[str], codes: list[np.ndarray]) -> HaplotypeResult:
-        """Assemble the tables: REF's units first, then every kept subject's, region by region."""
-        ploidy = self.ploidy
-        kept = np.repeat(~self.excluded, ploidy)
-        reference_codes = np.array([self._code(sequence) for sequence in regions.sequence], dtype=np.int32)
-        subject_codes = np.stack(codes)[:, kept] if codes else np.empty((0, int(kept.sum())), dtype=np.int32)
-        per_region = np.hstack([np.repeat(reference_codes[:, None], ploidy, axis=1), subject_codes])
-        unit_subject = np.repeat(np.arange(len(subjects) + 1, dtype=np.int32), ploidy)[np.r_[[True] * ploidy, kept]]
-        unit_haplotype = np.tile(np.arange(ploidy, dtype=np.int8), len(unit_subject) // ploidy)
-        n_regions, n_units = per_region.shape
-        sequence_ids = list(self.codes)
+    def result(self, regions: pd.DataFrame, subjects: list[str]) -> HaplotypeResult:
+        """Assemble the tables. Alleles are numbered per region by how many kept units carry them (most first; ties
+        by sequence), so the numbering depends on the data only."""
+        kept_units = np.repeat(~self.excluded, self.ploidy)
+        allele_rows, assignment_parts = [], []
+        for region in regions.itertuples():
+            allele_rows.append((region.region_id, 0, region.sequence, len(region.sequence), ()))
+            units, provisional = self.carriers.get(region.region_id, (np.empty(0, np.int64), np.empty(0, np.int32)))
+            keep = kept_units[units]
+            units, provisional = units[keep], provisional[keep]
+            known = self.alleles.get(region.region_id, {})
+            counts = np.bincount(provisional, minlength=len(known) + 1)
+            present = [(key, number, sequence) for key, (number, sequence) in known.items() if counts[number]]
+            present.sort(key=lambda item: (-counts[item[1]], item[2]))
+            renumber = np.zeros(len(known) + 1, dtype=np.int32)
+            for final, (key, number, sequence) in enumerate(present, start=1):
+                renumber[number] = final
+                allele_rows.append((region.region_id, final, sequence, len(sequence), key))
+            if len(units):
+                assignment_parts.append((region.region_id, units, renumber[provisional]))
+        region_ids = regions["region_id"].astype(str).tolist()
+        units = np.concatenate([u for _, u, _ in assignment_parts]) if assignment_parts else np.empty(0, np.int64)
         assignments = pd.DataFrame({
-            "subject_id": pd.Categorical.from_codes(np.tile(unit_subject, n_regions), [REFERENCE_SUBJECT, *subjects]),
-            "region_id": pd.Categorical.from_codes(
-                np.repeat(np.arange(n_regions, dtype=np.int32), n_units), regions.region_id.tolist()
-            ),
-            "haplotype": np.tile(unit_haplotype, n_regions),
-            "sequence_id": pd.Categorical.from_codes(per_region.ravel(), sequence_ids),
+            "subject_index": (units // self.ploidy).astype(np.int32),
+            "region_id": pd.Categorical(
+                np.repeat([r for r, _, _ in assignment_parts], [len(u) for _, u, _ in assignment_parts]),
+                categories=region_ids),
+            "haplotype": (units % self.ploidy).astype(np.int8),
+            "allele": np.concatenate([a for _, _, a in assignment_parts]).astype(np.int32)
+            if assignment_parts else np.empty(0, np.int32),
         })
-        sequences = pd.DataFrame({
-            "sequence_id": pd.Series(sequence_ids, dtype="str"),
-            "sequence": pd.Series(self.sequences, dtype="str"),
-            "length": pd.Series([len(sequence) for sequence in self.sequences], dtype="int64"),
+        carriers = assignments.groupby(["region_id", "allele"], observed=True).size()
+        n_kept_units = int(kept_units.sum())
+        alleles = pd.DataFrame(allele_rows, columns=["region_id", "allele", "sequence", "length", "edits"])
+        alleles["allele"] = alleles["allele"].astype(np.int32)
+        alleles["length"] = alleles["length"].astype(np.int64)
+        per_region = assignments.groupby("region_id", observed=True).size().reindex(region_ids, fill_value=0)
+        alleles["carriers"] = [
+            n_kept_units - int(per_region[r]) if a == 0 else int(carriers[(r, a)])
+            for r, a in zip(alleles["region_id"], alleles["allele"])
+        ]
+        alleles["edits"] = [[{"start": s, "end": e, "text": t} for s, e, t in key] for key in alleles["edits"]]
+        subject_table = pd.DataFrame({
+            "subject_index": np.arange(len(subjects), dtype=np.int32),
+            "subject_id": pd.Series(subjects, dtype="str"),
+            "excluded": self.excluded.copy(),
         })
         counts = {name: int(value) for name, value in self.counts.items()}
         counts.update(
             variants_applied=len(self.applied),
             subjects=len(subjects) - int(self.excluded.sum()),
             subjects_excluded=int(self.excluded.sum()),
-            regions=n_regions,
-            unique_sequences=len(sequence_ids),
+            regions=len(regions),
+            unique_sequences=int(alleles[["region_id", "sequence"]].drop_duplicates().shape[0]),
+            non_reference_haplotypes=len(assignments),
         )
-        excluded = [subject for subject, dropped in zip(subjects, self.excluded) if dropped]
-        return HaplotypeResult(sequences, assignments, counts, excluded)
+        return HaplotypeResult(subject_table, alleles, assignments, counts, self.ploidy)
 
 
 def allele_edits(position: int, ref: str, alt: str) -> list[Edit]:
@@ -374,18 +414,19 @@ def clip_edits(edits: list[Edit], start: int, end: int) -> list[Edit]:
     return inside
 
 
-def apply_edits(forward: str, start: int, edits: list[Edit]) -> tuple[str, int]:
-    """`forward` (the + strand sequence from `start`) with the sorted edits applied; overlapping ones skipped."""
-    pieces, cursor, skipped = [], start, 0
+def apply_edits(forward: str, start: int, edits: list[Edit]) -> tuple[str, list[Edit]]:
+    """`forward` (the + strand sequence from `start`) with the sorted edits applied, and the edits applied: one that
+    overlaps an earlier one is skipped."""
+    pieces, cursor, applied = [], start, []
     for edit_start, edit_end, text in edits:
         if edit_start < cursor:
-            skipped += 1
             continue
         pieces.append(forward[cursor - start : edit_start - start])
         pieces.append(text)
         cursor = edit_end
+        applied.append((edit_start, edit_end, text))
     pieces.append(forward[cursor - start :])
-    return "".join(pieces), skipped
+    return "".join(pieces), applied
 
 
 def _key(record: cyvcf2.Variant) -> tuple:

@@ -35,6 +35,7 @@ from filelock import FileLock, Timeout
 
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256, remembered_file_sha256
+from kb_assets.storage.views import DERIVED_VIEWS
 
 CATALOG_FILE = "catalog.duckdb"
 PARTITION_COLUMN = "chrom"
@@ -159,14 +160,16 @@ class Warehouse:
     def has_partition(self, dataset: str, chrom: str) -> bool:
         return self.partition_file(dataset, chrom).exists()
 
-    def read_partition(self, dataset: str, chrom: str, columns: list[str] | None = None) -> pa.Table:
+    def read_partition(self, dataset: str, chrom: str, columns: list[str] | None = None,
+                       filters: list[tuple] | None = None) -> pa.Table:
+        """One partition (only `columns`, only rows passing pyarrow `filters` such as [("tile", "in", [...])])."""
         path = self.partition_file(dataset, chrom)
         if not path.exists():
             raise InputError(
                 path, f"partition {chrom} of {dataset}", "has not been materialized",
                 f"materialize {dataset.split('/')[0]} for partition {chrom} first",
             )
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(path, columns=columns, filters=filters)
 
     def read_table(self, dataset: str, columns: list[str] | None = None) -> pa.Table:
         path = self.table_file(dataset)
@@ -210,15 +213,22 @@ class Warehouse:
                 f"if no kb_assets run is active, delete {self._lock.lock_file}"
             ) from None
 
-    def register_view(self, dataset: str) -> None:
-        """Create or refresh the catalog view over a dataset's parquet files."""
-        partitioned = bool(self.partitions(dataset))
-        pattern = self.dataset_dir(dataset) / ("*/part-0.parquet" if partitioned else "data.parquet")
-        source = f"read_parquet({_sql_string(str(pattern))}, hive_partitioning = {str(partitioned).lower()})"
+    def register_views(self, datasets: list[str]) -> None:
+        """Create or refresh the catalog views over datasets' parquet files, then the derived views
+        (storage.views) whose inputs all exist."""
         with self.catalog() as connection:
-            connection.execute(
-                f"create or replace view {quote_identifier(view_name(dataset))} as select * from {source}"
-            )
+            for dataset in datasets:
+                partitioned = bool(self.partitions(dataset))
+                pattern = self.dataset_dir(dataset) / ("*/part-0.parquet" if partitioned else "data.parquet")
+                source = f"read_parquet({_sql_string(str(pattern))}, hive_partitioning = {str(partitioned).lower()})"
+                connection.execute(
+                    f"create or replace view {quote_identifier(view_name(dataset))} as select * from {source}"
+                )
+            existing = {row[0] for row in connection.execute(
+                "select view_name from duckdb_views() where not internal").fetchall()}
+            for name, reads, query in DERIVED_VIEWS:
+                if set(reads) <= existing:
+                    connection.execute(f"create or replace view {quote_identifier(name)} as {query}")
 
     def record_lineage(
         self,

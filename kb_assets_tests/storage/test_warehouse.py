@@ -20,7 +20,7 @@ def test_partition_is_replaced_whole_and_views_see_every_partition(tmp_path):
     warehouse = Warehouse(tmp_path)
     warehouse.write_partition("things", "chr1", _rows([1, 2, 3]))
     warehouse.write_partition("things", "chr2", _rows([4]))
-    warehouse.register_view("things")
+    warehouse.register_views(["things"])
     warehouse.write_partition("things", "chr1", _rows([5, 6]))
     with warehouse.catalog(read_only=True) as catalog:
         rows = catalog.execute("select chrom, value from things order by value").fetchall()
@@ -71,7 +71,7 @@ def test_lineage_round_trip_and_hostile_identifiers(tmp_path):
 
     odd_name = 'odd"name'
     warehouse.write_table(odd_name, _rows([1]))
-    warehouse.register_view(odd_name)
+    warehouse.register_views([odd_name])
     with warehouse.catalog(read_only=True) as catalog:
         assert catalog.execute(f"select value from {quote_identifier(odd_name)}").fetchall() == [(1,)]
 

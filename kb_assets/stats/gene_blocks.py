@@ -1,0 +1,98 @@
+"""The subject matrix as what subjects share: per gene of the gene set, its few distinct vectors and which subjects
+(rows) differ from the reference's. Row i of the matrix is the concatenation over genes of the vector its code
+names; nothing of size subjects × genes × H is ever formed here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kb_assets.errors import InputError
+
+
+@dataclass(frozen=True)
+class GeneBlock:
+    """One gene's block of the subject matrix: vectors[0] is the reference's (every row not listed)."""
+
+    gene_id: str
+    gene_name: str
+    chrom: str
+    vectors: np.ndarray  # [d, H] float32
+    rows: np.ndarray  # [m] int64, sorted: the rows that carry another vector
+    codes: np.ndarray  # [m] int32 in 1..d-1
+
+
+@dataclass(frozen=True)
+class ChromosomeVectors:
+    """One gene_embeddings partition as stored."""
+
+    chrom: str
+    vectors: pd.DataFrame  # gene_id, gene_name, gene_order, code (+ anything else)
+    matrix: np.ndarray  # [len(vectors), H]
+    assignments: pd.DataFrame  # subject_index, gene_order, code
+    subjects: pd.DataFrame  # subject_index, subject_id (kept subjects)
+
+
+def analysis_subjects(covariate_subjects: Iterable[str], partitions: Iterable[pd.DataFrame]) -> tuple[pd.Index, int]:
+    """The subjects in the covariates table that every partition kept, in covariates order; and how many covariates
+    subjects are missing from some partition."""
+    wanted = list(covariate_subjects)
+    present = set(wanted)
+    for subjects in partitions:
+        present &= set(subjects["subject_id"])
+    return pd.Index([s for s in wanted if s in present]), len(wanted) - len(present)
+
+
+def assemble_gene_blocks(subjects: pd.Index, genes: pd.DataFrame, partitions: Iterable[ChromosomeVectors],
+                         source: str) -> list[GeneBlock]:
+    """The gene blocks of `genes` (gene_id, gene_order; manifest order) for the rows `subjects`.
+
+    `source` names the dataset in errors. Every gene must have its reference vector (code 0) in some partition.
+    """
+    blocks: dict[str, GeneBlock] = {}
+    for part in partitions:
+        row_of_subject = pd.Series(np.arange(len(subjects), dtype=np.int64), index=subjects)
+        rows_of_index = row_of_subject.reindex(part.subjects["subject_id"]).to_numpy()
+        row_of_index = pd.Series(rows_of_index, index=part.subjects["subject_index"].to_numpy())
+        for gene_order, gene_vectors in part.vectors.groupby("gene_order", sort=True):
+            ordered = gene_vectors.sort_values("code")
+            if ordered["code"].iloc[0] != 0 or not (ordered["code"].to_numpy() == np.arange(len(ordered))).all():
+                raise InputError(source, f"{part.chrom}, gene {ordered['gene_id'].iloc[0]}",
+                                 "the gene's vector codes are not 0..n-1", f"materialize gene_embeddings for "
+                                 f"{part.chrom} again")
+            carried = part.assignments[part.assignments["gene_order"] == gene_order]
+            rows = row_of_index.reindex(carried["subject_index"].to_numpy()).to_numpy()
+            kept = ~np.isnan(rows)
+            order = np.argsort(rows[kept], kind="stable")
+            gene_id = str(ordered["gene_id"].iloc[0])
+            blocks[gene_id] = GeneBlock(
+                gene_id=gene_id,
+                gene_name=str(ordered["gene_name"].iloc[0]),
+                chrom=part.chrom,
+                vectors=np.ascontiguousarray(part.matrix[ordered.index.to_numpy()], dtype=np.float32),
+                rows=rows[kept].astype(np.int64)[order],
+                codes=carried["code"].to_numpy(np.int32)[kept][order],
+            )
+    missing = [g for g in genes["gene_id"] if g not in blocks]
+    if missing:
+        raise InputError(source, f"genes {', '.join(missing[:5])}", "have no gene vectors",
+                         "materialize gene_embeddings for their chromosomes")
+    return [blocks[g] for g in genes["gene_id"]]
+
+
+def dense_rows(blocks: list[GeneBlock], rows: np.ndarray) -> np.ndarray:
+    """The dense concatenated matrix for the given rows ([len(rows), Σ H] float32): for exports and small checks."""
+    out = np.empty((len(rows), sum(b.vectors.shape[1] for b in blocks)), dtype=np.float32)
+    column = 0
+    for block in blocks:
+        width = block.vectors.shape[1]
+        codes = np.zeros(len(rows), dtype=np.int64)
+        at = np.searchsorted(block.rows, rows)
+        hit = (at < len(block.rows)) & (block.rows[np.minimum(at, len(block.rows) - 1)] == rows)
+        codes[hit] = block.codes[at[hit]]
+        out[:, column:column + width] = block.vectors[codes]
+        column += width
+    return out
