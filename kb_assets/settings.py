@@ -222,8 +222,8 @@ def _describe(error: dict) -> str:
         valid = _valid_keys(error["loc"])
         nearest = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1)
         if nearest:
-            return f"{location}: unknown key; did you mean `{nearest[0]}`?"
-        return f"{location}: unknown key; valid keys here: {', '.join(valid)}" if valid else f"{location}: unknown key"
+            return f"{location}: unknown key (did you mean `{nearest[0]}`?)"
+        return f"{location}: unknown key (valid keys: {', '.join(valid)})" if valid else f"{location}: unknown key"
     if error["type"] == "missing":
         return f"{location}: required key is missing"
     return f"{location}: {error['msg']}"
