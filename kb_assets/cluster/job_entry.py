@@ -26,7 +26,7 @@ def staging_dir(pipes: PipesContext) -> Path:
     """The folder this job writes its outputs to: warehouse-shaped, published by the orchestrator on success."""
     value = pipes.extras.get(STAGING_EXTRA)
     if not value:
-        raise RuntimeError("this step was launched without a staging folder (the client's staging_root); "
+        raise RuntimeError("this step was launched without a staging folder (SlurmPipesClient.run's publish_to); "
                            "it has nowhere to write")
     return Path(value)
 

@@ -22,19 +22,21 @@ EXECUTOR_ENV = "KB_ASSETS_EXECUTOR"
 K8S_CONFIG_TAG = "dagster-k8s/config"
 
 
-def gpu_k8s_tags(gpus: int = 1, node_selector: dict[str, str] | None = None) -> dict[str, str]:
-    """Op tags for an asset whose step needs `gpus` GPUs: its pod requests (and is limited to) that many
-    `nvidia.com/gpu`, tolerates the usual GPU-node taint and, with `node_selector`, lands on matching nodes."""
+def gpu_k8s_tags(gpus: int = 1, cpu: str | None = None, memory: str | None = None,
+                 node_selector: dict[str, str] | None = None) -> dict[str, str]:
+    """Op tags for an asset whose step needs `gpus` GPUs: its pod is limited to that many `nvidia.com/gpu`
+    (Kubernetes requests as many), tolerates the usual GPU-node taint, requests `cpu`/`memory` when given (else the
+    run launcher's runK8sConfig applies) and, with `node_selector`, lands on matching nodes."""
     if gpus < 1:
         raise ValueError(f"gpus must be at least 1, got {gpus}")
+    resources: dict = {"limits": {GPU_RESOURCE: str(gpus)}}
+    requests = {name: value for name, value in (("cpu", cpu), ("memory", memory)) if value}
+    if requests:
+        resources["requests"] = requests
     pod_spec: dict = {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}
     if node_selector:
         pod_spec["node_selector"] = dict(node_selector)
-    config = {
-        # Extended resources need no request: Kubernetes sets it equal to the limit.
-        "container_config": {"resources": {"limits": {GPU_RESOURCE: str(gpus)}}},
-        "pod_spec_config": pod_spec,
-    }
+    config = {"container_config": {"resources": resources}, "pod_spec_config": pod_spec}
     return {K8S_CONFIG_TAG: json.dumps(config, sort_keys=True)}
 
 

@@ -3,6 +3,7 @@ a job once it has ended (scontrol while slurmctld still remembers it, sacct afte
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -31,6 +32,15 @@ class SlurmSettings(BaseModel):
     mem: str | None = None
     sbatch_args: list[str] = Field(default_factory=list, description="further sbatch options, passed verbatim")
     python: str = Field(sys.executable, description="the Python of kb_assets' environment, as compute nodes see it")
+
+
+SETTINGS_ENV = "KB_ASSETS_SLURM"  # the deployment file's path, where steps should run as SLURM jobs
+
+
+def slurm_settings_from_env() -> SlurmSettings | None:
+    """The settings in the file KB_ASSETS_SLURM names, or None when it is unset (steps run in the run's process)."""
+    path = os.environ.get(SETTINGS_ENV)
+    return load_slurm_settings(path) if path else None
 
 
 def load_slurm_settings(path: str | Path) -> SlurmSettings:
