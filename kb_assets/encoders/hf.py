@@ -192,12 +192,9 @@ def weights_sha256(folder: Path) -> str:
 
 
 def _check_loading(model: nn.Module, info: dict, folder: Path) -> None:
-    """Every backbone weight must come from the checkpoint: a missing or misshapen one means config.json does not
-    describe these weights. Heads (masked-LM, classifier) are not loaded; the pooler is never used."""
-    if info.get("mismatched_keys"):
-        key = sorted(info["mismatched_keys"])[0]
-        raise InputError(folder, str(key), "weight shape does not match config.json",
-                         "use the config.json that belongs to these weights")
+    """Every backbone weight must come from the checkpoint: a missing, stray or misshapen one means config.json does
+    not describe these weights. Heads (masked-LM, classifier) are not loaded; the pooler is never used.
+    (Loaded with ignore_mismatched_sizes so that transformers reports shapes here instead of raising.)"""
     missing = sorted(key for key in info.get("missing_keys", ()) if not key.startswith("pooler."))
     if missing:
         raise InputError(folder, missing[0], f"weight missing ({len(missing)} in all)",
@@ -208,6 +205,10 @@ def _check_loading(model: nn.Module, info: dict, folder: Path) -> None:
                     if key.removeprefix(prefix).split(".")[0] in backbone)
     if strays:
         raise InputError(folder, strays[0], "backbone weight that config.json does not describe",
+                         "use the config.json that belongs to these weights")
+    if info.get("mismatched_keys"):
+        key, stored, expected = sorted(info["mismatched_keys"])[0]
+        raise InputError(folder, key, f"shape {list(stored)} does not match {list(expected)} from config.json",
                          "use the config.json that belongs to these weights")
 
 
@@ -258,7 +259,7 @@ def load_transformers_encoder(
         with _quiet_transformers():
             model, info = AutoModel.from_pretrained(folder, config=config, trust_remote_code=False,
                                                     local_files_only=True, dtype=target_dtype,
-                                                    output_loading_info=True)
+                                                    output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise InputError(folder, None, f"transformers could not load the model ({err})",
                          "point at a complete checkpoint folder (config.json, weights, tokenizer files)") from err
