@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -23,8 +22,3 @@ def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm
             yield cluster
         finally:
             cluster.stop()
-
-
-@pytest.fixture
-def slurm_env(local_slurm: LocalSlurm) -> dict[str, str]:
-    return {**os.environ, **local_slurm.env}
