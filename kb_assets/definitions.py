@@ -42,15 +42,14 @@ def build_resources(recipe: Recipe) -> dict[str, dg.ConfigurableResource]:
 
 def build_definitions(recipe: Recipe) -> dg.Definitions:
     chromosomes = chromosome_partitions(recipe)
-    reference = build_reference_assets(recipe, chromosomes)
-    reference_sequences = reference[-1]
-    haplotypes = build_haplotype_assets(recipe, chromosomes, reference_sequences)
-    embeddings = build_embedding_assets(recipe, chromosomes, reference_sequences, haplotypes[0])
-    cohort = build_cohort_assets(recipe, gene_set=reference[2], gene_embeddings=embeddings[-1])
-    assets = [*reference, *haplotypes, *embeddings, *cohort,
-              *build_diagnostic_assets(recipe, gene_annotations=reference[1], gene_set=reference[2],
-                                       reference_sequences=reference_sequences, subject_haplotypes=haplotypes[0],
-                                       gene_embeddings=embeddings[-1])]
+    # Each stage names the assets it reads by key: no stage needs another's objects.
+    assets = [
+        *build_reference_assets(recipe, chromosomes),
+        *build_haplotype_assets(recipe, chromosomes),
+        *build_embedding_assets(recipe, chromosomes),
+        *build_cohort_assets(recipe),
+        *build_diagnostic_assets(recipe),
+    ]
     return dg.Definitions(assets=assets, resources=build_resources(recipe), **build_automation(recipe, assets))
 
 

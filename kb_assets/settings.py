@@ -62,8 +62,9 @@ class RegionSettings(_Section):
         "exons", description="the sequence embedded per gene (of its chosen transcript)")
     promoter_upstream: int = Field(2000, ge=0, description="promoter mode: bp upstream of the TSS")
     promoter_downstream: int = Field(500, ge=0, description="promoter mode: bp downstream of the TSS")
-    max_n_fraction: float = Field(0.1, ge=0.0, le=1.0,
-                                  description="regions with a larger share of N are reported by a warning check")
+    max_n_fraction: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="regions with a larger share of N (or any non-ACGT base) are reported by a warning check")
 
 
 class EncoderSettings(_Section):
@@ -71,8 +72,11 @@ class EncoderSettings(_Section):
     dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto", description="inference precision; auto: bfloat16 where the device supports it, else float32")
     # Tiles anchored to reference coordinates: a variant re-embeds only the tiles that hold it.
-    tile_bp: int | None = Field(2000, ge=50)
-    tile_context_bp: int = Field(200, ge=0)
+    tile_bp: int | None = Field(
+        2000, ge=50, description="bases each tile of a region counts (tiles are anchored to reference coordinates, "
+                                 "so a variant re-embeds only its tile); null: one tile per region")
+    tile_context_bp: int = Field(200, ge=0, description="bases on each side of a tile given to the model as "
+                                                        "context but not counted")
     window_tokens: int = Field(512, ge=8, le=512, description="tokens per window, [CLS] and [SEP] included")
     window_overlap: int = Field(64, ge=0, description="tokens shared by consecutive windows")
     batch_tokens: int = Field(16384, ge=512, description="padded tokens per forward batch")

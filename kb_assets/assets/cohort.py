@@ -100,7 +100,7 @@ def _chromosome_vectors(store: Warehouse, chrom: str) -> ChromosomeVectors:
     )
 
 
-def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
+def build_cohort_assets(recipe: Recipe) -> list:
     @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('covariates')}",
               kinds={"parquet"})
     def covariates(
@@ -160,7 +160,7 @@ def build_cohort_assets(recipe: Recipe, gene_set, gene_embeddings) -> list:
 
     @dg.asset(
         group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}",
-        deps=[gene_embeddings, gene_set, covariates], kinds={"parquet"},
+        deps=["gene_embeddings", "gene_set", covariates], kinds={"parquet"},
         automation_condition=after_upstream_data_changes(),
     )
     def subject_matrix(

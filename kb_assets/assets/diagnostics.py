@@ -80,14 +80,13 @@ def _model_facts(identity: CheckpointIdentity, settings: Recipe) -> dict:
     }
 
 
-def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, reference_sequences, subject_haplotypes,
-                            gene_embeddings, max_subjects: int = MAX_COHORT_SUBJECTS) -> list:
+def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJECTS) -> list:
     embedding_code = (f"{CODE_VERSION}-"
                       f"{recipe.fingerprint('reference', 'regions', 'haplotypes', 'encoder', 'aggregation')}")
     kinds = {"pytorch", "parquet"}
 
-    @dg.asset(group_name=GROUP, code_version=embedding_code, deps=[reference_sequences, gene_embeddings],
-              pool="gpu", kinds=kinds)
+    @dg.asset(group_name=GROUP, code_version=embedding_code,
+              deps=["reference_sequences", "tokenized_genes", "gene_embeddings"], pool="gpu", kinds=kinds)
     def rc_stability(
         context: dg.AssetExecutionContext, recipe: RecipeResource, encoder: EncoderResource,
         warehouse: WarehouseResource,
@@ -142,7 +141,8 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
         )
 
     @dg.asset(group_name=GROUP, code_version=f"{embedding_code}-s{max_subjects}",
-              deps=[reference_sequences, subject_haplotypes, gene_embeddings], pool="gpu", kinds=kinds)
+              deps=["reference_sequences", "subject_haplotypes", "tokenized_genes", "gene_embeddings"],
+              pool="gpu", kinds=kinds)
     def pooling_comparison(
         context: dg.AssetExecutionContext, recipe: RecipeResource, encoder: EncoderResource,
         warehouse: WarehouseResource,
@@ -216,7 +216,7 @@ def build_diagnostic_assets(recipe: Recipe, *, gene_annotations, gene_set, refer
         )
 
     @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('reference', 'regions')}",
-              deps=[gene_annotations, gene_set], kinds={"parquet"})
+              deps=["gene_annotations", "gene_set"], kinds={"parquet"})
     def bpe_token_report(
         context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, encoder: EncoderResource,
         warehouse: WarehouseResource,
@@ -320,7 +320,8 @@ def _add_subject_distances(total: np.ndarray, regions: pd.DataFrame, sample: _Sa
     """Add one chromosome's gene-by-gene squared distances between the sampled subjects (rows of `total`)."""
     if not len(sample.row_subject_index):
         return
-    genes = pool_genes(regions, sample.alleles, sample.stats.vectors(pooling), sample.assignments,
+    genes = pool_genes(regions, sample.alleles, sample.stats.vectors(pooling), sample.stats.forward.counts == 0,
+                       sample.assignments,
                        sample.subject_indices, sample.ploidy, region_to_gene)
     for gene_order, gene_rows in genes.vectors.groupby("gene_order", sort=True):
         matrix = genes.matrix[gene_rows.sort_values("code").index.to_numpy()]

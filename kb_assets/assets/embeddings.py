@@ -50,10 +50,11 @@ def embedding_key(identity: CheckpointIdentity, options: EncoderSettings) -> Emb
     return EmbeddingKey(identity.model_sha256, identity.dtype, identity.device.split(":")[0], options.compile)
 
 
-def counted_token_counts(windows: pa.Table) -> Counter:
-    """Token ids counted in the forward-strand windows (each token of a region once)."""
+def counted_token_counts(windows: pa.Table, tiles: list[int]) -> Counter:
+    """Token ids counted in the forward-strand windows of the given tiles (each token of a region once)."""
     counts: Counter = Counter()
-    forward = windows.filter(pc.invert(windows.column("reverse_complement")))
+    forward = windows.filter(pc.and_(pc.invert(windows.column("reverse_complement")),
+                                     pc.is_in(windows.column("tile"), value_set=pa.array(tiles, pa.int32()))))
     for ids, start, end in zip(forward.column("input_ids").to_pylist(), forward.column("count_start").to_pylist(),
                                forward.column("count_end").to_pylist()):
         counts.update(ids[start:end])
@@ -90,14 +91,12 @@ def _previous_tokenization(store: Warehouse, chrom: str, facts: dict) -> pa.Tabl
     return store.read_partition("tokenized_genes", chrom)
 
 
-def build_embedding_assets(
-    recipe: Recipe, chromosomes: dg.PartitionsDefinition, reference_sequences, subject_haplotypes
-) -> list:
+def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition) -> list:
     encoder_fingerprint = recipe.fingerprint("reference", "regions", "haplotypes", "encoder")
     pinned_tokenizer = recipe.encoder.tokenizer_sha256
 
     @dg.asset(
-        group_name=GROUP, code_version=f"{CODE_VERSION}-{encoder_fingerprint}", deps=[subject_haplotypes],
+        group_name=GROUP, code_version=f"{CODE_VERSION}-{encoder_fingerprint}", deps=["subject_haplotypes"],
         partitions_def=chromosomes, kinds={"parquet"},
         check_specs=[dg.AssetCheckSpec(
             "tokenizer_unchanged", asset="tokenized_genes", blocking=pinned_tokenizer is not None,
@@ -126,7 +125,10 @@ def build_embedding_assets(
         tiles, allele_tiles = tile_alleles(regions, alleles, options.tile_bp, options.tile_context_bp)
         windows, tokenized_now = tokenize_tiles(tokenizer, tiles, options.rc == "average", options.window_tokens,
                                                 options.window_overlap, _previous_tokenization(store, chrom, facts))
-        token_counts = counted_token_counts(windows)
+        # Token statistics describe the reference sequences: each tile of a region's allele 0 once.
+        reference_tiles = sorted({int(t) for tiles_of in allele_tiles.loc[allele_tiles["allele"] == 0, "tiles"]
+                                  for t in tiles_of})
+        token_counts = counted_token_counts(windows, reference_tiles)
         counted_tokens = sum(token_counts.values())
         counted_bases = int(regions["length"].sum())
         version = tokenizer.version
@@ -160,8 +162,8 @@ def build_embedding_assets(
                 "tiles_tokenized_now": tokenized_now,
                 "top_tokens": dg.MetadataValue.md(_top_tokens_markdown(token_counts, tokenizer)),
                 "token_lengths": png_markdown(
-                    token_length_png(_token_length_table(token_counts, tokenizer, f"{chrom} alleles")),
-                    f"token length distribution ({chrom}, counted forward-strand tokens)",
+                    token_length_png(_token_length_table(token_counts, tokenizer, f"{chrom} reference")),
+                    f"token length distribution ({chrom}, reference sequences, forward strand)",
                 ) if token_counts else "no tokens",
             },
             inputs={"tokenizer": {"path": str(tokenizer.path), "sha256": version}},
@@ -171,7 +173,7 @@ def build_embedding_assets(
 
     @dg.asset(
         group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}-{encoder_fingerprint}",
-        deps=[tokenized_genes, subject_haplotypes, reference_sequences], partitions_def=chromosomes, pool="gpu",
+        deps=[tokenized_genes, "subject_haplotypes", "reference_sequences"], partitions_def=chromosomes, pool="gpu",
         kinds={"pytorch", "parquet"},
         check_specs=[
             dg.AssetCheckSpec("vectors_finite_and_complete", asset="gene_embeddings", blocking=True,
@@ -223,10 +225,10 @@ def build_embedding_assets(
                              allele_tiles["tiles"], len(tiles), both_strands)
         allele_vectors = stats.vectors(options.pooling)
         kept = subjects.loc[~subjects["excluded"], "subject_index"].to_numpy(np.int64)
-        genes = pool_genes(regions, allele_tiles[["region_id", "allele"]], allele_vectors, assignments, kept,
-                           ploidy, settings.aggregation.region_to_gene)
+        empty_alleles = stats.forward.counts == 0
+        genes = pool_genes(regions, allele_tiles[["region_id", "allele"]], allele_vectors, empty_alleles, assignments,
+                           kept, ploidy, settings.aggregation.region_to_gene)
         strand_cosines = stats.strand_cosines(options.pooling)
-        empty_alleles = np.isnan(allele_vectors).any(axis=1)
 
         vectors = genes.vectors.astype({"gene_order": np.int32, "code": np.int32, "n_subjects": np.int64})
         tables = {

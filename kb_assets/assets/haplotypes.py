@@ -20,11 +20,11 @@ ALLELE_SCHEMA = pa.schema([
 ])
 
 
-def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition, reference_sequences) -> list:
+def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition) -> list:
     code_version = f"{CODE_VERSION}-{recipe.fingerprint('reference', 'regions', 'haplotypes')}"
 
     @dg.asset(
-        group_name="subjects", code_version=code_version, deps=[reference_sequences], partitions_def=chromosomes,
+        group_name="subjects", code_version=code_version, deps=["reference_sequences"], partitions_def=chromosomes,
         kinds={"vcf", "parquet"},
     )
     def subject_haplotypes(

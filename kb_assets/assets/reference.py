@@ -130,8 +130,9 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         group_name=GROUP, code_version=regions_code, deps=[gene_set, gene_annotations], partitions_def=chromosomes,
         kinds={"parquet"},
         check_specs=[dg.AssetCheckSpec(
-            "n_share", asset="reference_sequences",
-            description="regions whose share of N bases exceeds the recipe's regions.max_n_fraction",
+            "non_acgt_share", asset="reference_sequences",
+            description="regions whose share of N and other non-ACGT bases (each one [UNK] token, never "
+                        "pooled) exceeds the recipe's regions.max_n_fraction",
         )],
     )
     def reference_sequences(
@@ -155,13 +156,13 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
             regions = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in REGION_DTYPES.items()})
         skipped = regions.attrs.get("skipped", {})
         limit = settings.regions.max_n_fraction
-        n_heavy = regions[regions["n_count"] > limit * regions["length"]]
+        n_heavy = regions[regions["non_acgt_count"] > limit * regions["length"]]
         n_check = dg.AssetCheckResult(
-            check_name="n_share", passed=n_heavy.empty, severity=dg.AssetCheckSeverity.WARN,
+            check_name="non_acgt_share", passed=n_heavy.empty, severity=dg.AssetCheckSeverity.WARN,
             metadata={
                 "max_n_fraction": limit,
                 "regions_over": len(n_heavy),
-                "examples": [f"{r.region_id} ({r.gene_name}): {r.n_count}/{r.length} N"
+                "examples": [f"{r.region_id} ({r.gene_name}): {r.non_acgt_count}/{r.length} non-ACGT"
                              for r in n_heavy.head(10).itertuples()],
             },
         )
@@ -174,7 +175,7 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
             metadata={
                 "n_genes": int(genes["gene_id"].nunique()),
                 "total_bp": int(regions["length"].sum()),
-                "n_bases_N": int(regions["n_count"].sum()),
+                "non_acgt_bases": int(regions["non_acgt_count"].sum()),
                 "genes_without_regions": skipped,
             },
             upstream=[("gene_set", None), ("gene_annotations", None)],

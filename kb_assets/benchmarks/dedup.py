@@ -354,7 +354,7 @@ def _regions_table(genes: list, contig: str) -> pd.DataFrame:
                 "region_id": f"{gene_id}:exons:{index}", "region_index": index, "chrom": CONTIG, "start": start,
                 "end": end, "strand": strand,
                 "sequence": reverse_complement(sequence) if strand == "-" else sequence,
-                "length": end - start, "n_count": 0,
+                "length": end - start, "non_acgt_count": 0,
             })
     return pd.DataFrame(rows, columns=list(REGION_DTYPES)).astype(REGION_DTYPES)
 

@@ -60,6 +60,7 @@ def pool_genes(
     regions: pd.DataFrame,
     alleles: pd.DataFrame,
     allele_vectors: np.ndarray,
+    empty: np.ndarray,
     assignments: pd.DataFrame,
     subject_indices: np.ndarray,
     ploidy: int,
@@ -68,12 +69,14 @@ def pool_genes(
     """Gene vectors of every kept subject.
 
     regions: region_id, gene_id, gene_name, gene_order, length (the reference regions of the chromosome).
-    alleles / allele_vectors: region_id, allele (0 = reference) and each allele's vector, row for row (NaN rows
-    for empty alleles). assignments: subject_index, region_id, haplotype, allele (non-reference units only).
-    subject_indices: the subjects to pool (kept ones); each listed subject not in `assignments` is the reference.
+    alleles / allele_vectors / empty: region_id, allele (0 = reference), each allele's vector and whether it counted
+    no token, row for row (a NaN in a non-empty allele's vector is carried into the gene vectors, where the finite
+    check finds it). assignments: subject_index, region_id, haplotype, allele (non-reference units only).
+    subject_indices: the subjects to pool (kept ones, ascending); each one not in `assignments` is the reference.
     """
+    subject_indices = np.asarray(subject_indices, dtype=np.int64)
     allele_index = pd.MultiIndex.from_arrays([alleles["region_id"].astype(str), alleles["allele"].astype(np.int64)])
-    empty = np.isnan(allele_vectors).any(axis=1)
+    empty = np.asarray(empty, dtype=bool)
     filled = np.where(empty[:, None], 0.0, allele_vectors.astype(np.float64))
     weights = region_weights(regions, region_to_gene)
     allele_weight = np.where(empty, 0.0, weights.reindex(alleles["region_id"].astype(str)).to_numpy())
@@ -154,9 +157,10 @@ def _pool_gene(rows: pd.DataFrame, reference_rows: np.ndarray, reference_row_of:
          (np.r_[row_haplotype, row_haplotype], np.r_[changed, reference_of_changed])),
         shape=(n_haplotypes, len(contributions)))
     sums = contributions[reference_rows].sum(axis=0) + swap @ contributions
-    totals = allele_weight[reference_rows].sum() + swap @ allele_weight
+    # A haplotype keeps a region when its allele counted tokens; rounding leaves no exact zero otherwise.
+    totals = np.round(allele_weight[reference_rows].sum() + swap @ allele_weight, 12)
     with np.errstate(invalid="ignore", divide="ignore"):
-        haplotype_vectors = np.where(totals[:, None] > 0, sums / totals[:, None], np.nan)
+        haplotype_vectors = sums / np.where(totals > 0, totals, 1.0)[:, None]
 
     # Subjects: their haplotypes (0 when untouched), as an unordered pair when phased.
     position = np.searchsorted(subject_indices, touched // ploidy)
@@ -167,7 +171,7 @@ def _pool_gene(rows: pd.DataFrame, reference_rows: np.ndarray, reference_row_of:
         np.vstack([np.zeros((1, ploidy), dtype=np.int64), subject_haplotypes]), axis=0, return_inverse=True)
     subject_codes = subject_codes.ravel()[1:]  # the prepended reference row made combination 0 the reference
     n_subjects = np.bincount(subject_codes, minlength=len(combinations))
-    present = ~np.isnan(haplotype_vectors[combinations]).any(axis=2)  # [codes, ploidy]
+    present = totals[combinations] > 0  # [codes, ploidy]
     stacked = np.where(present[..., None], haplotype_vectors[combinations], 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         vectors = stacked.sum(axis=1) / present.sum(axis=1, keepdims=True)

@@ -1,11 +1,11 @@
 """Model windows: a tile's tokens cut into model inputs, each token counted in exactly one window.
 
 A tile holds its counted core and some context. Its tokens (ids with base offsets) are cut into windows of at most
-the model's content length; consecutive windows overlap by `window_overlap` tokens, and a token in an overlap is
-counted in the window where it lies farther from an edge (the overlap is split at its middle). Only tokens that start
-in the tile's core are counted. So over a region, every token is counted once: a mean-pooled region vector is the
-plain mean of its counted tokens' hidden states. [UNK] tokens (N and other non-ACGT bases) are excluded by the engine
-when it pools (they carry no sequence).
+the model's content length; consecutive windows overlap by at least `window_overlap` tokens, and a token in an
+overlap is counted in the window where it lies farther from an edge (the overlap is split at its middle). Only
+tokens that start in the tile's core are counted. So over a region, every token is counted once: a mean-pooled
+region vector is the plain mean of its counted tokens' hidden states. [UNK] tokens (N and other non-ACGT bases) are
+excluded by the engine when it pools (they carry no sequence).
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ def check_window_options(window_tokens: int, window_overlap: int, n_specials: in
 
 
 def token_spans(n_tokens: int, content: int, window_overlap: int) -> list[tuple[int, int, int, int]]:
-    """(start, end, count_start, count_end) token spans of the windows of `n_tokens` tokens: windows of `content`
-    tokens sharing `window_overlap` with the next (the last aligned to the end), counted spans split at the middle of
-    each overlap so they partition [0, n_tokens)."""
+    """(start, end, count_start, count_end) token spans of the windows of `n_tokens` tokens: as few windows of
+    `content` tokens as share at least `window_overlap` with the next, spread evenly from the first token to the
+    last; counted spans split at the middle of each overlap so they partition [0, n_tokens)."""
     if n_tokens <= content:
         return [(0, n_tokens, 0, n_tokens)]
-    stride = content - window_overlap
-    starts = list(range(0, n_tokens - content, stride)) + [n_tokens - content]
+    n_windows = -(-(n_tokens - window_overlap) // (content - window_overlap))
+    starts = [i * (n_tokens - content) // (n_windows - 1) for i in range(n_windows)]
     bounds = [(s, s + content) for s in starts]
     cuts = [0] + [(bounds[i + 1][0] + bounds[i][1]) // 2 for i in range(len(bounds) - 1)] + [n_tokens]
     return [(s, e, cuts[i], cuts[i + 1]) for i, (s, e) in enumerate(bounds)]

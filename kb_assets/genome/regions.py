@@ -25,7 +25,7 @@ REGION_DTYPES = {
     "strand": "str",
     "sequence": "str",
     "length": "int64",
-    "n_count": "int64",
+    "non_acgt_count": "int64",
 }
 _SHOWN = 5
 
@@ -128,7 +128,8 @@ def extract_regions(
     )
     regions["region_id"] = regions.gene_id + f":{mode}:" + regions.region_index.astype(str)
     regions["length"] = regions.end - regions.start
-    regions["n_count"] = regions.sequence.str.count("N")
+    # N and every other non-ACGT (IUPAC) base: each becomes one [UNK] token that carries no sequence.
+    regions["non_acgt_count"] = regions.sequence.str.count("[^ACGT]")
     result = regions[list(REGION_DTYPES)].astype(REGION_DTYPES).reset_index(drop=True)
     missing = on_chrom[~on_chrom.gene_id.isin(result.gene_id)]
     reason = "transcript has no CDS" if mode == "cds" else "transcript has no exons"

@@ -86,10 +86,10 @@ def test_n_heavy_regions_are_reported_by_a_warning_check(make_recipe, materializ
     # DLG4_demo carries a 20-base N run in one exon (1.1% of its exons): under the default 10%, over 0.5%.
     lenient = materialize(make_recipe("lenient", genes=["DLG4_demo"], reference={"chromosomes": ["chr1"]}),
                           partitions=["chr1"])
-    assert check_evaluations(lenient, "reference_sequences")["n_share"][-1].passed
+    assert check_evaluations(lenient, "reference_sequences")["non_acgt_share"][-1].passed
     strict = materialize(make_recipe("strict", genes=["DLG4_demo"], reference={"chromosomes": ["chr1"]},
                                      regions={"max_n_fraction": 0.005}), partitions=["chr1"])
-    evaluation = check_evaluations(strict, "reference_sequences")["n_share"][-1]
+    evaluation = check_evaluations(strict, "reference_sequences")["non_acgt_share"][-1]
     assert not evaluation.passed and evaluation.severity.value == "WARN"
     assert evaluation.metadata["regions_over"].value == 1
     assert "DLG4_demo" in evaluation.metadata["examples"].value[0]

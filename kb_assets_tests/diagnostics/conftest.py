@@ -17,7 +17,7 @@ from kb_assets.encoders import (
     write_checkpoint,
 )
 from kb_assets.encoders.tokenizer import BASES, SPECIAL_TOKENS
-from kb_assets.storage import EmbeddingKey, Warehouse
+from kb_assets.storage import Warehouse
 from kb_assets_tests.encoders.conftest import SMALL_SHAPE, random_dna
 
 # Merges in order: A+T → AT, AT+G → ATG (a codon), G+C → GC.
@@ -33,12 +33,6 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_checkpoint: Path) -> Encoder:
     return load_encoder(tiny_checkpoint, device="cpu", dtype="float32")
-
-
-@pytest.fixture
-def window_key(tiny_encoder: Encoder) -> EmbeddingKey:
-    """The cache key of the tiny model with short windows, so a few hundred bases make several windows."""
-    return EmbeddingKey("tiny-model", tiny_encoder.tokenizer_version, "average", "mean", 64, 8, "float32")
 
 
 @pytest.fixture

@@ -16,16 +16,8 @@ from kb_assets.diagnostics import (
     half_split_cosines,
     strategy_cosines,
 )
-from kb_assets.encoders import WindowEmbeddings
 
 E1, E2, E3 = np.eye(3)
-
-
-def windows(sequence_index: list[int], token_start: list[int], weight: list[float], vectors) -> WindowEmbeddings:
-    n = len(sequence_index)
-    return WindowEmbeddings(vectors=np.asarray(vectors, dtype=np.float32), sequence_index=np.array(sequence_index),
-                            reverse_complement=np.zeros(n, dtype=bool), token_start=np.array(token_start),
-                            token_end=np.array(token_start) + 10, weight=np.array(weight, dtype=float))
 
 
 def test_one_window_has_identical_halves():
@@ -40,26 +32,33 @@ def test_halves_are_weighted_means_of_the_first_floor_and_last_ceil_windows():
     assert half_split_cosine(np.array([E1, E1, E1, E2]), np.ones(4)) == pytest.approx(1 / np.sqrt(2))
 
 
-def test_half_split_per_gene_orders_windows_5_to_3_prime_and_weighs_regions():
+def test_half_split_per_gene_orders_tiles_5_to_3_prime_and_weighs_regions():
     regions = pd.DataFrame({
-        # Gene G's regions listed out of transcription order; gene S has one region with one window.
+        # Gene G's regions listed out of transcription order; gene S has one region with one tile.
         "region_id": ["G:2", "G:1", "S:1"], "gene_id": ["G", "G", "S"], "gene_name": ["G", "G", "S"],
         "gene_order": [0, 0, 1], "region_index": [2, 1, 1], "chrom": ["chr1"] * 3, "length": [300, 100, 50],
     })
-    # G:1 (100 bp) has windows e1 then e2 (shares 0.5 each); G:2 (300 bp) one window e3; S:1 one window.
-    forward = windows([1, 1, 0, 2], [0, 5, 0, 0], [0.5, 0.5, 1.0, 1.0], [E1, E2, E3, E1 + E2])
-    result = half_split_cosines(regions, forward, "length_weighted").set_index("gene_id")
-    assert result.loc["G", "n_windows"] == 3 and result.loc["S", "n_windows"] == 1
+    # G:1 (100 bp) has tiles e1 then e2 (10 counted tokens each); G:2 (300 bp) one tile e3; S:1 one tile.
+    tile_region, tile_order, counts = np.array([1, 1, 0, 2]), np.array([0, 1, 0, 0]), np.array([10, 10, 40, 7])
+
+    def split(vectors, region_to_gene="length_weighted"):
+        return half_split_cosines(regions, tile_region, tile_order, np.array(vectors), counts,
+                                  region_to_gene).set_index("gene_id")
+
+    result = split([E1, E2, E3, E1 + E2])
+    assert result.loc["G", "n_tiles"] == 3 and result.loc["S", "n_tiles"] == 1
     # 5'→3': e1 | e2 (weight 0.25·0.5), e3 (weight 0.75): halves e1 and (e2 + 6·e3)/7 are orthogonal.
     assert result.loc["G", "half_split_cosine"] == pytest.approx(0.0, abs=1e-12)
     assert result.loc["S", "half_split_cosine"] == 1.0
-    swapped = windows([1, 1, 0, 2], [0, 5, 0, 0], [0.5, 0.5, 1.0, 1.0], [E2, E1, E1, E1])
     # Now e2 | e1, e1: orthogonal again; with e1 first instead the halves would agree.
-    assert half_split_cosines(regions, swapped, "mean").set_index("gene_id").loc["G", "half_split_cosine"] == \
-        pytest.approx(0.0, abs=1e-12)
-    aligned = windows([1, 1, 0, 2], [0, 5, 0, 0], [0.5, 0.5, 1.0, 1.0], [E1, E1, E1, E1])
-    assert half_split_cosines(regions, aligned, "mean").set_index("gene_id").loc["G", "half_split_cosine"] == \
-        pytest.approx(1.0)
+    assert split([E2, E1, E1, E1], "mean").loc["G", "half_split_cosine"] == pytest.approx(0.0, abs=1e-12)
+    assert split([E1, E1, E1, E1], "mean").loc["G", "half_split_cosine"] == pytest.approx(1.0)
+    # A tile's weight is its share of its region's counted tokens: e1 counting 30 of G:1's 40 tokens.
+    weighted = half_split_cosines(regions, tile_region, tile_order, np.array([E1, E2, E1, E1]),
+                                  np.array([30, 10, 40, 7]), "mean").set_index("gene_id")
+    first = E1
+    second = (0.5 * 0.25 * E2 + 0.5 * E1) / (0.5 * 0.25 + 0.5)
+    assert weighted.loc["G", "half_split_cosine"] == pytest.approx(first @ second / np.linalg.norm(second))
 
 
 def test_strategy_cosines_per_gene_and_pair():

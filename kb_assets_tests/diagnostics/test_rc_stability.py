@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kb_assets.diagnostics import WindowVectors, length_bin, most_moved, rc_stability, strand
-from kb_assets_tests.diagnostics.test_vectors import CountingEncoder
+from kb_assets.diagnostics import length_bin, most_moved, rc_stability
 
 E1, E2, E3 = np.eye(3)
 
@@ -69,15 +68,12 @@ def test_length_bins_are_half_open():
     assert bins == ["0–1 kb", "0–1 kb", "1–3 kb", "10–30 kb", "30–100 kb", "≥ 100 kb"]
 
 
-def test_rc_palindromic_sequence_has_forward_rc_cosine_one(tiny_encoder, warehouse, window_key):
+def test_rc_palindromic_sequence_has_forward_rc_cosine_one(tiny_encoder):
     sequences = ["GAATTC" * 30, "ACGT" * 200]  # each its own reverse complement; the second spans several windows
-    windows = WindowVectors(warehouse, window_key, tiny_encoder.tokenizer, CountingEncoder(tiny_encoder), 64,
-                            4096).both_strands(sequences, "chr1")["mean"]
+    strands = tiny_encoder.embed_strands(sequences, window_tokens=64, window_overlap=8)
     regions = pd.DataFrame({"region_id": ["P:1", "Q:1"], "gene_id": ["P", "Q"], "gene_name": ["P", "Q"],
                             "gene_order": [0, 1], "chrom": ["chr1", "chr1"], "length": [180, 800]})
-    forward = strand(windows, False).sequence_vectors(2)
-    reverse = strand(windows, True).sequence_vectors(2)
-    result = rc_stability(regions, forward, reverse, "length_weighted")
+    result = rc_stability(regions, strands.forward.vectors("mean"), strands.reverse.vectors("mean"), "length_weighted")
     for column in ("cosine_forward_rc", "cosine_forward_average", "cosine_rc_average"):
         assert result.genes[column].tolist() == pytest.approx([1.0, 1.0], abs=1e-12)
     assert result.genes["relative_change"].tolist() == pytest.approx([0.0, 0.0], abs=1e-12)

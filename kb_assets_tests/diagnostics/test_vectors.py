@@ -1,113 +1,99 @@
-"""Window vectors through the cache: the vectors the engine gives, one forward pass for every pooling, none on a
-rerun, and cached entries left as they are."""
+"""Reference vectors for the diagnostics, read through the window cache: both strands as the engine gives them, one
+forward pass for every pooling strategy, none on a rerun."""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from kb_assets.diagnostics import WindowVectors, cosine, pool_regions, sequence_vectors, strand, window_id
-from kb_assets.encoders import Encoder
-from kb_assets.encoders.engine import POOLINGS
-from kb_assets.fingerprint import text_sha256
-from kb_assets.genome import reverse_complement
-from kb_assets.storage import EmbeddingCache
+from kb_assets.diagnostics import cosine, pool_regions, reference_stats
+from kb_assets.encoders.engine import run_windows
+from kb_assets.encoders.pooling import POOLINGS
+from kb_assets.genome.tiles import tile_alleles
+from kb_assets.storage import EmbeddingCache, EmbeddingKey
 from kb_assets_tests.encoders.conftest import random_dna
 
-# 40 bases fit one 64-token window; 900 bases need several.
+# 40 bases fit one 64-token window; 900 bases need several windows, and two 400-bp tiles.
 SEQUENCES = [random_dna(40, seed=1), random_dna(900, seed=2), random_dna(300, seed=3)]
-EMBED = {"window_tokens": 64, "window_overlap": 8}
+WINDOWS = {"window_tokens": 64, "window_overlap": 8}
 
 
-class CountingEncoder:
-    """encoder() for WindowVectors, counting how often the model was asked for."""
+def regions_of(sequences: list[str]) -> pd.DataFrame:
+    starts = np.cumsum([0, *map(len, sequences)])[:-1] + 100
+    return pd.DataFrame({"region_id": [f"G{i}:1" for i in range(len(sequences))],
+                         "gene_id": [f"G{i}" for i in range(len(sequences))],
+                         "gene_name": [f"g{i}" for i in range(len(sequences))], "gene_order": range(len(sequences)),
+                         "region_index": 1, "chrom": "chr1", "start": starts, "end": starts + [len(s) for s in
+                                                                                           sequences],
+                         "strand": "+", "sequence": sequences, "length": [len(s) for s in sequences]})
 
-    def __init__(self, encoder: Encoder | None):
-        self.encoder = encoder
-        self.calls = 0
 
-    def __call__(self) -> Encoder:
-        self.calls += 1
+def tables(sequences: list[str], tile_bp: int | None):
+    regions = regions_of(sequences)
+    alleles = pd.DataFrame({"region_id": regions["region_id"], "allele": 0, "edits": [[]] * len(regions)})
+    tiles, allele_tiles = tile_alleles(regions, alleles, tile_bp, 30)
+    return regions, tiles, allele_tiles
+
+
+class CountingEmbedder:
+    """The cache's embed callable, counting the windows it is asked for."""
+
+    def __init__(self, encoder):
+        self.encoder, self.windows = encoder, 0
+
+    def __call__(self, missing):
+        self.windows += len(missing)
         if self.encoder is None:
             raise AssertionError("a forward pass was asked for")
-        return self.encoder
+        return run_windows(self.encoder.model, missing, unk_ids=self.encoder.tokenizer.unk_ids,
+                           pad_id=self.encoder.tokenizer.pad_id, batch_tokens=4096, device=self.encoder.device)
 
 
-def test_embed_windows_pooled_equals_one_pooling_at_a_time(tiny_encoder):
-    together = tiny_encoder.embed_windows_pooled(SEQUENCES, POOLINGS, rc="average", **EMBED)
-    for pooling in POOLINGS:
-        alone = tiny_encoder.embed_windows(SEQUENCES, pooling=pooling, rc="average", **EMBED)
-        np.testing.assert_allclose(together[pooling].vectors, alone.vectors, atol=1e-5, rtol=0)
-        np.testing.assert_array_equal(together[pooling].token_start, alone.token_start)
-    assert not np.allclose(together["mean"].vectors, together["cls"].vectors, atol=1e-3)
+@pytest.fixture
+def cache(warehouse) -> EmbeddingCache:
+    return EmbeddingCache(warehouse, EmbeddingKey("tiny-model", "float32", "cpu", False))
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
-def test_vectors_from_windows_are_the_engines(tiny_encoder, warehouse, window_key, pooling):
-    windows = WindowVectors(warehouse, window_key, tiny_encoder.tokenizer, CountingEncoder(tiny_encoder), 64,
-                            4096).both_strands(SEQUENCES, "chr1")[pooling]
-    n = len(SEQUENCES)
-    options = {"pooling": pooling, **EMBED}
-    np.testing.assert_allclose(sequence_vectors(windows, n, "average"),
-                               tiny_encoder.embed(SEQUENCES, rc="average", **options), atol=1e-5, rtol=0)
-    np.testing.assert_allclose(sequence_vectors(windows, n, "none"),
-                               tiny_encoder.embed(SEQUENCES, rc="none", **options), atol=1e-5, rtol=0)
-    reverse = [reverse_complement(s) for s in SEQUENCES]
-    np.testing.assert_allclose(strand(windows, True).sequence_vectors(n),
-                               tiny_encoder.embed(reverse, rc="none", **options), atol=1e-5, rtol=0)
-    assert (np.bincount(strand(windows, False).sequence_index) > 1).tolist() == [False, True, True]
+def test_strand_vectors_are_the_engines(tiny_encoder, cache, pooling):
+    regions, tiles, allele_tiles = tables(SEQUENCES, 400)
+    reference, embedded = reference_stats(regions, tiles, allele_tiles, tiny_encoder.tokenizer, cache,
+                                          CountingEmbedder(tiny_encoder), 64, **WINDOWS)
+    strands = tiny_encoder.embed_strands(SEQUENCES, **WINDOWS, tile_bp=400, tile_context_bp=30)
+    forward, reverse = reference.strand_vectors(pooling)
+    np.testing.assert_allclose(forward, strands.forward.vectors(pooling), atol=1e-5)
+    np.testing.assert_allclose(reverse, strands.reverse.vectors(pooling), atol=1e-5)
+    np.testing.assert_allclose(reference.vectors(pooling, "average"), strands.vectors(pooling), atol=1e-5)
+    np.testing.assert_allclose(reference.vectors(pooling, "none"), forward)
+    assert embedded == tiny_encoder.last_stats.n_windows
+    # Forward tiles, 5'→3': the 900-bp region has three 300-bp tiles.
+    assert reference.tile_region.tolist() == [0, 1, 1, 1, 2] and reference.tile_order.tolist() == [0, 0, 1, 2, 0]
 
 
-def test_one_forward_pass_fills_every_pooling_and_a_rerun_runs_none(tiny_encoder, warehouse, window_key):
-    first_encoder = CountingEncoder(tiny_encoder)
-    first = WindowVectors(warehouse, window_key, tiny_encoder.tokenizer, first_encoder, 64, 4096)
-    made = first.both_strands(SEQUENCES + SEQUENCES[:1], "chr1")  # a repeat costs nothing more
-    assert first_encoder.calls == 1
-    distinct = made["mean"].sequence_index != 3
-    n_windows = int(distinct.sum())
-    assert first.embedded_windows == n_windows and first.cached_windows == 0
-
-    rerun = WindowVectors(warehouse, window_key, tiny_encoder.tokenizer, CountingEncoder(None), 64, 4096)
-    again = rerun.both_strands(SEQUENCES, "chr1")
-    assert rerun.embedded_windows == 0 and rerun.cached_windows == n_windows
-    for pooling in POOLINGS:
-        np.testing.assert_array_equal(again[pooling].vectors, made[pooling].vectors[distinct])
+def test_one_forward_pass_fills_every_pooling_and_a_rerun_runs_none(tiny_encoder, cache):
+    regions, tiles, allele_tiles = tables(SEQUENCES, None)
+    first = CountingEmbedder(tiny_encoder)
+    reference_stats(regions, tiles, allele_tiles, tiny_encoder.tokenizer, cache, first, 64, **WINDOWS)
+    assert first.windows > len(SEQUENCES) * 2  # several windows, both strands
+    again, embedded = reference_stats(regions, tiles, allele_tiles, tiny_encoder.tokenizer, cache,
+                                      CountingEmbedder(None), 64, **WINDOWS)
+    assert embedded == 0
+    assert not np.allclose(again.strand_vectors("mean")[0], again.strand_vectors("max")[0])
 
 
-def test_cached_windows_are_read_not_recomputed_or_overwritten(tiny_encoder, warehouse, window_key):
-    sequence = SEQUENCES[0]
-    token_count = len(tiny_encoder.tokenizer.encode(sequence))
-    planted = window_id(text_sha256(sequence), 0, token_count)
-    mean_cache = EmbeddingCache(warehouse, replace(window_key, rc_mode="none", pooling="mean"))
-    mean_cache.store("chr1", [planted], np.full((1, 64), 7.0, dtype=np.float32))
-
-    windows = WindowVectors(warehouse, window_key, tiny_encoder.tokenizer, CountingEncoder(tiny_encoder), 64,
-                            4096).both_strands([sequence], "chr1")
-    forward = strand(windows["mean"], False)
-    np.testing.assert_array_equal(forward.vectors, np.full((1, 64), 7.0))
-    ids, stored = mean_cache.lookup([planted])
-    np.testing.assert_array_equal(stored, np.full((1, 64), 7.0))
-    # The other strand and the other poolings were missing, so the sequence went through the model for them.
-    assert not np.allclose(strand(windows["mean"], True).vectors, 7.0)
-    assert not np.allclose(strand(windows["cls"], False).vectors, 7.0)
-
-
-def test_pool_regions_weighs_regions_per_gene():
-    regions = pd.DataFrame({
-        "region_id": ["a1", "b1", "b2"], "gene_id": ["A", "B", "B"], "gene_name": ["A", "B", "B"],
-        "gene_order": [1, 0, 0], "chrom": ["chr1"] * 3, "length": [5, 1, 3],
-    })
-    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    np.testing.assert_allclose(pool_regions(regions, vectors, "length_weighted"), [[0.25, 0.75], [1.0, 0.0]])
-    np.testing.assert_allclose(pool_regions(regions, vectors, "mean"), [[0.5, 0.5], [1.0, 0.0]])
+def test_pool_regions_weighs_regions_per_gene_and_leaves_empty_ones_out():
+    regions = pd.DataFrame({"region_id": ["a1", "a2", "b1"], "gene_id": ["A", "A", "B"], "gene_name": ["a", "a", "b"],
+                            "gene_order": [0, 0, 1], "chrom": "chr1", "length": [100, 300, 50]})
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    np.testing.assert_allclose(pool_regions(regions, vectors, "length_weighted"), [[0.25, 0.75], [2.0, 2.0]])
+    np.testing.assert_allclose(pool_regions(regions, vectors, "mean"), [[0.5, 0.5], [2.0, 2.0]])
+    vectors[1] = np.nan  # a region with nothing counted
+    np.testing.assert_allclose(pool_regions(regions, vectors, "length_weighted"), [[1.0, 0.0], [2.0, 2.0]])
 
 
 def test_cosine_of_rows():
     a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
     b = np.array([[0.0, 2.0], [2.0, 2.0], [1.0, 0.0]])
     result = cosine(a, b)
-    np.testing.assert_allclose(result[:2], [0.0, 1.0], atol=1e-12)
-    assert np.isnan(result[2])
+    assert result[0] == pytest.approx(0.0) and result[1] == pytest.approx(1.0) and np.isnan(result[2])

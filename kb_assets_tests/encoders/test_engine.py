@@ -4,6 +4,8 @@ import torch
 
 from kb_assets.encoders import Encoder, load_encoder
 from kb_assets.encoders.engine import plan_batches
+from kb_assets.encoders.tokenizer import CLS_ID, SEP_ID, UNK_ID
+from kb_assets.encoders.windows import token_spans
 from kb_assets.errors import InputError
 from kb_assets.genome.sequence import reverse_complement
 from kb_assets_tests.encoders.conftest import random_dna
@@ -63,27 +65,54 @@ def test_short_sequence_pools_its_own_tokens_as_without_windowing(small_encoder:
     np.testing.assert_allclose(averaged, expected, atol=1e-5, rtol=0)
 
 
-def test_long_sequence_windows_cover_it_and_weights_make_the_vector(small_encoder: Encoder):
+def hidden_states(encoder: Encoder, ids: list[int]) -> np.ndarray:
+    """[len(ids), H] float64 hidden states of one [CLS] ids [SEP] input, straight from the model."""
+    full = torch.tensor([[CLS_ID, *ids, SEP_ID]])
+    with torch.inference_mode():
+        return encoder.model(full, torch.ones_like(full))[0, 1:-1].double().numpy()
+
+
+def counted_once_mean(encoder: Encoder, text: str, content: int, overlap: int) -> np.ndarray:
+    """The mean over a sequence's tokens, each taken once from the window token_spans counts it in."""
+    ids = encoder.tokenizer.encode(text)
+    states = [hidden_states(encoder, ids[start:end])[count_start - start:count_end - start]
+              for start, end, count_start, count_end in token_spans(len(ids), content, overlap)]
+    return np.concatenate(states).mean(axis=0)
+
+
+def test_long_sequence_mean_counts_every_token_once(small_encoder: Encoder):
     sequence = random_dna(4_000, seed=8)
-    windows = small_encoder.embed_windows([sequence], window_tokens=64, window_overlap=8)
-    for is_rc in (False, True):
-        strand = ~windows.reverse_complement if not is_rc else windows.reverse_complement
-        text = reverse_complement(sequence) if is_rc else sequence
-        starts, ends = windows.token_start[strand], windows.token_end[strand]
-        assert strand.sum() > 5 and starts[0] == 0 and ends[-1] == len(small_encoder.tokenizer.encode(text))
-        assert np.all(starts[1:] <= ends[:-1])  # no gap
-        assert np.all(ends - starts <= 62)
-        assert windows.weight[strand].sum() == pytest.approx(1.0, abs=1e-12)
-        # Each window's vector is the model's pooled vector for that window alone.
-        tokens = small_encoder.tokenizer.encode(text)
-        middle = len(starts) // 2
-        piece = "".join(small_encoder.tokenizer.id_to_token(t) for t in tokens[starts[middle] : ends[middle]])
-        np.testing.assert_allclose(windows.vectors[strand][middle], model_vectors(small_encoder, piece), atol=1e-5)
-    by_strand = [np.average(windows.vectors[windows.reverse_complement == is_rc], axis=0,
-                            weights=windows.weight[windows.reverse_complement == is_rc]) for is_rc in (False, True)]
+    assert len(small_encoder.tokenizer.encode(sequence)) > 5 * 62  # many windows
+    expected = [counted_once_mean(small_encoder, text, 62, 8) for text in (sequence, reverse_complement(sequence))]
+    strands = small_encoder.embed_strands([sequence], window_tokens=64, window_overlap=8)
+    np.testing.assert_allclose(strands.forward.vectors("mean")[0], expected[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(strands.reverse.vectors("mean")[0], expected[1], atol=1e-5, rtol=0)
     np.testing.assert_allclose(small_encoder.embed([sequence], window_tokens=64, window_overlap=8)[0],
-                               np.mean(by_strand, axis=0), atol=1e-6, rtol=0)
-    assert small_encoder.last_stats.n_windows == len(windows.vectors)
+                               np.mean(expected, axis=0), atol=1e-5, rtol=0)
+    assert strands.forward.counts[0] == len(small_encoder.tokenizer.encode(sequence))
+
+
+def test_unknown_bases_are_not_pooled(small_encoder: Encoder):
+    sequence = random_dna(60, seed=9) + "NNNNNRYNN" + random_dna(60, seed=10)
+    ids = small_encoder.tokenizer.encode(sequence)
+    known = np.array([token != UNK_ID for token in ids])
+    assert (~known).sum() == 9  # one [UNK] per non-ACGT base
+    expected = hidden_states(small_encoder, ids)[known].mean(axis=0)
+    np.testing.assert_allclose(small_encoder.embed([sequence], rc="none")[0], expected, atol=1e-5, rtol=0)
+    assert np.isnan(small_encoder.embed(["NNNN", ""])).all()  # nothing to count: no vector
+
+
+def test_tiles_with_full_context_count_each_token_once(small_encoder: Encoder):
+    """Tiles whose context spans the whole sequence all see the same tokens; their cores partition them, so the
+    pooled statistics equal one tile's."""
+    sequence = random_dna(1_500, seed=12)
+    whole = small_encoder.embed_strands([sequence], window_tokens=512, window_overlap=64)
+    tiled = small_encoder.embed_strands([sequence], window_tokens=512, window_overlap=64, tile_bp=400,
+                                        tile_context_bp=1_500)
+    assert small_encoder.last_stats.n_windows == 2 * 4  # four tiles, both strands
+    for pooling in ("mean", "cls", "max"):
+        np.testing.assert_allclose(tiled.forward.vectors(pooling), whole.forward.vectors(pooling), atol=2e-5)
+    np.testing.assert_array_equal(tiled.forward.counts, whole.forward.counts)
 
 
 def test_windows_never_exceed_the_model_context(small_encoder: Encoder):
@@ -91,16 +120,18 @@ def test_windows_never_exceed_the_model_context(small_encoder: Encoder):
         small_encoder.embed(["ACGT"], window_tokens=513)
     with pytest.raises(ValueError, match="pooling must be one of"):
         small_encoder.embed(["ACGT"], pooling="median")
+    with pytest.raises(ValueError, match="window_overlap must be in"):
+        small_encoder.embed(["ACGT"], window_tokens=64, window_overlap=62)
     with pytest.raises(ValueError, match="rc must be one of"):
         small_encoder.embed(["ACGT"], rc="both")
 
 
-def test_empty_list_and_empty_sequence(small_encoder: Encoder):
+def test_empty_list(small_encoder: Encoder):
     empty = small_encoder.embed([])
     assert empty.shape == (0, 64) and empty.dtype == np.float32
-    assert small_encoder.last_stats.n_sequences == 0 and small_encoder.last_stats.padding_fraction == 0.0
-    with pytest.raises(InputError, match="sequence 1: has no tokens"):
-        small_encoder.embed(["ACGT", ""])
+    assert small_encoder.last_stats.n_windows == 0 and small_encoder.last_stats.padding_fraction == 0.0
+    with pytest.raises(InputError, match="sequence 1: is a int, not a string"):
+        small_encoder.embed(["ACGT", 7])
 
 
 def test_stats_and_progress(small_encoder: Encoder, sequences: list[str]):
@@ -108,11 +139,11 @@ def test_stats_and_progress(small_encoder: Encoder, sequences: list[str]):
     vectors = small_encoder.embed(sequences, window_tokens=64, window_overlap=8, batch_tokens=256,
                                   progress=lambda done, total: calls.append((done, total)))
     stats = small_encoder.last_stats
-    windows = [w for s in sequences for text in (s, reverse_complement(s))
-               for w in small_encoder.tokenizer.windows(text, 64, 8)]
+    spans = [span for s in sequences for text in (s, reverse_complement(s))
+             for span in token_spans(len(small_encoder.tokenizer.encode(text)), 62, 8)]
     assert vectors.shape == (len(sequences), 64) and vectors.dtype == np.float32
-    assert (stats.n_sequences, stats.n_windows, stats.base_pairs) == (8, len(windows), sum(LENGTHS))
-    assert stats.real_tokens == sum(len(w.input_ids) for w in windows)
+    assert (stats.n_windows, stats.base_pairs) == (len(spans), sum(LENGTHS))
+    assert stats.real_tokens == sum(end - start + 2 for start, end, _, _ in spans)  # [CLS] and [SEP] included
     assert stats.computed_tokens >= stats.real_tokens
     assert stats.padding_fraction == pytest.approx(1 - stats.real_tokens / stats.computed_tokens)
     assert stats.tokens_per_second == pytest.approx(stats.real_tokens / stats.seconds)
@@ -165,12 +196,12 @@ def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch, sm
     np.testing.assert_array_equal(vectors, small_encoder.embed(sequences[:4]))
 
 
-def test_one_forward_pass_pooled_several_ways_matches_separate_calls(small_encoder: Encoder, sequences: list[str]):
+def test_one_forward_pass_pools_every_strategy(small_encoder: Encoder, sequences: list[str]):
     options = dict(window_tokens=64, window_overlap=8)
-    pooled = small_encoder.embed_windows_pooled(sequences, ("mean", "max", "cls"), **options)
-    assert small_encoder.last_stats.n_windows == len(pooled["mean"].vectors)
-    for pooling, windows in pooled.items():
-        alone = small_encoder.embed_windows(sequences, pooling=pooling, **options)
-        np.testing.assert_allclose(windows.vectors, alone.vectors, atol=1e-6, rtol=0)
-        np.testing.assert_array_equal(windows.token_start, alone.token_start)
-    assert not np.allclose(pooled["mean"].vectors, pooled["max"].vectors, atol=1e-3)
+    strands = small_encoder.embed_strands(sequences, **options)
+    n_windows = small_encoder.last_stats.n_windows
+    for pooling in ("mean", "max", "cls"):
+        np.testing.assert_allclose(strands.vectors(pooling), small_encoder.embed(sequences, pooling=pooling,
+                                                                                 **options), atol=1e-6, rtol=0)
+        assert small_encoder.last_stats.n_windows == n_windows
+    assert not np.allclose(strands.vectors("mean"), strands.vectors("max"), atol=1e-3)

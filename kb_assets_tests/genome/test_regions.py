@@ -52,7 +52,7 @@ def test_exons_of_the_chosen_transcript_in_gene_set_and_transcription_order(inpu
         "ENSG00000000002.3:exons:1", "ENSG00000000002.3:exons:2", "ENSG00000000001.5:exons:1",
     ]
     assert regions.length.tolist() == [8, 10, 5, 8, 10]
-    assert regions.n_count.tolist() == [2, 0, 0, 0, 0]
+    assert regions.non_acgt_count.tolist() == [2, 0, 0, 0, 0]
     assert regions.attrs["skipped"] == {}
 
 

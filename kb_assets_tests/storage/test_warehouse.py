@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kb_assets.storage import EmbeddingCache, EmbeddingKey, Warehouse, quote_identifier, to_matrix, vector_column
+from kb_assets.storage import Warehouse, quote_identifier, to_matrix, vector_column
 
 
 def _rows(values: list[int]) -> pa.Table:
@@ -81,21 +81,3 @@ def test_vector_columns_round_trip():
     column = vector_column(vectors)
     assert column.type.list_size == 3
     np.testing.assert_array_equal(to_matrix(pa.chunked_array([column.slice(0, 1), column.slice(1)])), vectors)
-
-
-def _key(**changes) -> EmbeddingKey:
-    settings = dict(model_sha256="m", tokenizer_version="t", rc_mode="average", pooling="mean", window_tokens=512,
-                    window_overlap=64, dtype="float32")
-    return EmbeddingKey(**(settings | changes))
-
-
-def test_embedding_cache_hits_by_sequence_and_misses_on_any_key_change(tmp_path):
-    warehouse = Warehouse(tmp_path)
-    cache = EmbeddingCache(warehouse, _key())
-    cache.store("chr1", ["s1", "s2"], np.array([[1, 2], [3, 4]], np.float32))
-    cache.store("chr1", ["s3"], np.array([[5, 6]], np.float32))
-    cache.store("chr2", ["s4"], np.array([[7, 8]], np.float32))
-    ids, vectors = cache.lookup(["s3", "s1", "s4", "unknown"])
-    assert dict(zip(ids, vectors.tolist())) == {"s1": [1, 2], "s3": [5, 6], "s4": [7, 8]}
-    for change in ({"pooling": "cls"}, {"model_sha256": "other"}, {"dtype": "bfloat16"}, {"window_overlap": 32}):
-        assert EmbeddingCache(warehouse, _key(**change)).lookup(["s1"]) == ([], None)
