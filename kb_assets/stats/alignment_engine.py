@@ -81,7 +81,7 @@ def ridge_predictions(
     """Ridge regression of each target column on the gene PCs, its penalty chosen per target by RidgeCV's
     efficient leave-one-out; returns held-out predictions (n_heldout × t), the chosen alphas (t,) and the
     coefficients (t × p). A ±1-coded binary target gives RidgeClassifierCV's decision function."""
-    model = RidgeCV(alphas=np.asarray(alphas, dtype=float), alpha_per_target=True, fit_intercept=True)
+    model = RidgeCV(alphas=np.asarray(alphas, dtype=float), alpha_per_target=True, fit_intercept=True, gcv_mode="svd")
     model.fit(genes_train, targets)
     alpha = np.broadcast_to(np.asarray(model.alpha_, dtype=float), (targets.shape[1],)).copy()
     coefficients = np.atleast_2d(model.coef_)
@@ -108,40 +108,46 @@ class FreedmanLaneBrain:
         self.basis, self.residuals, self.pinv_factor = basis, residuals, pinv_factor
         self.design_heldout, self.heldout_residuals, self.n_components = design_heldout, heldout_residuals, n_components
         self.residual_gram = residuals.T @ residuals  # (P·E)ᵀ(P·E) for every P
+        self.heldout_shift = design_heldout @ pinv_factor  # D_h·Δβ = heldout_shift·(Uᵀ·P·E)
 
     @property
     def bytes_per_permutation(self) -> int:
-        """Float64 bytes one permutation of a `refit` chunk holds at once (gathered basis, PCs, held-out shift)."""
+        """Float64 bytes one permutation of a `refit` chunk holds at once (gathered basis, PCs)."""
         n, q = self.residuals.shape
-        return 8 * (n * (self.basis.shape[1] + 3 * self.n_components) + len(self.heldout_residuals) * (q + 2))
+        return 8 * (n * (self.basis.shape[1] + 3 * self.n_components) + len(self.heldout_residuals) * 2 * q)
 
     def refit(self, perms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Brain PCs of training (n × c × k) and held-out (n_h × c × k) subjects, and the PCs' variances
-        (c × k), refitted on each permuted training set (rows of `perms`)."""
+        (c × k), refitted on each permuted training set (rows of `perms`).
+
+        Every product over subjects is one matrix product for the whole chunk (stacks laid out n × (c·…)).
+        """
         n, q = self.residuals.shape
+        c, r, k = len(perms), self.basis.shape[1], self.n_components
         inverse = np.empty_like(perms)
         np.put_along_axis(inverse, perms, np.arange(n)[None, :], axis=1)
         # Uᵀ·P·E = (U[π⁻¹])ᵀ·E: gather the narrow basis, not the residuals.
-        basis_moved = self.basis[inverse]  # c × n × r
-        projected = np.einsum("cnr,nq->crq", basis_moved, self.residuals, optimize=True)
+        basis_moved = self.basis[inverse.T].reshape(n, c * r)
+        projected = (basis_moved.T @ self.residuals).reshape(c, r, q)
         del basis_moved
-        covariance = self.residual_gram[None] - np.einsum("crq,crs->cqs", projected, projected)
+        covariance = self.residual_gram[None] - np.swapaxes(projected, 1, 2) @ projected
         covariance /= n - 1
-        sd = np.sqrt(np.clip(np.einsum("cqq->cq", covariance), 0.0, None))
+        sd = np.sqrt(np.clip(np.diagonal(covariance, axis1=1, axis2=2), 0.0, None))
         sd = np.where(sd > 0, sd, 1.0)
         correlation = covariance / (sd[:, :, None] * sd[:, None, :])
         values, vectors = np.linalg.eigh(correlation)
-        k = self.n_components
         values, vectors = values[:, ::-1][:, :k], vectors[:, :, ::-1][:, :, :k]
         transform = vectors / sd[:, :, None]  # c × q × k: residual → PC
+        flat_transform = transform.transpose(1, 0, 2).reshape(q, c * k)
+        removed = (projected @ transform).transpose(1, 0, 2).reshape(r, c * k)  # (Uᵀ·P·E)·T
         # Training PCs R·P·E·T = P·(E·T) − U·((Uᵀ·P·E)·T).
-        moved = np.einsum("nq,cqk->nck", self.residuals, transform, optimize=True)
-        train = moved[perms.T, np.arange(len(perms))[None, :], :]
-        train -= np.einsum("nr,crk->nck", self.basis, projected @ transform, optimize=True)
+        moved = (self.residuals @ flat_transform).reshape(n, c, k)
+        train = moved[perms.T, np.arange(c)[None, :], :]
+        del moved
+        train -= (self.basis @ removed).reshape(n, c, k)
         # Held-out PCs (Y_h − D_h·β*)·T with β* = β̂ + pinv_factor·(Uᵀ·P·E).
-        shift = np.einsum("nd,dr,crq->cnq", self.design_heldout, self.pinv_factor, projected, optimize=True)
-        heldout = np.einsum("cnq,cqk->nck", self.heldout_residuals[None] - shift, transform, optimize=True)
-        return train, heldout, values
+        heldout = self.heldout_residuals @ flat_transform - self.heldout_shift @ removed
+        return train, heldout.reshape(-1, c, k), values
 
 
 class BatchedRidgeCCA:
@@ -207,7 +213,8 @@ class BatchedRidgeCCA:
         for start, stop in self.bounds:
             cross_parts.append((self.genes[start:stop].T @ flat[start:stop]).reshape(-1, c, k))
             sum_parts.append(brain[start:stop].sum(axis=0))
-            gram_parts.append(np.einsum("nck,ncl->ckl", brain[start:stop], brain[start:stop], optimize=True))
+            block = np.ascontiguousarray(brain[start:stop].transpose(1, 0, 2))  # c × n_val × k
+            gram_parts.append(np.swapaxes(block, 1, 2) @ block)
         cross, sums, gram = np.sum(cross_parts, axis=0), np.sum(sum_parts, axis=0), np.sum(gram_parts, axis=0)
 
         scores = np.zeros((c, len(self.shrinkages)))
@@ -217,9 +224,9 @@ class BatchedRidgeCCA:
             n_val, n_fit = stop - start, n - (stop - start)
             sums_fit = sums - sums_val
             cross_fit = (cross - cross_val) + np.einsum("p,ck->pck", gene_sums, sums_fit) / n_fit
-            rotated_fit = np.einsum("pr,pck->crk", vectors, cross_fit, optimize=True) / (n_fit - 1)
+            rotated_fit = _rotate(vectors, cross_fit) / (n_fit - 1)
             cross_val_centred = cross_val - np.einsum("p,ck->pck", gene_sums, sums_val) / n_val
-            rotated_val = np.einsum("pr,pck->crk", vectors, cross_val_centred, optimize=True) / (n_val - 1)
+            rotated_val = _rotate(vectors, cross_val_centred) / (n_val - 1)
             brain_fit = (gram - gram_val - np.einsum("ck,cl->ckl", sums_fit, sums_fit) / n_fit) / (n_fit - 1)
             brain_val = (gram_val - np.einsum("ck,cl->ckl", sums_val, sums_val) / n_val) / (n_val - 1)
             brain_vectors, brain_weights = whitening(brain_fit, self.brain_shrinkage)
@@ -237,7 +244,7 @@ class BatchedRidgeCCA:
 
         chosen = self.shrinkages[np.argmax(scores, axis=1)]  # first best, as GridSearchCV
         full_cross = (cross - np.einsum("p,ck->pck", np.sum(self.gene_sums, axis=0), sums) / n) / (n - 1)
-        rotated = np.einsum("pr,pck->crk", self.vectors, full_cross, optimize=True)
+        rotated = _rotate(self.vectors, full_cross)
         brain_cov = (gram - np.einsum("ck,cl->ckl", sums, sums) / n) / (n - 1)
         brain_vectors, brain_weights = whitening(brain_cov, self.brain_shrinkage)
         gene_weights = _gene_weights(self.values, chosen[:, None])
@@ -245,6 +252,12 @@ class BatchedRidgeCCA:
         gene_variates = np.einsum("nr,crm->cnm", self.heldout_rotated, gene_dirs, optimize=True)
         brain_variates = np.einsum("nck,ckm->cnm", brain_heldout / scale[None, :, None], brain_dirs, optimize=True)
         return pearson_columns(gene_variates, brain_variates), chosen, scores
+
+
+def _rotate(vectors: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """vectorsᵀ·cross for every stacked matrix: p × r and p × c × k → c × r × k, as one matrix product."""
+    p, c, k = cross.shape
+    return (vectors.T @ cross.reshape(p, c * k)).reshape(-1, c, k).transpose(1, 0, 2)
 
 
 def _gene_weights(values: np.ndarray, shrinkage: float | np.ndarray) -> np.ndarray:

@@ -96,7 +96,7 @@ def load_brain_table(
             raise InputError(path, f"column '{name}'", f"every value is missing ({len(values)} rows)",
                              f"fill in the column, or leave it out of {_FEATURES_KEY}")
         if present.nunique() == 1:
-            raise InputError(path, f"column '{name}'", f"every value is {present.iloc[0]!r}: a constant carries "
+            raise InputError(path, f"column '{name}'", f"every value is {present.iloc[0]:g}: a constant carries "
                              "no information and cannot be standardized", f"leave it out of {_FEATURES_KEY}")
 
     gaps = values.isna().to_numpy()
