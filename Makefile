@@ -4,7 +4,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU torch that lies on CI machines' disk; `make ... CONSTRAINTS=` lets pip pick a CUDA build instead.
 CONSTRAINTS ?= constraints-cpu.txt
-export DAGSTER_HOME := $(CURDIR)/data
 
 .PHONY: demo test ui install clean-demo
 
@@ -22,8 +21,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
+# The demo recipe's UI on its own run history (data/warehouse/demo/dagster/); Ctrl-C stops every process it started.
 ui: $(VENV)/.installed
-	$(BIN)/dagster dev -w workspace.yaml --host 127.0.0.1 --port 3000
+	$(BIN)/kb-assets ui
 
 clean-demo:
 	rm -rf data/demo/genome data/demo/annotation data/demo/cohort data/demo/checkpoint data/warehouse/demo

@@ -1,29 +1,80 @@
-"""The `kb-assets` command: demo inputs, whole-graph materialization, the catalog summary and benchmarks."""
+"""The `kb-assets` command: demo inputs, whole-graph materialization with a run summary, the Dagster UI of a recipe,
+SQL on its catalog, its HTML report, new recipes, lineage audits and benchmarks.
+
+A recipe, its warehouse and its Dagster history belong together: unless DAGSTER_HOME is set, every command uses
+the Dagster instance in `<warehouse root>/dagster/`, so runs, sensors and automation of one recipe never see or
+act on another's.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
 
 from kb_assets.errors import InputError
-from kb_assets.settings import DEMO_RECIPE, PROJECT_ROOT, RECIPE_ENV, load_recipe
+from kb_assets.settings import DEMO_RECIPE, PROJECT_ROOT, RECIPE_ENV, Recipe, load_recipe
+
+RECIPE_ID_TAG = "kb_assets/recipe_id"
+RECIPE_PATH_TAG = "kb_assets/recipe"
+INSTANCE_SETTINGS = PROJECT_ROOT / "data" / "dagster.yaml"
+WORKSPACE = PROJECT_ROOT / "workspace.yaml"
+# Ctrl-C / SIGTERM on `kb-assets ui`: dagster dev's own shutdown gets this long, then its process group is killed.
+UI_GRACE_S = 6.0
 
 
-def _instance():
+# ---- one Dagster instance per recipe -----------------------------------------------------------------------------
+def recipe_run_tags(recipe: Recipe) -> dict[str, str]:
+    """The tags that say which recipe a run belongs to (shown in the UI's runs list)."""
+    return {RECIPE_ID_TAG: recipe.recipe_id, RECIPE_PATH_TAG: str(recipe.source)}
+
+
+def dagster_home(recipe: Recipe) -> Path:
+    """The recipe's Dagster home: $DAGSTER_HOME when set (respected as it is), else `<warehouse root>/dagster/`,
+    created on first use with data/dagster.yaml's settings (run queue, the `gpu` pool, no telemetry)."""
+    explicit = os.environ.get("DAGSTER_HOME")
+    if explicit:
+        home = Path(explicit).expanduser()
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+    home = recipe.warehouse.root / "dagster"
+    config = home / "dagster.yaml"
+    if not config.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        header = (f"# The Dagster instance of recipe {recipe.recipe_id} ({recipe.source}): its runs, schedules,\n"
+                  f"# sensors and automation state. Written by kb-assets from {INSTANCE_SETTINGS}; edit freely.\n")
+        config.write_text(header + INSTANCE_SETTINGS.read_text())
+        # The UI's first-visit "join the community" dialog, marked as seen: it would cover the page.
+        (home / ".nux").mkdir(exist_ok=True)
+        (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
+    return home
+
+
+def open_instance(recipe: Recipe):
+    """The recipe's Dagster instance (see `dagster_home`)."""
     import dagster as dg
 
-    # The Makefile exports DAGSTER_HOME=data/; the same default here keeps CLI runs visible in the UI.
-    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "data"))
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(dagster_home(recipe)))
 
 
-def materialize_all(defs, partitions: Sequence[str] | None = None, instance=None, log=print) -> list:
+# ---- materialize -------------------------------------------------------------------------------------------------
+def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, log=print,
+                    tags: Mapping[str, str] | None = None, verbose: bool = False) -> list:
     """Materialize the whole graph in dependency order: the unpartitioned assets the chromosome partitions
     need, then each chromosome partition (one run each, as a backfill would), then everything downstream.
-    With `partitions`, only those partitions and what feeds them: downstream assets need every partition."""
+    With `partitions`, only those partitions and what feeds them: downstream assets need every partition.
+
+    An InputError inside a run is raised as itself (not as Dagster's step or run failure), and Dagster's console
+    logging stays silent unless `verbose`, so the error is told once, by the caller."""
     import dagster as dg
 
     graph = defs.resolve_asset_graph()
@@ -33,7 +84,8 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, instance=None
     feeding = dg.AssetSelection.assets(*partitioned).upstream().resolve(graph) - set(partitioned)
     upstream = [k for k in keys if k in feeding]
     downstream = [k for k in keys if k not in partitioned and k not in feeding]
-    instance = instance or _instance()
+    # Every event stays in the instance (and the UI); the terminal gets the summary and the one error.
+    console = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
 
     results = []
 
@@ -42,11 +94,14 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, instance=None
         names = ", ".join(k.to_user_string() for k in selection)
         log(f"materializing {names} ({label})")
         started = time.perf_counter()
-        result = job.execute_in_process(
-            asset_selection=selection, partition_key=partition, instance=instance, raise_on_error=True,
-            # Step-by-step DEBUG events stay in the instance (and the UI); the terminal gets warnings.
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
+        try:
+            result = job.execute_in_process(asset_selection=selection, partition_key=partition, instance=instance,
+                                            raise_on_error=True, run_config=console, tags=dict(tags or {}))
+        except Exception as err:
+            found = input_error_in(err)
+            if found is None or found is err:
+                raise
+            raise found from err
         log(f"  done in {time.perf_counter() - started:.1f} s, run {result.run_id}")
         results.append(result)
 
@@ -60,37 +115,77 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, instance=None
     return results
 
 
+def input_error_in(err: BaseException) -> InputError | None:
+    """The InputError behind an exception: itself, or one in its chain (Dagster wraps a step's user error in
+    DagsterExecutionStepExecutionError and friends, keeping it as `user_exception` or the cause)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, InputError):
+            return err
+        seen.add(id(err))
+        err = getattr(err, "user_exception", None) or err.__cause__ or err.__context__
+    return None
+
+
+def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
+    """What a materialization did, read from the assets' metadata: subjects analysed and left out, components
+    kept per fold and why, and checks that did not pass."""
+    from kb_assets.report import fold_fits, latest_materialization
+
+    lines = []
+    covariates = latest_materialization(instance, "covariates")
+    if covariates is not None:
+        meta = covariates.metadata
+        dropped = meta.get("dropped") or {}
+        n_missing = sum(len(ids) for ids in dropped.values()) if isinstance(dropped, dict) else 0
+        left_out = []
+        if "intersection/n_only_in_vcf" in meta:
+            left_out += [f"{meta['intersection/n_only_in_vcf']} in the VCF without covariates",
+                         f"{meta['intersection/n_only_in_table']} in the covariates table without genotypes"]
+        left_out.append(f"{n_missing} with missing covariate values (covariates.missing)")
+        lines.append(f"Subjects: {meta.get('n_subjects', '?')} analysed; left out: {', '.join(left_out)}")
+    matrix = latest_materialization(instance, "subject_matrix")
+    if matrix is not None and matrix.metadata.get("subjects_without_every_chromosome"):
+        lines.append(f"  {matrix.metadata['subjects_without_every_chromosome']} covariates subject(s) without "
+                     "gene vectors on every chromosome left out of the subject matrix")
+    pca = latest_materialization(instance, "subject_embeddings_pca")
+    if pca is not None and isinstance(pca.metadata.get("projectors"), dict):
+        fits = fold_fits(pca.metadata["projectors"])
+        order = pca.metadata.get("order", recipe.pca.order)
+        lines.append(f"PCA ({order}): a fold keeps at most its training subjects minus the covariate directions "
+                     "(intercept, age, sex, ancestry PCs, batch levels)")
+        lines += [f"  {fit.describe()}" for fit in fits]
+    evaluations = [e for result in results for e in result.get_asset_check_evaluations()]
+    failed = [e for e in evaluations if not e.passed]
+    if evaluations:
+        lines.append(f"Checks: {len(evaluations) - len(failed)} of {len(evaluations)} passed")
+        for e in failed:
+            where = f" [{e.partition}]" if getattr(e, "partition", None) else ""
+            lines.append(f"  {e.severity.value.lower()}: {e.asset_key.to_user_string()}{where} {e.check_name}"
+                         + (f": {e.description}" if e.description else ""))
+    return lines
+
+
 def catalog_summary(warehouse) -> list[tuple[str, int]]:
     """(view, row count) for every view of the catalog."""
-    from kb_assets.storage import quote_identifier
+    from kb_assets.report.tables import catalog_views
 
-    with warehouse.catalog(read_only=True) as connection:
-        views = [row[0] for row in connection.execute(
-            "select view_name from duckdb_views() where not internal order by view_name").fetchall()]
-        return [(v, connection.execute(f"select count(*) from {quote_identifier(v)}").fetchone()[0]) for v in views]
+    return list(catalog_views(warehouse).items())
 
 
-def _print_summary(recipe) -> None:
+def _print_summary(recipe: Recipe) -> None:
     from kb_assets.storage import Warehouse
 
     warehouse = Warehouse(recipe.warehouse.root)
     print("\nTables in the catalog:")
     for view, rows in catalog_summary(warehouse):
         print(f"  {view:<40} {rows:>10,} rows")
+    recipe_flag = "" if recipe.source == DEMO_RECIPE else f" --recipe {recipe.source}"
     print(f"\nDuckDB catalog: {warehouse.catalog_path}")
-    print(f"  e.g. duckdb {warehouse.catalog_path} -c 'select * from gene_set'")
-    print("Dagster UI:     make ui   (then open http://127.0.0.1:3000)")
-
-
-def _cmd_demo_init(args) -> None:
-    from kb_assets.demo import generate_demo_inputs
-
-    recipe = load_recipe(args.recipe or DEMO_RECIPE, require_inputs=False)
-    started = time.perf_counter()
-    written = generate_demo_inputs(recipe, force=args.force)
-    print(f"demo inputs ready in {time.perf_counter() - started:.1f} s:")
-    for name, path in written.items():
-        print(f"  {name:<12} {path}")
+    print(f"  query it:   kb-assets sql{recipe_flag} \"select * from gene_set\"")
+    print(f"  report:     kb-assets report{recipe_flag}")
+    print(f"  Dagster UI: kb-assets ui{' ' + str(recipe.source) if recipe_flag else ''}"
+          "   (then open http://127.0.0.1:3000)")
 
 
 def _cmd_materialize(args) -> None:
@@ -103,9 +198,26 @@ def _cmd_materialize(args) -> None:
         raise InputError(recipe.source, f"--partition {', '.join(unknown)}", "not in reference.chromosomes",
                          f"choose from {', '.join(recipe.reference.chromosomes)}")
     started = time.perf_counter()
-    materialize_all(build_definitions(recipe), partitions)
-    print(f"\nmaterialized the asset graph in {time.perf_counter() - started:.1f} s (recipe {recipe.source})")
+    with open_instance(recipe) as instance:
+        results = materialize_all(build_definitions(recipe), partitions, instance=instance,
+                                  tags=recipe_run_tags(recipe), verbose=args.verbose)
+        print(f"\nmaterialized in {time.perf_counter() - started:.1f} s: recipe {recipe.recipe_id} "
+              f"({recipe.source}), {len(results)} runs in {dagster_home(recipe)}")
+        for line in run_summary(recipe, instance, results):
+            print(line)
     _print_summary(recipe)
+
+
+# ---- demo --------------------------------------------------------------------------------------------------------
+def _cmd_demo_init(args) -> None:
+    from kb_assets.demo import generate_demo_inputs
+
+    recipe = load_recipe(args.recipe or DEMO_RECIPE, require_inputs=False)
+    started = time.perf_counter()
+    written = generate_demo_inputs(recipe, force=args.force)
+    print(f"demo inputs ready in {time.perf_counter() - started:.1f} s:")
+    for name, path in written.items():
+        print(f"  {name:<12} {path}")
 
 
 def _cmd_demo_run(args) -> None:
@@ -113,27 +225,302 @@ def _cmd_demo_run(args) -> None:
     args.force = False
     _cmd_demo_init(args)
     _cmd_materialize(args)
+    args.out = None
+    _cmd_report(args)
 
 
+# ---- audit -------------------------------------------------------------------------------------------------------
 def _cmd_audit(args) -> None:
     from kb_assets.audit import format_text, to_json, trace
     from kb_assets.storage import Warehouse
 
     recipe = load_recipe(args.recipe, require_inputs=False)
-    instance = _instance()
+    with open_instance(recipe) as instance:
 
-    def run_status(run_id: str) -> str | None:
-        run = instance.get_run_by_id(run_id) if run_id else None
-        return run.status.value if run else "run not in this Dagster instance"
+        def run_status(run_id: str) -> str | None:
+            run = instance.get_run_by_id(run_id) if run_id else None
+            return run.status.value if run else "run not in this Dagster instance"
 
-    try:
-        root = trace(Warehouse(recipe.warehouse.root), args.asset, args.partition, run_status=run_status)
-    except LookupError as err:
-        raise InputError(recipe.warehouse.root, args.asset, str(err), "materialize it first, or pass --recipe "
-                         "(or KB_ASSETS_RECIPE) for the recipe whose warehouse holds it") from None
+        try:
+            root = trace(Warehouse(recipe.warehouse.root), args.asset, args.partition, run_status=run_status)
+        except LookupError as err:
+            raise InputError(recipe.warehouse.root, args.asset, str(err), "materialize it first, or pass --recipe "
+                             "(or KB_ASSETS_RECIPE) for the recipe whose warehouse holds it") from None
     print(to_json(root) if args.json else format_text(root))
 
 
+# ---- sql ---------------------------------------------------------------------------------------------------------
+def run_sql(warehouse, query: str, max_rows: int = 40) -> None:
+    """Run one statement on the catalog, read-only, and print its result as a table. The catalog is held only
+    for the statement (Warehouse.catalog's lock), so runs are never kept waiting by an open prompt."""
+    import duckdb
+
+    with warehouse.catalog(read_only=True) as connection:
+        try:
+            relation = connection.sql(query)
+        except duckdb.Error as err:
+            raise InputError(None, query.strip(), str(err).splitlines()[0],
+                             "check the SQL; `.tables` at the prompt, or `select * from duckdb_views()`, lists "
+                             "the views") from None
+        if relation is None:
+            print("ok")
+            return
+        width = max(80, _terminal_width())
+        relation.show(max_rows=max_rows, max_width=width)
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((120, 40)).columns
+
+
+def _sql_prompt(warehouse) -> None:
+    """An interactive prompt: statements end with `;` (several lines allowed); `.tables` lists the views,
+    `.quit` or Ctrl-D leaves. Line editing and history come from readline."""
+    import readline
+
+    history = Path.home() / ".kb_assets_sql_history"
+    try:
+        readline.read_history_file(history)
+    except OSError:
+        pass
+    print(f"kb-assets sql on {warehouse.catalog_path} (read-only). End statements with ';'. "
+          "'.tables' lists the views, '.quit' leaves.")
+    buffer: list[str] = []
+    try:
+        while True:
+            try:
+                line = input("... " if buffer else "sql> ")
+            except EOFError:
+                print()
+                break
+            except KeyboardInterrupt:
+                print()
+                buffer.clear()
+                continue
+            stripped = line.strip()
+            if not buffer and stripped in (".quit", ".exit", "quit", "exit"):
+                break
+            if not buffer and stripped == ".tables":
+                for view, rows in catalog_summary(warehouse):
+                    print(f"  {view:<40} {rows:>10,} rows")
+                continue
+            if stripped:
+                buffer.append(line)
+            if buffer and stripped.endswith(";"):
+                try:
+                    run_sql(warehouse, "\n".join(buffer))
+                except InputError as err:
+                    print(f"error: {err.problem}", file=sys.stderr)
+                buffer.clear()
+    finally:
+        try:
+            readline.write_history_file(history)
+        except OSError:
+            pass
+
+
+def _cmd_sql(args) -> None:
+    from kb_assets.storage import Warehouse
+
+    recipe = load_recipe(args.recipe, require_inputs=False)
+    warehouse = Warehouse(recipe.warehouse.root)
+    if not warehouse.catalog_path.exists():
+        raise InputError(warehouse.catalog_path, None, "no catalog yet",
+                         f"materialize the recipe first: kb-assets materialize --recipe {recipe.source}")
+    if args.query:
+        run_sql(warehouse, args.query)
+    else:
+        _sql_prompt(warehouse)
+
+
+# ---- report ------------------------------------------------------------------------------------------------------
+def _cmd_report(args) -> None:
+    from kb_assets.definitions import build_definitions
+    from kb_assets.report import build_report, write_report
+
+    recipe = load_recipe(args.recipe, require_inputs=False)
+    check_keys = build_definitions(recipe).resolve_asset_graph().asset_check_keys
+    with open_instance(recipe) as instance:
+        report = build_report(recipe, instance, check_keys)
+    out = write_report(report, args.out or recipe.warehouse.root / "report.html")
+    print(f"\nReport: {out}")
+
+
+# ---- recipe new --------------------------------------------------------------------------------------------------
+INPUT_FLAGS = ("fasta", "gtf", "gene_set", "vcf", "covariates", "checkpoint")
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """The recipe as YAML with every key, each under a comment generated from its settings field: the
+    description, the allowed values and the default. Generated from the pydantic models, so it cannot drift."""
+    from pydantic import BaseModel
+
+    lines = [
+        "# A kb_assets recipe: every input and setting of one run. Written by `kb-assets recipe new`; each key",
+        "# carries its meaning, allowed values and default. Relative paths would be read relative to this file.",
+    ]
+
+    def emit(model: BaseModel, indent: str) -> None:
+        for name, field in type(model).model_fields.items():
+            if field.exclude:
+                continue
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                lines.append("")
+                if field.description:
+                    lines.append(f"{indent}# {field.description}")
+                lines.append(f"{indent}{name}:")
+                emit(value, indent + "  ")
+                continue
+            lines.append(f"{indent}# {_field_comment(field)}")
+            lines.append(f"{indent}{name}: {_yaml_value(value)}")
+
+    emit(recipe, "")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_value(value) -> str:
+    """One value in YAML flow style, on one line (paths as strings)."""
+    plain = [str(v) if isinstance(v, Path) else v for v in value] if isinstance(value, list) else (
+        str(value) if isinstance(value, Path) else value)
+    return yaml.safe_dump(plain, default_flow_style=True, width=1_000_000).removesuffix("...\n").strip()
+
+
+def _field_comment(field) -> str:
+    from typing import Literal, get_args, get_origin
+
+    parts = [field.description] if field.description else []
+    choices = [a for a in get_args(field.annotation) if get_origin(field.annotation) is Literal]
+    if choices:
+        parts.append("one of: " + " | ".join(str(c) for c in choices))
+    if field.is_required():
+        parts.append("required")
+    else:
+        parts.append(f"default: {_yaml_value(field.get_default(call_default_factory=True))}")
+    return "; ".join(parts)
+
+
+def new_recipe(path: Path, inputs: Mapping[str, str | None], warehouse: str | None = None,
+               recipe_id: str | None = None) -> Recipe:
+    """A recipe for `path`: the demo recipe's settings and inputs, with `inputs` replacing any of the demo's
+    (a new FASTA also resets the reference section to its defaults: build hg38, chromosomes chr1..chrM), every
+    path absolute, the warehouse (and so the Dagster history) of its own beside the recipe file."""
+    from kb_assets.settings import ReferenceSettings
+
+    demo = load_recipe(DEMO_RECIPE, require_inputs=False)
+    given = {name: Path(os.path.abspath(os.path.expanduser(value))) for name, value in inputs.items() if value}
+    updates = {
+        "recipe_id": recipe_id or path.stem,
+        "inputs": demo.inputs.model_copy(update=given),
+        "warehouse": demo.warehouse.model_copy(
+            update={"root": Path(os.path.abspath(warehouse)) if warehouse else path.parent.resolve() / "warehouse"}),
+        "source": None,
+    }
+    if "fasta" in given:
+        updates["reference"] = ReferenceSettings()
+    return demo.model_copy(update=updates)
+
+
+def _cmd_recipe_new(args) -> None:
+    path = Path(args.path).expanduser().absolute()
+    if path.exists() and not args.force:
+        raise InputError(path, None, "the file exists", "choose another path, or pass --force to replace it")
+    recipe = new_recipe(path, {name: getattr(args, name) for name in INPUT_FLAGS}, args.warehouse, args.recipe_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(recipe_yaml(recipe))
+    written = load_recipe(path, require_inputs=False)  # the generated file is a valid recipe, or this says why
+    missing = [name for name, value in written.inputs.model_dump().items() if value and not Path(value).exists()]
+    print(f"recipe written: {path}")
+    print(f"  warehouse and Dagster history: {written.warehouse.root}")
+    if missing:
+        print(f"  inputs not there yet: {', '.join(missing)} (run `kb-assets demo init` for the demo inputs)")
+    print(f"next: kb-assets materialize --recipe {path}")
+
+
+# ---- ui ----------------------------------------------------------------------------------------------------------
+def lineage_url(base_url: str, groups: Sequence[str]) -> str:
+    """The global asset lineage with every group expanded: the UI keeps expanded groups in the `expanded` query
+    parameter, as `global@global:<group>` (or `<repository>@<location>:<group>` with per-location groups)."""
+    ids = [f"global@global:{g}" for g in groups] + [f"__repository__@kb_assets:{g}" for g in groups]
+    return f"{base_url}/asset-groups?expanded={urllib.parse.quote(','.join(ids), safe='@:,_')}"
+
+
+def _cmd_ui(args) -> int:
+    from kb_assets.definitions import build_definitions
+
+    recipe = load_recipe(args.recipe_file or args.recipe, require_inputs=False)
+    home = dagster_home(recipe)
+    graph = build_definitions(recipe).resolve_asset_graph()
+    groups = sorted({graph.get(key).group_name for key in graph.get_all_asset_keys()})
+    url = f"http://{args.host}:{args.port}"
+    print(f"Dagster UI of recipe {recipe.recipe_id} ({recipe.source})")
+    print(f"  run history: {home}")
+    print(f"  open {url}  (asset lineage, every group expanded: {lineage_url(url, groups)})")
+    print("  Ctrl-C stops it and everything it started.", flush=True)
+    env = {**os.environ, "DAGSTER_HOME": str(home), RECIPE_ENV: str(recipe.source)}
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "--host", args.host,
+               "--port", str(args.port)]
+    return run_in_own_group(command, env=env, cwd=PROJECT_ROOT)
+
+
+def run_in_own_group(command: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
+    """Run `command` in a process group of its own until it exits or this process gets SIGINT or SIGTERM; then
+    stop the whole group: SIGINT to the leader (dagster dev's own shutdown), and after UI_GRACE_S SIGKILL to
+    every process left in the group (webserver, daemon, code servers, run workers)."""
+    process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, process_group=0)
+    stopping: list[int] = []
+
+    def request_stop(signum, _frame):
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while process.poll() is None and not stopping:
+            time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop_group(process)
+    return 0 if stopping else process.returncode
+
+
+def stop_group(process: subprocess.Popen, grace: float = UI_GRACE_S) -> None:
+    """SIGINT to the group's leader, then SIGKILL to whatever of its group is still running after `grace`."""
+    group = process.pid
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and group_members(group):
+        process.poll()
+        time.sleep(0.1)
+    if group_members(group):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+
+
+def group_members(group: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces): state, ppid, pgrp, session, …
+        state, _ppid, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(pgrp) == group and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+# ---- benchmarks --------------------------------------------------------------------------------------------------
 def _cmd_bench(args) -> None:
     if args.which == "encoder":
         from kb_assets.benchmarks.encoder import format_report, run_encoder_benchmark
@@ -150,11 +537,17 @@ def _cmd_bench(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kb-assets", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kb-assets", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_recipe(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--recipe", help=f"recipe file (default: ${RECIPE_ENV}, else {DEMO_RECIPE})")
+        return p
+
+    def with_verbose(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--verbose", action="store_true",
+                       help="Dagster's step log on the terminal, and the traceback of an error")
         return p
 
     demo = commands.add_parser("demo", help="the demo inputs and a whole run on them").add_subparsers(
@@ -162,15 +555,45 @@ def build_parser() -> argparse.ArgumentParser:
     init = with_recipe(demo.add_parser("init", help="write the demo inputs the demo recipe names (if missing)"))
     init.add_argument("--force", action="store_true", help="rewrite inputs that exist")
     init.set_defaults(func=_cmd_demo_init)
-    run = with_recipe(demo.add_parser("run", help="demo init, then materialize every asset and partition"))
+    run = with_verbose(with_recipe(demo.add_parser(
+        "run", help="demo init, then materialize every asset and partition, then the report")))
     run.add_argument("--partition", action="append",
                      help="only this chromosome partition and what feeds it (repeatable)")
     run.set_defaults(func=_cmd_demo_run)
 
-    materialize = with_recipe(commands.add_parser("materialize", help="materialize every asset of a recipe"))
+    materialize = with_verbose(with_recipe(commands.add_parser(
+        "materialize", help="materialize every asset of a recipe, then summarize the run")))
     materialize.add_argument("--partition", action="append",
                              help="only this chromosome partition and what feeds it (repeatable)")
     materialize.set_defaults(func=_cmd_materialize)
+
+    ui = with_recipe(commands.add_parser(
+        "ui", help="the Dagster UI (dagster dev) of a recipe, on its own run history"))
+    ui.add_argument("recipe_file", nargs="?", metavar="RECIPE",
+                    help=f"recipe file (default: --recipe, ${RECIPE_ENV}, else the demo recipe)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: forward a port with "
+                                                         "ssh -L rather than binding a public interface)")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=_cmd_ui)
+
+    sql = with_recipe(commands.add_parser("sql", help="query the recipe's DuckDB catalog (read-only)"))
+    sql.add_argument("query", nargs="?", help="one SQL statement; without it, an interactive prompt")
+    sql.set_defaults(func=_cmd_sql)
+
+    report = with_recipe(commands.add_parser("report", help="write the recipe's self-contained HTML report"))
+    report.add_argument("--out", help="where to write it (default: <warehouse>/report.html)")
+    report.set_defaults(func=_cmd_report)
+
+    recipe = commands.add_parser("recipe", help="recipes").add_subparsers(dest="recipe_command", required=True)
+    new = recipe.add_parser("new", help="write a recipe with every key explained and absolute paths (to the demo "
+                                        "inputs unless given)")
+    new.add_argument("path", help="the recipe file to write")
+    for name in INPUT_FLAGS:
+        new.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="PATH", help=f"inputs.{name}")
+    new.add_argument("--warehouse", metavar="DIR", help="warehouse root (default: warehouse/ beside the recipe)")
+    new.add_argument("--recipe-id", help="recipe_id (default: the file name without extension)")
+    new.add_argument("--force", action="store_true", help="replace an existing file")
+    new.set_defaults(func=_cmd_recipe_new)
 
     audit = with_recipe(commands.add_parser(
         "audit", help="which inputs, model, tokenizer and settings made an asset, and is it stale"))
@@ -190,15 +613,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "recipe", None):
+    recipe = getattr(args, "recipe_file", None) or getattr(args, "recipe", None)
+    if recipe:
         # Definitions loaded later (by Dagster, in this process) read the same recipe.
-        os.environ[RECIPE_ENV] = str(os.path.abspath(args.recipe))
+        os.environ[RECIPE_ENV] = str(os.path.abspath(recipe))
     try:
-        args.func(args)
+        return args.func(args) or 0
     except InputError as err:
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        sys.stdout.flush()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

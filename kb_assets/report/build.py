@@ -1,0 +1,205 @@
+"""The report of one recipe, assembled from its warehouse (catalog views, lineage audit) and its Dagster instance
+(materialization metadata, asset checks). Sections are declared in SECTIONS; one appears only when its assets
+were materialized or its views exist, so sections for tables to come (evaluation) need no code beyond a line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from kb_assets.report.instance import (
+    CheckResult,
+    Markdown,
+    Materialization,
+    latest_check_results,
+    latest_materialization,
+    materialized_partitions,
+)
+from kb_assets.report.pca import fold_fits, scree_per_fold_png
+from kb_assets.report.tables import TablePreview, catalog_views, format_cell, preview
+from kb_assets.settings import Recipe
+from kb_assets.storage import Warehouse
+
+# The outputs whose lineage the report audits (kb-assets audit <asset>).
+AUDITED = ("subject_embeddings_pca", "rc_stability", "pooling_comparison", "bpe_token_report")
+_LONG_VALUE = 240  # metadata values longer than this are cut in the report
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    anchor: str
+    title: str
+    intro: str
+    assets: tuple[str, ...] = ()
+    views: tuple[str, ...] = ()  # view-name prefixes; a view belongs to the first section whose prefix it has
+    rows: int = 25
+
+
+SECTIONS = (
+    SectionSpec("gene-set", "Gene set", "The ordered gene set, each entry resolved to one annotation gene and "
+                "the transcript whose regions are embedded.", ("gene_set",), ("gene_set",), rows=200),
+    SectionSpec("subjects", "Subjects and folds", "Who is analysed: subjects in both the VCF and the covariates "
+                "table, those left out, and the cross-validation folds.", ("covariates", "cv_folds",
+                                                                           "subject_matrix")),
+    SectionSpec("embeddings", "Tokens and embeddings", "Per chromosome: token lengths, and the cosine between "
+                "each sequence's forward and reverse-complement embeddings before averaging.",
+                ("tokenized_genes", "gene_embeddings")),
+    SectionSpec("rc-stability", "RC stability", "How much reverse-complement averaging moves each gene.",
+                ("rc_stability",), ("rc_stability",)),
+    SectionSpec("pooling", "Pooling comparison", "Mean vs CLS vs max pooling: agreement between strategies, "
+                "half-split stability and subject-distance rank agreement.", ("pooling_comparison",),
+                ("pooling_comparison",)),
+    SectionSpec("bpe", "BPE token report", "Token lengths, bp per token by region type, exon vs intron "
+                "enrichment and token boundaries against the codon frame.", ("bpe_token_report",),
+                ("bpe_token_report",)),
+    SectionSpec("pca", "Residualized PCA", "Per fold, fitted on the training subjects only: z-score, residualize "
+                "on the covariates, PCA.", ("subject_embeddings_pca",)),
+    SectionSpec("evaluation", "Evaluation", "Gene–phenotype evaluation results.", (), ("evaluation",)),
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    caption: str
+    png: bytes
+
+
+@dataclass
+class Panel:
+    """One materialization shown in a section: its markdown metadata (plots, small tables) and scalar values."""
+
+    title: str
+    materialization: Materialization
+    markdown: list[tuple[str, Markdown]]
+    values: list[tuple[str, str]]
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    intro: str
+    notes: list[str] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[TablePreview] = field(default_factory=list)
+    panels: list[Panel] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AuditStatus:
+    asset: str
+    stale: list[str]
+    facts: dict[str, list]
+
+
+@dataclass
+class Report:
+    recipe_id: str
+    recipe_path: str
+    warehouse: str
+    generated_at: datetime
+    audits: list[AuditStatus]
+    sections: list[Section]
+    checks: list[CheckResult]
+    other_tables: dict[str, int]
+
+
+def audit_status(warehouse: Warehouse, asset: str) -> AuditStatus | None:
+    """The lineage audit of an asset, as `kb-assets audit` reports it; None when it has no lineage yet."""
+    from kb_assets.audit import to_json, trace
+
+    try:
+        audit = json.loads(to_json(trace(warehouse, asset)))
+    except LookupError:
+        return None
+    return AuditStatus(asset, audit["stale"], audit["summary"])
+
+
+def build_report(recipe: Recipe, instance: dg.DagsterInstance, check_keys: Iterable[dg.AssetCheckKey]) -> Report:
+    warehouse = Warehouse(recipe.warehouse.root)
+    views = catalog_views(warehouse) if warehouse.catalog_path.exists() else {}
+    claimed: set[str] = set()
+    sections = []
+    for spec in SECTIONS:
+        section = Section(spec.anchor, spec.title, spec.intro)
+        # Summaries first, then the shorter (main) names.
+        for view in sorted(views, key=lambda v: ("summary" not in v, len(v), v)):
+            if view not in claimed and any(view.startswith(prefix) for prefix in spec.views):
+                claimed.add(view)
+                section.tables.append(preview(warehouse, view, views[view], spec.rows))
+        for asset in spec.assets:
+            section.panels += _panels(instance, asset, recipe.reference.chromosomes)
+        if spec.anchor == "pca":
+            _add_fold_fits(section)
+        shown = {table.name for table in section.tables}
+        for panel in section.panels:
+            # A markdown table that repeats a table previewed above goes; plots stay.
+            if panel.materialization.asset in shown:
+                panel.markdown = [(key, text) for key, text in panel.markdown if "](data:image/" in text]
+        if section.tables or section.panels:
+            sections.append(section)
+    return Report(
+        recipe_id=recipe.recipe_id, recipe_path=str(recipe.source), warehouse=str(warehouse.root),
+        generated_at=datetime.now(timezone.utc),
+        audits=[status for asset in (AUDITED if views else ()) if (status := audit_status(warehouse, asset))],
+        sections=sections, checks=latest_check_results(instance, check_keys),
+        other_tables={view: rows for view, rows in views.items() if view not in claimed},
+    )
+
+
+def _panels(instance: dg.DagsterInstance, asset: str, chromosomes: list[str]) -> list[Panel]:
+    partitions = materialized_partitions(instance, asset, chromosomes)
+    found = [latest_materialization(instance, asset, p) for p in partitions or [None]]
+    return [_panel(m) for m in found if m is not None]
+
+
+def _panel(materialization: Materialization) -> Panel:
+    title = materialization.asset + (f" [{materialization.partition}]" if materialization.partition else "")
+    markdown, values = [], []
+    for key, value in materialization.metadata.items():
+        if isinstance(value, Markdown):
+            markdown.append((key, value))
+        elif not key.startswith("dagster/") or key == "dagster/row_count":
+            text = format_cell(value) if not isinstance(value, (dict, list)) else json.dumps(value, default=str)
+            values.append((key, text if len(text) <= _LONG_VALUE else text[:_LONG_VALUE] + " …"))
+    return Panel(title, materialization, markdown, values)
+
+
+def _add_fold_fits(section: Section) -> None:
+    """Scree per fold and what each fold kept, from the projectors named in the PCA metadata."""
+    projectors = next((p.materialization.metadata.get("projectors") for p in section.panels), None)
+    if not isinstance(projectors, dict):
+        return
+    fits = fold_fits(projectors)
+    if not fits:
+        return
+    section.figures.append(Figure("explained variance per component, per fold", scree_per_fold_png(fits)))
+    section.tables.insert(0, TablePreview(
+        name="components per fold", n_rows=len(fits),
+        columns=["fold", "components kept", "requested", "training subjects", "variance explained", "limited by"],
+        hidden_columns=0,
+        rows=[[str(f.fold), str(f.kept), str(f.requested), str(f.n_train),
+               f"{f.explained_variance_ratio.sum():.1%}", f.limit or "—"] for f in fits],
+        numeric=[True, True, True, True, True, False],
+    ))
+    limited = [f for f in fits if f.limit]
+    if limited:
+        section.notes.append(f"{len(limited)} of {len(fits)} folds kept fewer components than the "
+                             f"{limited[0].requested} requested; {limited[0].describe()}.")
+
+
+def write_report(report: Report, out: str | Path) -> Path:
+    """Render the report to one self-contained HTML file (written under a temporary name, then renamed)."""
+    from kb_assets.report.render import render_html
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_text(render_html(report), encoding="utf-8")
+    temporary.replace(out)
+    return out
