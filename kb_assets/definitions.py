@@ -14,26 +14,18 @@ from kb_assets.assets.cohort import build_cohort_assets
 from kb_assets.assets.diagnostics import build_diagnostic_assets
 from kb_assets.assets.embeddings import build_embedding_assets
 from kb_assets.assets.haplotypes import build_haplotype_assets
+from kb_assets.assets.inputs import build_input_sources
 from kb_assets.assets.reference import build_reference_assets
 from kb_assets.partitions import chromosome_partitions
-from kb_assets.resources import CohortResource, EncoderResource, GenomeResource, RecipeResource, WarehouseResource
+from kb_assets.resources import EncoderResource, WarehouseResource
 from kb_assets.schedules import build_automation
 from kb_assets.settings import Recipe, load_recipe
 
 
 def build_resources(recipe: Recipe) -> dict[str, dg.ConfigurableResource]:
-    inputs = recipe.inputs
     return {
-        "recipe": RecipeResource(path=str(recipe.source)),
-        "genome": GenomeResource(
-            fasta=str(inputs.fasta), gtf=str(inputs.gtf), gene_set=str(inputs.gene_set), build=recipe.reference.build
-        ),
-        "cohort": CohortResource(
-            vcf=str(inputs.vcf) if inputs.vcf else None,
-            covariates=str(inputs.covariates) if inputs.covariates else None,
-        ),
         "encoder": EncoderResource(
-            checkpoint=str(inputs.checkpoint), device=recipe.encoder.device, dtype=recipe.encoder.dtype,
+            checkpoint=str(recipe.inputs.checkpoint), device=recipe.encoder.device, dtype=recipe.encoder.dtype,
             compile=recipe.encoder.compile,
         ),
         "warehouse": WarehouseResource(root=str(recipe.warehouse.root)),
@@ -44,13 +36,14 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
     chromosomes = chromosome_partitions(recipe)
     # Each stage names the assets it reads by key: no stage needs another's objects.
     assets = [
+        *build_input_sources(recipe),
         *build_reference_assets(recipe, chromosomes),
         *build_haplotype_assets(recipe, chromosomes),
         *build_embedding_assets(recipe, chromosomes),
         *build_cohort_assets(recipe),
         *build_diagnostic_assets(recipe),
     ]
-    return dg.Definitions(assets=assets, resources=build_resources(recipe), **build_automation(recipe, assets))
+    return dg.Definitions(assets=assets, resources=build_resources(recipe), **build_automation(recipe))
 
 
 defs = build_definitions(load_recipe(os.environ.get("KB_ASSETS_RECIPE"), require_inputs=False))

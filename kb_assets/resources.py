@@ -1,4 +1,8 @@
-"""Dagster resources: thin handles on the domain code, configured from the recipe (and overridable per run)."""
+"""Dagster resources: what differs between deployments (where the model runs, where the warehouse lies).
+
+The recipe itself is not a resource: the definitions are built from it once per process, and every asset reads
+that same Recipe object, so settings and paths cannot disagree between the graph and a run.
+"""
 
 from __future__ import annotations
 
@@ -9,37 +13,7 @@ import dagster as dg
 from kb_assets.encoders import Encoder, load_encoder
 from kb_assets.encoders.identity import CheckpointIdentity, checkpoint_identity
 from kb_assets.errors import InputError
-from kb_assets.genome import ReferenceGenome
-from kb_assets.settings import Recipe, load_recipe
 from kb_assets.storage import Warehouse
-
-
-class RecipeResource(dg.ConfigurableResource):
-    """The recipe file: every setting of the run, validated (input files included) when an asset asks."""
-
-    path: str
-
-    def settings(self) -> Recipe:
-        return load_recipe(self.path, require_inputs=True)
-
-
-class GenomeResource(dg.ConfigurableResource):
-    """The reference FASTA, the GTF annotation and the ordered gene-set manifest."""
-
-    fasta: str
-    gtf: str
-    gene_set: str
-    build: str
-
-    def open_reference(self) -> ReferenceGenome:
-        return ReferenceGenome(self.fasta)
-
-
-class CohortResource(dg.ConfigurableResource):
-    """The cohort's variants (bgzipped, indexed VCF/BCF) and covariates table."""
-
-    vcf: str | None = None
-    covariates: str | None = None
 
 
 @lru_cache(maxsize=2)

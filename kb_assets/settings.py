@@ -180,6 +180,11 @@ class Recipe(_Section):
         payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
+    def checked(self) -> "Recipe":
+        """This recipe, after checking that its input files exist (what an asset does before reading them)."""
+        self.check_inputs()
+        return self
+
     def check_inputs(self) -> None:
         """Every input the recipe names exists; raised as one error listing all missing ones."""
         missing = [

@@ -6,18 +6,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from kb_assets.assets.inputs import input_key, input_names
 from kb_assets.assets.publishing import (
     ANNOTATION_FACTS,
     REFERENCE_FACTS,
     arrow_table,
     gene_chromosomes,
+    input_facts,
     png_markdown,
     publish,
     upstream_facts,
 )
 from kb_assets.errors import InputError
 from kb_assets.genome import vcf_samples
-from kb_assets.resources import CohortResource, RecipeResource, WarehouseResource
+from kb_assets.resources import WarehouseResource
 from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
 from kb_assets.stats import (
@@ -29,8 +31,8 @@ from kb_assets.stats import (
     pc_scatter_png,
     scree_plot_png,
 )
-from kb_assets.stats.gene_blocks import ChromosomeVectors, analysis_subjects, assemble_gene_blocks
-from kb_assets.storage import Warehouse, content_version, to_matrix, vector_column
+from kb_assets.stats.gene_blocks import ChromosomeVectors, analysis_subjects, assemble_gene_blocks, shared_settings
+from kb_assets.storage import Warehouse, to_matrix, vector_column
 
 CODE_VERSION = "1"
 GROUP = "cohort"
@@ -57,36 +59,13 @@ def covariate_names(frame: pd.DataFrame) -> list[str]:
     return ["age", "sex", *[c for c in frame.columns if c.startswith("pc") and c[2:].isdigit()], "batch"]
 
 
-def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict[str, dict]:
-    """Per materialized gene_embeddings partition, the settings that made it; refuses a mix."""
-    settings = {}
-    for chrom in chromosomes:
-        record = warehouse.latest_lineage("gene_embeddings", chrom)
-        # The file must be the one its lineage describes: a run stopped between renaming the partition into
-        # place and recording its lineage leaves vectors whose model and settings nothing vouches for.
-        path = warehouse.partition_file(EMBEDDING_DATASETS[0], chrom)
-        files = [warehouse.partition_file(dataset, chrom) for dataset in EMBEDDING_DATASETS]
-        if record is None or not all(f.exists() for f in files) or record["data_version"] != content_version(*files):
-            raise InputError(path, f"partition {chrom}",
-                             "its vectors are not the ones its lineage describes (a run stopped between writing "
-                             "them and recording what made them)",
-                             f"re-materialize gene_embeddings for {chrom}")
-        settings[chrom] = {key: record["facts"].get(key) for key in EMBEDDING_SETTINGS}
-    for key in EMBEDDING_SETTINGS:
-        values: dict[object, list[str]] = {}
-        for chrom, facts in settings.items():
-            values.setdefault(facts[key], []).append(chrom)
-        if len(values) > 1:
-            # The newest setting wins; the partitions made otherwise are the ones to redo.
-            newest = max(settings, key=lambda c: warehouse.latest_lineage("gene_embeddings", c)["materialized_at"])
-            stale = sorted(c for c in settings if settings[c][key] != settings[newest][key])
-            listed = "; ".join(f"{str(value)[:16]} in {', '.join(chroms)}" for value, chroms in values.items())
-            raise InputError(
-                warehouse.dataset_dir("gene_embeddings"), f"{key}: {listed}",
-                f"gene_embeddings partitions were made with different {key} values and cannot share one matrix",
-                f"re-materialize gene_embeddings for {', '.join(stale)} with the current checkpoint and recipe",
-            )
-    return settings
+def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict:
+    """The settings every gene_embeddings partition was made with (read from its own files); refuses a mix."""
+    files = {chrom: warehouse.partition_file(EMBEDDING_DATASETS[0], chrom) for chrom in chromosomes}
+    facts = {chrom: {dataset: warehouse.read_facts(dataset, chrom) for dataset in EMBEDDING_DATASETS}
+             for chrom in chromosomes}
+    newest = max(chromosomes, key=lambda chrom: files[chrom].stat().st_mtime_ns)
+    return shared_settings(facts, EMBEDDING_SETTINGS, newest, str(warehouse.dataset_dir("gene_embeddings")))
 
 
 def _chromosome_vectors(store: Warehouse, chrom: str) -> ChromosomeVectors:
@@ -101,23 +80,24 @@ def _chromosome_vectors(store: Warehouse, chrom: str) -> ChromosomeVectors:
 
 
 def build_cohort_assets(recipe: Recipe) -> list:
-    @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('covariates')}",
-              kinds={"parquet"})
+    @dg.asset(
+        automation_condition=after_upstream_data_changes(),
+        group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('covariates')}",
+        deps=[input_key(name) for name in ("covariates", "vcf") if name in input_names(recipe)], kinds={"parquet"})
     def covariates(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, cohort: CohortResource,
-        warehouse: WarehouseResource,
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """The validated covariates (age, sex, ancestry PCs, batch, site, label) of the analysis set: the
         subjects in both the covariates table and the VCF."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
-        if cohort.covariates is None:
+        if settings.inputs.covariates is None:
             raise InputError(settings.source, "inputs.covariates", "the recipe names no covariates table",
                              "add inputs.covariates (CSV, TSV or parquet) to the recipe")
-        table = load_covariates(cohort.covariates, settings.covariates.columns, settings.covariates.missing)
+        table = load_covariates(settings.inputs.covariates, settings.covariates.columns, settings.covariates.missing)
         report = {}
-        if cohort.vcf is not None:
-            table, report = intersect_subjects(table, vcf_samples(cohort.vcf))
+        if settings.inputs.vcf is not None:
+            table, report = intersect_subjects(table, vcf_samples(settings.inputs.vcf))
         return publish(
             context, store, settings, {"covariates": arrow_table(table.frame)},
             facts={"covariates": table.covariate_names, "missing_policy": settings.covariates.missing},
@@ -127,24 +107,23 @@ def build_cohort_assets(recipe: Recipe) -> list:
                 **{f"intersection/{k}": dg.MetadataValue.json(v) if isinstance(v, list) else v
                    for k, v in report.items()},
             },
-            inputs={"covariates": {"path": cohort.covariates, "sha256": store.input_sha256(cohort.covariates)}},
+            inputs=input_facts(store, covariates=settings.inputs.covariates, vcf=settings.inputs.vcf),
         )
 
     @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('folds')}", deps=[covariates],
               kinds={"parquet"}, automation_condition=after_upstream_data_changes())
     def cv_folds(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, cohort: CohortResource,
-        warehouse: WarehouseResource,
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """Cross-validation folds, one per subject: StratifiedGroupKFold grouped by site and stratified by label
         when both exist (plain KFold otherwise), so every downstream analysis reuses the same split."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
         frame = read_covariates(store)
         folds = assign_folds(
             frame, settings.folds.k, settings.folds.seed,
             group="site" if "site" in frame else None, stratify="label" if "label" in frame else None,
-            source=cohort.covariates,
+            source=settings.inputs.covariates,
         )
         sizes = folds.groupby("fold").size()
         summary = ["| fold | subjects | share of label=1 |", "|---:|---:|---:|"]
@@ -155,7 +134,6 @@ def build_cohort_assets(recipe: Recipe) -> list:
             context, store, settings, {"cv_folds": arrow_table(folds)},
             facts={"fold_scheme": folds.attrs["scheme"], "k": settings.folds.k, "seed": settings.folds.seed},
             metadata={"fold_sizes": [int(n) for n in sizes], "folds": dg.MetadataValue.md("\n".join(summary))},
-            upstream=[("covariates", None)],
         )
 
     @dg.asset(
@@ -164,13 +142,13 @@ def build_cohort_assets(recipe: Recipe) -> list:
         automation_condition=after_upstream_data_changes(),
     )
     def subject_matrix(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, warehouse: WarehouseResource,
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """Subjects × (genes·H) in factored form: the analysis subjects (rows), and per gene of the gene set (in
         manifest order) its distinct vectors and the rows that carry a non-reference one. Row i is the
         concatenation of its genes' vectors (or their mean or max, per the recipe); the dense matrix is never
         stored (`kb-assets export subject-matrix` writes it when asked)."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
         genes = store.read_table("gene_set").to_pandas().sort_values("gene_order")
         chromosomes = gene_chromosomes(store, settings, ["gene_embeddings/vectors"])
@@ -207,14 +185,13 @@ def build_cohort_assets(recipe: Recipe) -> list:
         })
         index = pa.table({"row": pa.array(np.arange(len(subjects)), pa.int32()),
                           "subject_id": pa.array(subjects, pa.string())})
-        facts = next(iter(embedding_settings.values()))
         width = len(blocks) * hidden if mode == "concat" else hidden
         return publish(
             context, store, settings,
             {"subject_matrix": index, "subject_matrix/genes": gene_table, "subject_matrix/vectors": vectors,
              "subject_matrix/assignments": assignments},
             facts={
-                **facts,
+                **embedding_settings,
                 "genes_to_subject": mode,
                 "genes": [b.gene_name for b in blocks],
                 **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS),
@@ -228,7 +205,6 @@ def build_cohort_assets(recipe: Recipe) -> list:
                 "genes_without_regions": sorted(set(store.read_table("gene_set").to_pandas()["gene_name"])
                                                 - {b.gene_name for b in blocks}),
             },
-            upstream=[("gene_set", None), ("covariates", None), *[("gene_embeddings", c) for c in chromosomes]],
         )
 
     @dg.asset(
@@ -237,12 +213,12 @@ def build_cohort_assets(recipe: Recipe) -> list:
         automation_condition=after_upstream_data_changes(),
     )
     def subject_embeddings_pca(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, warehouse: WarehouseResource,
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """Per fold, fitted on the training subjects only: z-score → residualize on age, sex, ancestry PCs and
         batch (OLS, categoricals one-hot) → PCA (or PCA then residualize); held-out subjects projected with the
         training fit. Rows (fold, subject_id, split, pc_1..pc_k) and each fold's fitted projector (.npz)."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
         matrix = np.load(store.array_file("subject_matrix"), mmap_mode="r")
         subjects = store.read_table("subject_matrix").column("subject_id").to_pylist()
@@ -294,7 +270,6 @@ def build_cohort_assets(recipe: Recipe) -> list:
                     "fold 0 training subjects on pc_1 and pc_2, coloured by batch",
                 ) if n_components >= 2 else "fewer than two components",
             },
-            upstream=[("subject_matrix", None), ("cv_folds", None), ("covariates", None)],
         )
 
     return [covariates, cv_folds, subject_matrix, subject_embeddings_pca]

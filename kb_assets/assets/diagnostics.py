@@ -12,6 +12,7 @@ import pandas as pd
 
 from kb_assets import diagnostics
 from kb_assets.assets.embeddings import embedding_key, window_embedder
+from kb_assets.assets.inputs import input_key
 from kb_assets.assets.publishing import (
     ANNOTATION_FACTS,
     REFERENCE_FACTS,
@@ -28,7 +29,8 @@ from kb_assets.encoders.gene_pooling import pool_genes
 from kb_assets.encoders.identity import CheckpointIdentity
 from kb_assets.encoders.pooling import POOLINGS
 from kb_assets.encoders.tokenized import model_windows
-from kb_assets.resources import EncoderResource, GenomeResource, RecipeResource, WarehouseResource
+from kb_assets.genome import ReferenceGenome
+from kb_assets.resources import EncoderResource, WarehouseResource
 from kb_assets.settings import Recipe
 from kb_assets.storage import EmbeddingCache, Warehouse
 
@@ -86,15 +88,16 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
     kinds = {"pytorch", "parquet"}
 
     @dg.asset(group_name=GROUP, code_version=embedding_code,
-              deps=["reference_sequences", "tokenized_genes", "gene_embeddings"], pool="gpu", kinds=kinds)
+              deps=["reference_sequences", "tokenized_genes", "gene_embeddings", input_key("checkpoint")],
+              pool="gpu", kinds=kinds)
     def rc_stability(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, encoder: EncoderResource,
+        context: dg.AssetExecutionContext, encoder: EncoderResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """How much RC averaging changes the reference vectors, and where: per gene (and region) the cosine between
         embed(forward) and embed(reverse complement), each embedded alone, and between embed(forward) and their
         average (the recipe's vector); summaries by chromosome and gene length; the genes that move most."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
         identity = encoder.identity()
         chromosomes = gene_chromosomes(store, settings, ("reference_sequences", "tokenized_genes/tiles"))
@@ -136,22 +139,21 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
                                                             "forward vs their average"),
                 "embedded_windows": embedded,
             },
-            upstream=[*[("reference_sequences", c) for c in chromosomes],
-                      *[("gene_embeddings", c) for c in chromosomes]],
         )
 
     @dg.asset(group_name=GROUP, code_version=f"{embedding_code}-s{max_subjects}",
-              deps=["reference_sequences", "subject_haplotypes", "tokenized_genes", "gene_embeddings"],
+              deps=["reference_sequences", "subject_haplotypes", "tokenized_genes", "gene_embeddings",
+                    input_key("checkpoint")],
               pool="gpu", kinds=kinds)
     def pooling_comparison(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, encoder: EncoderResource,
+        context: dg.AssetExecutionContext, encoder: EncoderResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """Mean vs CLS vs max token pooling: per gene the cosine between the strategies' reference vectors; per gene
         and strategy the half-split window stability; per pair of strategies the Spearman correlation of
         subject-to-subject distances over the first `max_subjects` cohort subjects by id (see
         kb_assets.diagnostics.pooling for the exact definitions)."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         options = settings.encoder
         region_to_gene = settings.aggregation.region_to_gene
         store = warehouse.get()
@@ -211,26 +213,24 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
                                                     f"({len(subjects)} subjects)"),
                 "embedded_windows": embedded,
             },
-            upstream=[*[(d, c) for c in chromosomes
-                        for d in ("reference_sequences", "subject_haplotypes", "gene_embeddings")]],
         )
 
     @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('reference', 'regions')}",
-              deps=["gene_annotations", "gene_set"], kinds={"parquet"})
+              deps=["gene_annotations", "gene_set", input_key("tokenizer")], kinds={"parquet"})
     def bpe_token_report(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, encoder: EncoderResource,
+        context: dg.AssetExecutionContext, encoder: EncoderResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """How the checkpoint's BPE tokenizer cuts the gene set's exons, UTRs, CDS, introns and promoters: token
         lengths, bp per token, the most frequent tokens, their enrichment in exons vs introns/promoters (log odds,
         chi-square or Fisher p, BH q) and whether token boundaries in CDS fall between codons (see
         kb_assets.diagnostics.tokens)."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
         identity = encoder.identity()
         genes = store.read_table("gene_set").to_pandas()
-        annotation = read_annotation(store, genome.gtf)
-        reference = genome.open_reference()
+        annotation = read_annotation(store, str(settings.inputs.gtf))
+        reference = ReferenceGenome(settings.inputs.fasta)
         tally = diagnostics.TokenTally(identity.tokenizer)
         for chrom in [c for c in settings.reference.chromosomes if c in set(genes["chrom"])]:
             tally.add(diagnostics.region_type_sequences(reference, annotation, genes, chrom,
@@ -271,7 +271,6 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
                                                 f"token enrichment in exons vs introns/promoters (q < {Q_THRESHOLD} "
                                                 "in red)"),
             },
-            upstream=[("gene_set", None), ("gene_annotations", None)],
         )
 
     return [rc_stability, pooling_comparison, bpe_token_report]

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kb_assets.assets.inputs import input_key
 from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, png_markdown, publish, upstream_facts
 from kb_assets.diagnostics.plots import cosine_histogram_png, token_length_png
 from kb_assets.encoders.alleles import allele_stats
@@ -21,7 +22,8 @@ from kb_assets.encoders.pooling import cosine
 from kb_assets.encoders.tokenized import model_windows, tokenize_tiles
 from kb_assets.errors import InputError
 from kb_assets.genome.tiles import Tile, tile_alleles
-from kb_assets.resources import EncoderResource, RecipeResource, WarehouseResource
+from kb_assets.resources import EncoderResource, WarehouseResource
+from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import EncoderSettings, Recipe
 from kb_assets.storage import EmbeddingCache, EmbeddingKey, Warehouse, vector_column
 
@@ -96,7 +98,9 @@ def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
     pinned_tokenizer = recipe.encoder.tokenizer_sha256
 
     @dg.asset(
-        group_name=GROUP, code_version=f"{CODE_VERSION}-{encoder_fingerprint}", deps=["subject_haplotypes"],
+        automation_condition=after_upstream_data_changes(),
+        group_name=GROUP, code_version=f"{CODE_VERSION}-{encoder_fingerprint}",
+        deps=["subject_haplotypes", input_key("tokenizer")],
         partitions_def=chromosomes, kinds={"parquet"},
         check_specs=[dg.AssetCheckSpec(
             "tokenizer_unchanged", asset="tokenized_genes", blocking=pinned_tokenizer is not None,
@@ -105,13 +109,13 @@ def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         )],
     )
     def tokenized_genes(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, encoder: EncoderResource,
+        context: dg.AssetExecutionContext, encoder: EncoderResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """Every region allele cut into tiles anchored to reference coordinates (each distinct tile once), and the
         model windows of every tile (both strands when RC averaging is on): ≤ window_tokens ids with the model's
         specials, the counted tokens marked so that each token of a region counts once."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         options = settings.encoder
         store = warehouse.get()
         chrom = context.partition_key
@@ -167,13 +171,14 @@ def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
                 ) if token_counts else "no tokens",
             },
             inputs={"tokenizer": {"path": str(tokenizer.path), "sha256": version}},
-            upstream=[("subject_haplotypes", chrom)],
             check_results=[check],
         )
 
     @dg.asset(
+        automation_condition=after_upstream_data_changes(),
         group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}-{encoder_fingerprint}",
-        deps=[tokenized_genes, "subject_haplotypes", "reference_sequences"], partitions_def=chromosomes, pool="gpu",
+        deps=[tokenized_genes, "subject_haplotypes", "reference_sequences", input_key("checkpoint")],
+        partitions_def=chromosomes, pool="gpu",
         kinds={"pytorch", "parquet"},
         check_specs=[
             dg.AssetCheckSpec("vectors_finite_and_complete", asset="gene_embeddings", blocking=True,
@@ -184,14 +189,14 @@ def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         ],
     )
     def gene_embeddings(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, encoder: EncoderResource,
+        context: dg.AssetExecutionContext, encoder: EncoderResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """The distinct gene vectors of one chromosome and which subjects carry which (code 0, the reference's,
         for every subject not listed): each window embedded once (cached by content; forward and reverse
         complement), pooled into region alleles (every token counted once), regions into genes per haplotype,
         haplotypes averaged. The view `gene_embeddings` lists (subject_id, gene, vector) on demand."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         options = settings.encoder
         store = warehouse.get()
         chrom = context.partition_key
@@ -292,7 +297,6 @@ def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
                 ) if np.isfinite(strand_cosines[reference]).any() else "no reverse complements (rc_mode none)",
             },
             inputs={"checkpoint": {"path": str(identity.weights), "sha256": identity.model_sha256}},
-            upstream=[("tokenized_genes", chrom), ("subject_haplotypes", chrom), ("reference_sequences", chrom)],
             check_results=checks,
         )
 

@@ -4,9 +4,18 @@
 import dagster as dg
 import pyarrow as pa
 
-from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, arrow_table, publish, upstream_facts
-from kb_assets.genome import COUNT_DESCRIPTIONS, build_haplotypes, reference_haplotypes
-from kb_assets.resources import CohortResource, GenomeResource, RecipeResource, WarehouseResource
+from kb_assets.assets.inputs import input_key
+from kb_assets.assets.publishing import (
+    ANNOTATION_FACTS,
+    REFERENCE_FACTS,
+    arrow_table,
+    input_facts,
+    publish,
+    upstream_facts,
+)
+from kb_assets.genome import COUNT_DESCRIPTIONS, ReferenceGenome, build_haplotypes, reference_haplotypes
+from kb_assets.resources import WarehouseResource
+from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
 
 CODE_VERSION = "2"
@@ -24,29 +33,29 @@ def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
     code_version = f"{CODE_VERSION}-{recipe.fingerprint('reference', 'regions', 'haplotypes')}"
 
     @dg.asset(
-        group_name="subjects", code_version=code_version, deps=["reference_sequences"], partitions_def=chromosomes,
+        automation_condition=after_upstream_data_changes(),
+        group_name="subjects", code_version=code_version,
+        deps=["reference_sequences", *([input_key("vcf")] if recipe.inputs.vcf else [])],
+        partitions_def=chromosomes,
         kinds={"vcf", "parquet"},
     )
     def subject_haplotypes(
         context: dg.AssetExecutionContext,
-        recipe: RecipeResource,
-        genome: GenomeResource,
-        cohort: CohortResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """Each region's distinct alleles on one chromosome (allele 0 = the reference; the edits that make each),
         and, sparsely, the subject × region × haplotype units carrying a non-reference allele: every unit not
         listed carries the reference, so storage follows what subjects do not share."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
         chrom = context.partition_key
         regions = store.read_partition("reference_sequences", chrom).to_pandas()
-        if cohort.vcf is None or regions.empty:
+        if settings.inputs.vcf is None or regions.empty:
             result = reference_haplotypes(regions)
         else:
             options = settings.haplotypes
             result = build_haplotypes(
-                cohort.vcf, regions, genome.open_reference(),
+                settings.inputs.vcf, regions, ReferenceGenome(settings.inputs.fasta),
                 mode=options.mode, missing_genotypes=options.missing_genotypes, filters=options.filters,
                 max_ref_mismatch_fraction=options.max_ref_mismatch_fraction,
             )
@@ -73,8 +82,7 @@ def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
                 # Share of subject × region × haplotype units stored (the rest carry the reference).
                 "non_reference_share": round(counts["non_reference_haplotypes"] / units, 6) if units else 0.0,
             },
-            inputs={"vcf": {"path": cohort.vcf, "sha256": store.input_sha256(cohort.vcf)}} if cohort.vcf else {},
-            upstream=[("reference_sequences", chrom)],
+            inputs=input_facts(store, vcf=settings.inputs.vcf),
         )
 
     return [subject_haplotypes]

@@ -1,8 +1,10 @@
-"""What every asset does after computing: write its tables, catalog them, record lineage, report metadata."""
+"""What every asset does after computing: write its tables with their facts, catalog them, report metadata."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -59,28 +61,16 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(field.name, str(field.type)) for field in schema])
 
 
-def upstream_facts(warehouse: Warehouse, asset: str, keys: Sequence[str], partition: str | None = None) -> dict:
-    """Selected facts from the newest lineage row of an upstream asset (empty when it never ran here)."""
-    record = warehouse.latest_lineage(asset, partition)
-    facts = record["facts"] if record else {}
+def upstream_facts(warehouse: Warehouse, dataset: str, keys: Sequence[str], partition: str | None = None) -> dict:
+    """Selected facts written into an upstream dataset's file (empty when it was never materialized here)."""
+    facts = warehouse.read_facts(dataset, partition)
     return {key: facts[key] for key in keys if key in facts}
 
 
-def lineage_upstream(warehouse: Warehouse, upstream: Sequence[tuple[str, str | None]]) -> list[dict]:
-    """Run id and versions of each upstream asset (partition) as it stands now: what this output read."""
-    found = []
-    for asset, partition in upstream:
-        record = warehouse.latest_lineage(asset, partition)
-        if record is not None:
-            found.append({
-                "asset": asset,
-                "partition": partition,
-                "run_id": record["run_id"],
-                "data_version": record["data_version"],
-                "code_version": record["code_version"],
-                "materialized_at": record["materialized_at"].isoformat(),
-            })
-    return found
+def input_facts(warehouse: Warehouse, **paths: str | os.PathLike | None) -> dict[str, dict[str, str]]:
+    """{name: {path, sha256}} of the input files an asset read (None paths left out), for `publish(inputs=…)`."""
+    return {name: {"path": str(path), "sha256": warehouse.input_sha256(path)}
+            for name, path in paths.items() if path is not None}
 
 
 def publish(
@@ -91,48 +81,49 @@ def publish(
     *,
     facts: Mapping[str, object],
     metadata: Mapping[str, object] | None = None,
-    inputs: Mapping[str, object] | None = None,
-    upstream: Sequence[tuple[str, str | None]] = (),
+    inputs: Mapping[str, Mapping[str, str]] | None = None,
     check_results: Sequence[dg.AssetCheckResult] = (),
     data_files: Sequence[Path] = (),
 ) -> dg.MaterializeResult:
-    """Write `tables` (the first is the asset's main table) atomically, then catalog and record them.
+    """Write `tables` (the first is the asset's main table) atomically, catalog them, and report them to Dagster.
 
-    `facts` are the settings and versions that made the output (tokenizer_version, rc_mode …): they go to the
-    materialization metadata and to the lineage table, where the audit and downstream assets read them.
+    `facts` are the settings and versions that made the output (tokenizer_version, rc_mode …) and `inputs` the
+    input files it read ({name: {path, sha256}}): both go into every written file's own metadata and into the
+    materialization metadata. Dagster's event log keeps the run, the code and data versions and what each upstream
+    was when this ran (data provenance); the audit reads them there.
     """
     partition = partition_of(context)
+    # One id for the files written together, from their content: a reader can tell that they belong together (a
+    # run stopped between renaming them leaves files of two writes), and equal content still gives equal bytes.
+    write_id = hashlib.sha256()
+    for name, table in tables.items():
+        write_id.update(name.encode())
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as stream:
+            stream.write_table(table)
+        write_id.update(sink.getvalue())
+    all_facts = {"recipe_id": recipe.recipe_id, **{k: _plain(v) for k, v in facts.items()},
+                 "write_id": write_id.hexdigest()[:16]}
+    if inputs:
+        all_facts["inputs"] = {name: dict(used) for name, used in inputs.items()}
     if partition is None:
-        paths = warehouse.write_tables(tables)
+        paths = warehouse.write_tables(tables, all_facts)
     else:
-        paths = warehouse.write_partitions(tables, partition)
+        paths = warehouse.write_partitions(tables, partition, all_facts)
     warehouse.register_views(list(tables))
 
     main_dataset = next(iter(tables))
     main_table = tables[main_dataset]
     data_version = content_version(*[Path(p) for p in paths.values()], *data_files)
-    asset_key = context.asset_key
-    code_version = context.assets_def.code_versions_by_key.get(asset_key)
-    all_facts = {"recipe_id": recipe.recipe_id, **{k: _plain(v) for k, v in facts.items()}}
-    warehouse.record_lineage(
-        asset_key.to_user_string(),
-        partition=partition,
-        run_id=context.run.run_id,
-        recipe_id=recipe.recipe_id,
-        code_version=code_version,
-        data_version=data_version,
-        path=str(paths[main_dataset]),
-        facts=all_facts,
-        inputs=inputs,
-        upstream=lineage_upstream(warehouse, upstream),
-    )
+    shown_facts = {k: v for k, v in all_facts.items() if k not in ("inputs", "write_id")}
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": main_table.num_rows,
             "dagster/column_schema": column_schema(main_table.schema),
             "path": dg.MetadataValue.path(str(paths[main_dataset])),
             **{f"rows/{name}": table.num_rows for name, table in tables.items() if name != main_dataset},
-            **all_facts,
+            **shown_facts,
+            **({"inputs": dg.MetadataValue.json(all_facts["inputs"])} if inputs else {}),
             **{k: _plain(v) for k, v in (metadata or {}).items()},
         },
         data_version=dg.DataVersion(data_version),

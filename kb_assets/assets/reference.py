@@ -7,10 +7,19 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from kb_assets.assets.publishing import ANNOTATION_FACTS, REFERENCE_FACTS, arrow_table, publish, upstream_facts
+from kb_assets.assets.inputs import input_key
+from kb_assets.assets.publishing import (
+    ANNOTATION_FACTS,
+    REFERENCE_FACTS,
+    arrow_table,
+    input_facts,
+    publish,
+    upstream_facts,
+)
 from kb_assets.genome import (
     REGION_DTYPES,
     Annotation,
+    ReferenceGenome,
     check_chromosomes_in_fasta,
     check_contig_names,
     extract_regions,
@@ -18,7 +27,8 @@ from kb_assets.genome import (
     read_gene_set,
     resolve_gene_set,
 )
-from kb_assets.resources import GenomeResource, RecipeResource, WarehouseResource
+from kb_assets.resources import WarehouseResource
+from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
 
 GROUP = "reference"
@@ -53,14 +63,16 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
     reference_code = f"{CODE_VERSION}-{recipe.fingerprint('reference')}"
     regions_code = f"{CODE_VERSION}-{recipe.fingerprint('reference', 'regions')}"
 
-    @dg.asset(group_name=GROUP, code_version=reference_code, kinds={"fasta", "parquet"})
+    @dg.asset(
+        automation_condition=after_upstream_data_changes(),
+        group_name=GROUP, code_version=reference_code, deps=[input_key("fasta")], kinds={"fasta", "parquet"})
     def reference_genome(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         """The reference FASTA (.fai built if missing): contigs, lengths, build and file hash."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
-        reference = genome.open_reference()
+        reference = ReferenceGenome(settings.inputs.fasta)
         check_chromosomes_in_fasta(reference, settings.reference.chromosomes)
         contigs = pa.table(
             {
@@ -69,49 +81,56 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
                 "in_recipe": [c in settings.reference.chromosomes for c in reference.contigs],
             }
         )
-        sha256 = store.input_sha256(genome.fasta)
+        inputs = input_facts(store, fasta=settings.inputs.fasta)
+        sha256 = inputs["fasta"]["sha256"]
         # The file's hash in every row: the data version then changes with the sequence, not only the lengths.
         contigs = contigs.append_column("fasta_sha256", pa.array([sha256] * contigs.num_rows, pa.string()))
         return publish(
             context, store, settings, {"reference_genome": contigs},
-            facts={"reference_version": f"{genome.build} sha256:{sha256[:12]}", "reference_sha256": sha256},
-            metadata={"build": genome.build, "total_length": int(sum(reference.contigs.values()))},
-            inputs={"fasta": {"path": genome.fasta, "sha256": sha256}},
+            facts={"reference_version": f"{settings.reference.build} sha256:{sha256[:12]}",
+                   "reference_sha256": sha256},
+            metadata={"build": settings.reference.build, "total_length": int(sum(reference.contigs.values()))},
+            inputs=inputs,
         )
 
-    @dg.asset(group_name=GROUP, code_version=reference_code, deps=[reference_genome], kinds={"gtf", "parquet"})
+    @dg.asset(
+        automation_condition=after_upstream_data_changes(),
+        group_name=GROUP, code_version=reference_code, deps=[reference_genome, input_key("gtf")],
+              kinds={"gtf", "parquet"})
     def gene_annotations(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         """Genes, transcripts, exons, CDS and UTRs of the GTF (pyranges), with the annotation version."""
-        settings = recipe.settings()
-        annotation = load_annotation(genome.gtf)
-        check_contig_names(genome.open_reference(), annotation, settings.reference.chromosomes)
+        settings = recipe.checked()
+        annotation = load_annotation(settings.inputs.gtf)
+        check_contig_names(ReferenceGenome(settings.inputs.fasta), annotation, settings.reference.chromosomes)
         store = warehouse.get()
-        sha256 = store.input_sha256(genome.gtf)
+        inputs = input_facts(store, gtf=settings.inputs.gtf)
         tables = {f"gene_annotations/{name}": arrow_table(getattr(annotation, name)) for name in ANNOTATION_TABLES}
         return publish(
             context, store, settings, tables,
             facts={
                 "annotation_version": annotation.version,
-                "annotation_sha256": sha256,
+                "annotation_sha256": inputs["gtf"]["sha256"],
                 "unnamed_genes": annotation.unnamed_genes,
                 **upstream_facts(store, "reference_genome", REFERENCE_FACTS),
             },
-            inputs={"gtf": {"path": genome.gtf, "sha256": sha256}},
-            upstream=[("reference_genome", None)],
+            inputs=inputs,
         )
 
-    @dg.asset(group_name=GROUP, code_version=reference_code, deps=[gene_annotations], kinds={"parquet"})
+    @dg.asset(
+        automation_condition=after_upstream_data_changes(),
+        group_name=GROUP, code_version=reference_code, deps=[gene_annotations, input_key("gene_set")],
+              kinds={"parquet"})
     def gene_set(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         """The ordered gene manifest, each entry resolved to one gene and its canonical transcript."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
-        annotation = read_annotation(store, genome.gtf)
-        genes = resolve_gene_set(read_gene_set(genome.gene_set), annotation, source=genome.gene_set)
-        check_contig_names(genome.open_reference(), annotation, settings.reference.chromosomes, genes)
+        annotation = read_annotation(store, str(settings.inputs.gtf))
+        genes = resolve_gene_set(read_gene_set(settings.inputs.gene_set), annotation, source=settings.inputs.gene_set)
+        check_contig_names(ReferenceGenome(settings.inputs.fasta), annotation, settings.reference.chromosomes, genes)
         return publish(
             context, store, settings, {"gene_set": arrow_table(genes)},
             facts={
@@ -122,11 +141,11 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
                 "genes": dg.MetadataValue.md(_gene_set_markdown(genes)),
                 "chromosomes": sorted(genes["chrom"].unique().tolist()),
             },
-            inputs={"gene_set": {"path": genome.gene_set, "sha256": store.input_sha256(genome.gene_set)}},
-            upstream=[("gene_annotations", None)],
+            inputs=input_facts(store, gene_set=settings.inputs.gene_set),
         )
 
     @dg.asset(
+        automation_condition=after_upstream_data_changes(),
         group_name=GROUP, code_version=regions_code, deps=[gene_set, gene_annotations], partitions_def=chromosomes,
         kinds={"parquet"},
         check_specs=[dg.AssetCheckSpec(
@@ -136,18 +155,19 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         )],
     )
     def reference_sequences(
-        context: dg.AssetExecutionContext, recipe: RecipeResource, genome: GenomeResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         """Region sequences of the gene-set genes on one chromosome (default: exons of the canonical
         transcript), uppercased, minus strand reverse-complemented."""
-        settings = recipe.settings()
+        settings = recipe.checked()
         store = warehouse.get()
         chrom = context.partition_key
         genes = store.read_table("gene_set").to_pandas()
         genes = genes[genes["chrom"] == chrom]
         if len(genes):
             regions = extract_regions(
-                genome.open_reference(), read_annotation(store, genome.gtf), genes, chrom, settings.regions.mode,
+                ReferenceGenome(settings.inputs.fasta), read_annotation(store, str(settings.inputs.gtf)), genes, chrom,
+                settings.regions.mode,
                 promoter_upstream=settings.regions.promoter_upstream,
                 promoter_downstream=settings.regions.promoter_downstream,
             )
@@ -178,7 +198,6 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
                 "non_acgt_bases": int(regions["non_acgt_count"].sum()),
                 "genes_without_regions": skipped,
             },
-            upstream=[("gene_set", None), ("gene_annotations", None)],
             check_results=[n_check],
         )
 

@@ -4,7 +4,7 @@ names; nothing of size subjects × genes × H is ever formed here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,37 @@ class ChromosomeVectors:
     matrix: np.ndarray  # [len(vectors), H]
     assignments: pd.DataFrame  # subject_index, gene_order, code
     subjects: pd.DataFrame  # subject_index, subject_id (kept subjects)
+
+
+def shared_settings(facts: Mapping[str, Mapping[str, Mapping[str, object]]], keys: Sequence[str], newest: str,
+                    source: str) -> dict:
+    """The values of `keys` that every partition's files share (facts: partition → file → facts).
+
+    The files of one partition must agree (a run stopped while renaming them leaves a mix), and so must the
+    partitions: vectors of two models, tokenizers, poolings or device kinds cannot share one matrix. The error names
+    the partitions made otherwise than the `newest`, the ones to redo.
+    """
+    by_partition = {}
+    for partition, files in facts.items():
+        values = {tuple(file.get(key) for key in keys) for file in files.values()}
+        if len(values) != 1 or len({file.get("write_id") for file in files.values()}) != 1:
+            raise InputError(source, f"partition {partition}",
+                             "its files were written by different runs (a run stopped while replacing them)",
+                             f"re-materialize gene_embeddings for {partition}")
+        by_partition[partition] = dict(zip(keys, values.pop()))
+    for key in keys:
+        holders: dict[object, list[str]] = {}
+        for partition, values in by_partition.items():
+            holders.setdefault(values[key], []).append(partition)
+        if len(holders) > 1:
+            stale = sorted(p for p, values in by_partition.items() if values[key] != by_partition[newest][key])
+            listed = "; ".join(f"{str(value)[:16]} in {', '.join(sorted(ps))}" for value, ps in holders.items())
+            raise InputError(
+                source, f"{key}: {listed}",
+                f"gene_embeddings partitions were made with different {key} values and cannot share one matrix",
+                f"re-materialize gene_embeddings for {', '.join(stale)} with the current checkpoint and recipe",
+            )
+    return by_partition[newest] if by_partition else {}
 
 
 def analysis_subjects(covariate_subjects: Iterable[str], partitions: Iterable[pd.DataFrame]) -> tuple[pd.Index, int]:

@@ -4,7 +4,11 @@ Layout (a dataset name may hold one '/', e.g. ``gene_annotations/exons``)::
 
     <root>/<dataset>/chrom=<c>/part-0.parquet   partitioned datasets (hive layout)
     <root>/<dataset>/data.parquet               unpartitioned datasets
-    <root>/catalog.duckdb                       views over the parquet + the lineage table
+    <root>/catalog.duckdb                       views over the parquet (and over the files' facts)
+
+Each file carries its facts (the model, tokenizer, settings and input hashes that made it) in its own parquet
+metadata, so a file copied out of the warehouse still says how it was made; Dagster's event log holds the runs and
+data versions.
 
 Every parquet file is written under a temporary name in its final folder and renamed into place, so a crash
 leaves the previous version whole and a rerun replaces a partition entirely. The temporary name carries the
@@ -24,7 +28,6 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -46,21 +49,8 @@ _BUSY_TIMEOUT_S = 600
 _STALE_TEMPORARY_S = 24 * 3600
 _HOST = socket.gethostname()
 
-_LINEAGE_DDL = """
-create table if not exists lineage (
-    asset varchar not null,
-    partition varchar,
-    run_id varchar,
-    materialized_at timestamptz not null,
-    recipe_id varchar,
-    code_version varchar,
-    data_version varchar,
-    path varchar,
-    facts json,
-    inputs json,
-    upstream json
-)
-"""
+# Key of the schema metadata entry that holds a file's facts (JSON): how it was made, readable from the file alone.
+FACTS_KEY = b"kb_assets"
 
 
 def view_name(dataset: str) -> str:
@@ -103,19 +93,23 @@ class Warehouse:
         """Replace one chromosome partition atomically; the table's rows all belong to `chrom`."""
         return self.write_partitions({dataset: table}, chrom)[dataset]
 
-    def write_partitions(self, tables: Mapping[str, pa.Table], chrom: str) -> dict[str, Path]:
-        """Replace the `chrom` partition of several datasets: all files are written before any is renamed."""
+    def write_partitions(self, tables: Mapping[str, pa.Table], chrom: str,
+                         facts: Mapping[str, object] | None = None) -> dict[str, Path]:
+        """Replace the `chrom` partition of several datasets: all files are written before any is renamed. `facts`
+        (how they were made) go into each file's own metadata."""
         targets = {name: self.partition_file(name, chrom) for name in tables}
         tables = {name: _with_partition_column(table, chrom) for name, table in tables.items()}
-        return self._write_atomically(tables, targets)
+        return self._write_atomically(tables, targets, facts)
 
     def write_table(self, dataset: str, table: pa.Table) -> Path:
         return self._write_atomically({dataset: table}, {dataset: self.table_file(dataset)})[dataset]
 
-    def write_tables(self, tables: Mapping[str, pa.Table]) -> dict[str, Path]:
-        return self._write_atomically(dict(tables), {name: self.table_file(name) for name in tables})
+    def write_tables(self, tables: Mapping[str, pa.Table], facts: Mapping[str, object] | None = None
+                     ) -> dict[str, Path]:
+        return self._write_atomically(dict(tables), {name: self.table_file(name) for name in tables}, facts)
 
-    def _write_atomically(self, tables: dict[str, pa.Table], targets: dict[str, Path]) -> dict[str, Path]:
+    def _write_atomically(self, tables: dict[str, pa.Table], targets: dict[str, Path],
+                          facts: Mapping[str, object] | None = None) -> dict[str, Path]:
         staged: list[tuple[Path, Path]] = []
         try:
             for name, table in tables.items():
@@ -125,6 +119,9 @@ class Warehouse:
                 # rename below stays on one file system and is atomic.
                 temporary = _temporary_path(target)
                 staged.append((temporary, target))
+                if facts is not None:
+                    encoded = json.dumps(facts, sort_keys=True, default=str).encode()
+                    table = table.replace_schema_metadata({**(table.schema.metadata or {}), FACTS_KEY: encoded})
                 pq.write_table(table, temporary, compression="zstd")
                 with open(temporary, "rb+") as handle:
                     os.fsync(handle.fileno())
@@ -170,6 +167,15 @@ class Warehouse:
                 f"materialize {dataset.split('/')[0]} for partition {chrom} first",
             )
         return pq.read_table(path, columns=columns, filters=filters)
+
+    def read_facts(self, dataset: str, chrom: str | None = None) -> dict:
+        """The facts written into a dataset's file (of one partition): how it was made. Empty when it does not
+        exist or holds none."""
+        path = self.table_file(dataset) if chrom is None else self.partition_file(dataset, chrom)
+        if not path.exists():
+            return {}
+        metadata = pq.read_schema(path).metadata or {}
+        return json.loads(metadata[FACTS_KEY]) if FACTS_KEY in metadata else {}
 
     def read_table(self, dataset: str, columns: list[str] | None = None) -> pa.Table:
         path = self.table_file(dataset)
@@ -229,66 +235,12 @@ class Warehouse:
             for name, reads, query in DERIVED_VIEWS:
                 if set(reads) <= existing:
                     connection.execute(f"create or replace view {quote_identifier(name)} as {query}")
-
-    def record_lineage(
-        self,
-        asset: str,
-        *,
-        partition: str | None,
-        run_id: str | None,
-        recipe_id: str,
-        code_version: str | None,
-        data_version: str | None,
-        path: str | None,
-        facts: Mapping[str, object],
-        inputs: Mapping[str, object] | None = None,
-        upstream: list[dict] | None = None,
-    ) -> None:
-        row = [
-            asset, partition, run_id, datetime.now(timezone.utc), recipe_id, code_version, data_version, path,
-            json.dumps(facts, sort_keys=True, default=str), json.dumps(inputs or {}, sort_keys=True, default=str),
-            json.dumps(upstream or [], sort_keys=True, default=str),
-        ]
-        with self.catalog() as connection:
-            connection.execute(_LINEAGE_DDL)
-            connection.execute("insert into lineage values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-
-    def latest_lineage(self, asset: str, partition: str | None = None) -> dict | None:
-        """The newest lineage row of an asset (and partition), JSON decoded; None when never recorded."""
-        rows = self._lineage_rows(
-            "where asset = ? and partition is not distinct from ? order by materialized_at desc limit 1",
-            [asset, partition],
-        )
-        return rows[0] if rows else None
-
-    def lineage_of_run(self, asset: str, partition: str | None, run_id: str) -> dict | None:
-        """The lineage row a given run wrote for an asset (partition): what an output was built from."""
-        rows = self._lineage_rows(
-            "where asset = ? and partition is not distinct from ? and run_id = ? order by materialized_at desc "
-            "limit 1",
-            [asset, partition, run_id],
-        )
-        return rows[0] if rows else None
-
-    def latest_lineage_all(self) -> dict[tuple[str, str | None], dict]:
-        """(asset, partition) → its newest lineage row, for every asset partition ever recorded (one query)."""
-        rows = self._lineage_rows(
-            "qualify row_number() over (partition by asset, partition order by materialized_at desc) = 1", []
-        )
-        return {(row["asset"], row["partition"]): row for row in rows}
-
-    def _lineage_rows(self, clause: str, parameters: list) -> list[dict]:
-        if not self.catalog_path.exists():
-            return []
-        with self.catalog() as connection:
-            connection.execute(_LINEAGE_DDL)
-            result = connection.execute(f"select * from lineage {clause}", parameters)
-            names = [c[0] for c in result.description]
-            rows = [dict(zip(names, row)) for row in result.fetchall()]
-        for row in rows:
-            for key in ("facts", "inputs", "upstream"):
-                row[key] = json.loads(row[key])
-        return rows
+            # Every table's facts, read from the files themselves (their parquet key-value metadata).
+            pattern = _sql_string(str(self.root / "**" / "*.parquet"))
+            connection.execute(
+                "create or replace view facts as select file_name, decode(value)::json as facts "
+                f"from parquet_kv_metadata({pattern}) where decode(key) = {_sql_string(FACTS_KEY.decode())}"
+            )
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
