@@ -28,8 +28,8 @@ RECIPE_ID_TAG = "kb_assets/recipe_id"
 RECIPE_PATH_TAG = "kb_assets/recipe"
 INSTANCE_SETTINGS = PROJECT_ROOT / "data" / "dagster.yaml"
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
-# Ctrl-C / SIGTERM on `kb-assets ui`: dagster dev's own shutdown gets this long, then its process group is killed.
-UI_GRACE_S = 6.0
+# Ctrl-C / SIGTERM on `kb-assets ui`: its processes get this long to shut down on SIGTERM, then SIGKILL.
+UI_GRACE_S = 5.0
 
 
 # ---- one Dagster instance per recipe -----------------------------------------------------------------------------
@@ -79,7 +79,8 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
 
     graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
-    keys = graph.toposorted_asset_keys
+    # The input files are observed first, so every materialization records the input versions it read.
+    keys = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
     partitioned = [k for k in keys if graph.get(k).partitions_def is not None]
     feeding = dg.AssetSelection.assets(*partitioned).upstream().resolve(graph) - set(partitioned)
     upstream = [k for k in keys if k in feeding]
@@ -105,6 +106,9 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
         log(f"  done in {time.perf_counter() - started:.1f} s, run {result.run_id}")
         results.append(result)
 
+    log("observing the input files")
+    defs.resolve_job_def("observe_inputs").execute_in_process(instance=instance, run_config=console,
+                                                               tags=dict(tags or {}))
     if upstream:
         run(upstream)
     if partitioned:
@@ -231,22 +235,26 @@ def _cmd_demo_run(args) -> None:
 
 # ---- audit -------------------------------------------------------------------------------------------------------
 def _cmd_audit(args) -> None:
-    from kb_assets.audit import format_text, to_json, trace
+    from kb_assets.audit import Auditor, format_partitions, format_text, partitions_json, to_json
+    from kb_assets.definitions import build_definitions
     from kb_assets.storage import Warehouse
 
     recipe = load_recipe(args.recipe, require_inputs=False)
     with open_instance(recipe) as instance:
-
-        def run_status(run_id: str) -> str | None:
-            run = instance.get_run_by_id(run_id) if run_id else None
-            return run.status.value if run else "run not in this Dagster instance"
-
+        auditor = Auditor(instance, build_definitions(recipe), Warehouse(recipe.warehouse.root), recipe)
         try:
-            root = trace(Warehouse(recipe.warehouse.root), args.asset, args.partition, run_status=run_status)
+            if args.partition is None and auditor.partition_keys(args.asset) is not None:
+                statuses = auditor.partitions(args.asset)
+                text = partitions_json(args.asset, statuses) if args.json else format_partitions(args.asset,
+                                                                                                  statuses)
+            else:
+                root = auditor.trace(args.asset, args.partition)
+                text = to_json(root) if args.json else format_text(root)
         except LookupError as err:
-            raise InputError(recipe.warehouse.root, args.asset, str(err), "materialize it first, or pass --recipe "
-                             "(or KB_ASSETS_RECIPE) for the recipe whose warehouse holds it") from None
-    print(to_json(root) if args.json else format_text(root))
+            raise InputError(recipe.source, args.asset, str(err),
+                             "materialize it first, or pass --recipe (or KB_ASSETS_RECIPE) for the recipe it "
+                             "belongs to") from None
+    print(text)
 
 
 # ---- sql ---------------------------------------------------------------------------------------------------------
@@ -462,13 +470,17 @@ def _cmd_ui(args) -> int:
     env = {**os.environ, "DAGSTER_HOME": str(home), RECIPE_ENV: str(recipe.source)}
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), "--host", args.host,
                "--port", str(args.port)]
-    return run_in_own_group(command, env=env, cwd=PROJECT_ROOT)
+    code = run_in_own_group(command, env=env, cwd=PROJECT_ROOT)
+    # Everything it started has ended; skip the interpreter's seconds-long teardown of the torch and Dagster
+    # modules the definitions imported, so the command ends when its processes do.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_in_own_group(command: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
     """Run `command` in a process group of its own until it exits or this process gets SIGINT or SIGTERM; then
-    stop the whole group: SIGINT to the leader (dagster dev's own shutdown), and after UI_GRACE_S SIGKILL to
-    every process left in the group (webserver, daemon, code servers, run workers)."""
+    stop the whole group (dagster dev, webserver, daemon, code servers, run workers): see `stop_group`."""
     process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, process_group=0)
     stopping: list[int] = []
 
@@ -487,10 +499,13 @@ def run_in_own_group(command: Sequence[str], env: Mapping[str, str], cwd: Path) 
 
 
 def stop_group(process: subprocess.Popen, grace: float = UI_GRACE_S) -> None:
-    """SIGINT to the group's leader, then SIGKILL to whatever of its group is still running after `grace`."""
+    """SIGTERM to every process of the group (each shuts down on it: dagster dev maps it to Ctrl-C), then SIGKILL
+    to whatever is still running after `grace`."""
     group = process.pid
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and group_members(group):
         process.poll()
@@ -619,6 +634,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[RECIPE_ENV] = str(os.path.abspath(recipe))
     try:
         return args.func(args) or 0
+    except BrokenPipeError:
+        # The reader went away (`kb-assets audit … | head`): stop quietly, as command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except InputError as err:
         if getattr(args, "verbose", False):
             traceback.print_exc()
