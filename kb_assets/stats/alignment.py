@@ -33,6 +33,7 @@ from cca_zoo.linear import RidgeCCA
 from cca_zoo.metrics import factor_loadings
 from cca_zoo.model_selection import GridSearchCV
 from sklearn.model_selection import KFold
+from threadpoolctl import threadpool_limits
 
 from kb_assets.stats.alignment_engine import (
     BatchedRidgeCCA,
@@ -183,11 +184,15 @@ def align_fold(data: FoldData, settings: AlignmentSettings = AlignmentSettings()
 
     # Observed alignment: cca-zoo's grid search over the gene shrinkage on the inner splits, refitted on all.
     gene_scale, brain_scale = view_scale(fold.genes), view_scale(brain_train)
-    search = GridSearchCV(
-        RidgeCCA(n_components=m, shrinkage=[0.0, settings.brain_shrinkage]),
-        param_grid={"shrinkage__0": list(settings.gene_shrinkages)},
-        cv=fold.inner_splits,
-    ).fit([fold.genes / gene_scale, brain_train / brain_scale])
+    # Each cca-zoo fit eigendecomposes the gene covariance; threaded OpenBLAS runs that several times slower
+    # when another process holds a core (the whole search: 150 s vs 29 s on one thread at 16,000 × 512 on 2
+    # shared cores), as for the factorizations in alignment_engine.
+    with threadpool_limits(1):
+        search = GridSearchCV(
+            RidgeCCA(n_components=m, shrinkage=[0.0, settings.brain_shrinkage]),
+            param_grid={"shrinkage__0": list(settings.gene_shrinkages)},
+            cv=fold.inner_splits,
+        ).fit([fold.genes / gene_scale, brain_train / brain_scale])
     model = search.best_estimator_
     gene_shrinkage = float(search.best_params_["shrinkage__0"])
     train_variates = model.transform([fold.genes / gene_scale, brain_train / brain_scale])

@@ -26,6 +26,12 @@ import numpy as np
 import scipy.stats
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
+from threadpoolctl import threadpool_limits
+
+# Factorizations (eigh, SVD) run on one BLAS thread: on shared cores threaded OpenBLAS runs them 5–50× slower
+# (measured: a 512 × 512 eigh 3.7 s vs 0.17 s, a 2,000 × 512 SVD 13 s vs 0.3 s, with 2 cores and load 9), as
+# kb_assets.stats.projection found; the large products over subjects stay threaded.
+_SINGLE_THREADED = 1
 
 
 def view_scale(columns: np.ndarray) -> float:
@@ -82,7 +88,8 @@ def ridge_predictions(
     efficient leave-one-out; returns held-out predictions (n_heldout × t), the chosen alphas (t,) and the
     coefficients (t × p). A ±1-coded binary target gives RidgeClassifierCV's decision function."""
     model = RidgeCV(alphas=np.asarray(alphas, dtype=float), alpha_per_target=True, fit_intercept=True, gcv_mode="svd")
-    model.fit(genes_train, targets)
+    with threadpool_limits(_SINGLE_THREADED):  # its cost is one SVD of the gene PCs: see _SINGLE_THREADED
+        model.fit(genes_train, targets)
     alpha = np.broadcast_to(np.asarray(model.alpha_, dtype=float), (targets.shape[1],)).copy()
     coefficients = np.atleast_2d(model.coef_)
     return model.predict(genes_heldout).reshape(len(genes_heldout), -1), alpha, coefficients
@@ -135,7 +142,8 @@ class FreedmanLaneBrain:
         sd = np.sqrt(np.clip(np.diagonal(covariance, axis1=1, axis2=2), 0.0, None))
         sd = np.where(sd > 0, sd, 1.0)
         correlation = covariance / (sd[:, :, None] * sd[:, None, :])
-        values, vectors = np.linalg.eigh(correlation)
+        with threadpool_limits(_SINGLE_THREADED):  # small factorizations: see _SINGLE_THREADED
+            values, vectors = np.linalg.eigh(correlation)
         values, vectors = values[:, ::-1][:, :k], vectors[:, :, ::-1][:, :, :k]
         transform = vectors / sd[:, :, None]  # c × q × k: residual → PC
         flat_transform = transform.transpose(1, 0, 2).reshape(q, c * k)
@@ -187,12 +195,14 @@ class BatchedRidgeCCA:
             n_val, n_fit = stop - start, n - (stop - start)
             fit_sums = -sums  # the training columns are centred: the inner-training sums are minus the validation's
             covariance = (gram - validation_gram - np.outer(fit_sums, fit_sums) / n_fit) / (n_fit - 1)
-            values, vectors = np.linalg.eigh(covariance)
+            with threadpool_limits(_SINGLE_THREADED):  # see _SINGLE_THREADED
+                values, vectors = np.linalg.eigh(covariance)
             kept = values > values.max() * len(values) * np.finfo(float).eps
             values, vectors = values[kept], vectors[:, kept]
             validation_cov = (validation_gram - np.outer(sums, sums) / n_val) / (n_val - 1)
             self.inner.append((values, vectors, vectors.T @ validation_cov @ vectors))
-        values, vectors = np.linalg.eigh(gram / (n - 1))
+        with threadpool_limits(_SINGLE_THREADED):
+            values, vectors = np.linalg.eigh(gram / (n - 1))
         kept = values > values.max() * len(values) * np.finfo(float).eps
         self.values, self.vectors = values[kept], vectors[:, kept]
         heldout = (genes_heldout - genes_heldout.mean(axis=0)) / self.scale
@@ -218,37 +228,38 @@ class BatchedRidgeCCA:
         cross, sums, gram = np.sum(cross_parts, axis=0), np.sum(sum_parts, axis=0), np.sum(gram_parts, axis=0)
 
         scores = np.zeros((c, len(self.shrinkages)))
-        for (start, stop), gene_sums, cross_val, sums_val, gram_val, (values, vectors, validation_cov) in zip(
-            self.bounds, self.gene_sums, cross_parts, sum_parts, gram_parts, self.inner
-        ):
-            n_val, n_fit = stop - start, n - (stop - start)
-            sums_fit = sums - sums_val
-            cross_fit = (cross - cross_val) + np.einsum("p,ck->pck", gene_sums, sums_fit) / n_fit
-            rotated_fit = _rotate(vectors, cross_fit) / (n_fit - 1)
-            cross_val_centred = cross_val - np.einsum("p,ck->pck", gene_sums, sums_val) / n_val
-            rotated_val = _rotate(vectors, cross_val_centred) / (n_val - 1)
-            brain_fit = (gram - gram_val - np.einsum("ck,cl->ckl", sums_fit, sums_fit) / n_fit) / (n_fit - 1)
-            brain_val = (gram_val - np.einsum("ck,cl->ckl", sums_val, sums_val) / n_val) / (n_val - 1)
-            brain_vectors, brain_weights = whitening(brain_fit, self.brain_shrinkage)
-            brain_whitening = brain_vectors * brain_weights[:, None, :]
-            for index, shrinkage in enumerate(self.shrinkages):
-                gene_weights = _gene_weights(values, shrinkage)
-                gene_dirs, brain_dirs = _top_pairs(gene_weights, rotated_fit, brain_whitening, m)
-                covariance = np.einsum("crm,crk,ckm->cm", gene_dirs, rotated_val, brain_dirs, optimize=True)
-                gene_var = np.einsum("crm,rs,csm->cm", gene_dirs, validation_cov, gene_dirs, optimize=True)
-                brain_var = np.einsum("ckm,ckl,clm->cm", brain_dirs, brain_val, brain_dirs, optimize=True)
-                denominator = np.sqrt(np.clip(gene_var * brain_var, 0.0, None))
-                correlation = np.divide(covariance, denominator, out=np.zeros_like(covariance),
-                                        where=denominator > 1e-300)
-                scores[:, index] += correlation.mean(axis=1) / len(self.bounds)
+        with threadpool_limits(_SINGLE_THREADED):  # small factorizations and products, up to the final fit
+            for (start, stop), gene_sums, cross_val, sums_val, gram_val, (values, vectors, validation_cov) in zip(
+                self.bounds, self.gene_sums, cross_parts, sum_parts, gram_parts, self.inner
+            ):
+                n_val, n_fit = stop - start, n - (stop - start)
+                sums_fit = sums - sums_val
+                cross_fit = (cross - cross_val) + np.einsum("p,ck->pck", gene_sums, sums_fit) / n_fit
+                rotated_fit = _rotate(vectors, cross_fit) / (n_fit - 1)
+                cross_val_centred = cross_val - np.einsum("p,ck->pck", gene_sums, sums_val) / n_val
+                rotated_val = _rotate(vectors, cross_val_centred) / (n_val - 1)
+                brain_fit = (gram - gram_val - np.einsum("ck,cl->ckl", sums_fit, sums_fit) / n_fit) / (n_fit - 1)
+                brain_val = (gram_val - np.einsum("ck,cl->ckl", sums_val, sums_val) / n_val) / (n_val - 1)
+                brain_vectors, brain_weights = whitening(brain_fit, self.brain_shrinkage)
+                brain_whitening = brain_vectors * brain_weights[:, None, :]
+                for index, shrinkage in enumerate(self.shrinkages):
+                    gene_weights = _gene_weights(values, shrinkage)
+                    gene_dirs, brain_dirs = _top_pairs(gene_weights, rotated_fit, brain_whitening, m)
+                    covariance = np.einsum("crm,crk,ckm->cm", gene_dirs, rotated_val, brain_dirs, optimize=True)
+                    gene_var = np.einsum("crm,rs,csm->cm", gene_dirs, validation_cov, gene_dirs, optimize=True)
+                    brain_var = np.einsum("ckm,ckl,clm->cm", brain_dirs, brain_val, brain_dirs, optimize=True)
+                    denominator = np.sqrt(np.clip(gene_var * brain_var, 0.0, None))
+                    correlation = np.divide(covariance, denominator, out=np.zeros_like(covariance),
+                                            where=denominator > 1e-300)
+                    scores[:, index] += correlation.mean(axis=1) / len(self.bounds)
 
-        chosen = self.shrinkages[np.argmax(scores, axis=1)]  # first best, as GridSearchCV
-        full_cross = (cross - np.einsum("p,ck->pck", np.sum(self.gene_sums, axis=0), sums) / n) / (n - 1)
-        rotated = _rotate(self.vectors, full_cross)
-        brain_cov = (gram - np.einsum("ck,cl->ckl", sums, sums) / n) / (n - 1)
-        brain_vectors, brain_weights = whitening(brain_cov, self.brain_shrinkage)
-        gene_weights = _gene_weights(self.values, chosen[:, None])
-        gene_dirs, brain_dirs = _top_pairs(gene_weights, rotated, brain_vectors * brain_weights[:, None, :], m)
+            chosen = self.shrinkages[np.argmax(scores, axis=1)]  # first best, as GridSearchCV
+            full_cross = (cross - np.einsum("p,ck->pck", np.sum(self.gene_sums, axis=0), sums) / n) / (n - 1)
+            rotated = _rotate(self.vectors, full_cross)
+            brain_cov = (gram - np.einsum("ck,cl->ckl", sums, sums) / n) / (n - 1)
+            brain_vectors, brain_weights = whitening(brain_cov, self.brain_shrinkage)
+            gene_weights = _gene_weights(self.values, chosen[:, None])
+            gene_dirs, brain_dirs = _top_pairs(gene_weights, rotated, brain_vectors * brain_weights[:, None, :], m)
         gene_variates = np.einsum("nr,crm->cnm", self.heldout_rotated, gene_dirs, optimize=True)
         brain_variates = np.einsum("nck,ckm->cnm", brain_heldout / scale[None, :, None], brain_dirs, optimize=True)
         return pearson_columns(gene_variates, brain_variates), chosen, scores
