@@ -1,23 +1,19 @@
-"""The schedule's run requests, the input sensor's change detection, and the cohort's automation condition."""
+"""Automation with Dagster's own data versions: input files observed as source assets, staleness as Dagster sees it,
+and the automation conditions that carry a change down the graph and stop where an output is unchanged."""
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._core.definitions.data_version import CachingStaleStatusResolver
+from dagster._time import get_current_datetime
 
 from kb_assets.definitions import build_definitions
-from kb_assets.resources import WarehouseResource
-
-
-def _sensor_requests(defs: dg.Definitions, recipe) -> list[dg.RunRequest]:
-    sensor = defs.resolve_sensor_def("input_changes")
-    context = dg.build_sensor_context(repository_def=defs.get_repository_def(),
-                                      resources={"warehouse": WarehouseResource(root=str(recipe.warehouse.root))})
-    result = sensor.evaluate_tick(context)
-    return list(result.run_requests or [])
+from kb_assets_tests.conftest import materialize_on, write_recipe
 
 
 def test_schedule_requests_one_run_per_chromosome(make_recipe):
@@ -36,64 +32,115 @@ def test_schedule_requests_one_run_per_chromosome(make_recipe):
         "reference_sequences", "subject_haplotypes", "tokenized_genes", "gene_embeddings"}
 
 
-@pytest.fixture
-def built(make_recipe, materialize):
-    recipe = make_recipe(encoder={"dtype": "float32"}, pca={"n_components": 8})
+def test_sensors_and_their_default_status(make_recipe):
+    defs = build_definitions(make_recipe())
+    statuses = {name: defs.resolve_sensor_def(name).default_status
+                for name in ("observe_inputs", "follow_inputs", "cohort_follows_embeddings")}
+    assert statuses == {"observe_inputs": dg.DefaultSensorStatus.RUNNING,
+                        "follow_inputs": dg.DefaultSensorStatus.STOPPED,
+                        "cohort_follows_embeddings": dg.DefaultSensorStatus.RUNNING}
+    graph = defs.resolve_asset_graph()
+    inputs = {k.to_user_string() for k in graph.get_all_asset_keys() if not graph.get(k).is_materializable}
+    assert inputs == {f"inputs/{name}" for name in ("fasta", "gtf", "gene_set", "vcf", "covariates", "checkpoint",
+                                                    "tokenizer")}
+
+
+class Automation:
+    """Evaluates the materializable assets' automation conditions as the sensors would, tick after tick."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance):
+        self.defs, self.instance, self.cursor = defs, instance, None
+        graph = defs.resolve_asset_graph()
+        self.selection = dg.AssetSelection.assets(*graph.materializable_asset_keys)
+
+    def requested(self) -> set[tuple[str, str | None]]:
+        result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor,
+                                                   asset_selection=self.selection)
+        self.cursor = result.cursor
+        return {(r.key.to_user_string(), partition) for r in result.results
+                for partition in (r.true_subset.expensively_compute_partition_keys()
+                                  if r.true_subset.is_partitioned else [None] if r.true_subset.size else [])}
+
+    def observe(self) -> None:
+        self.defs.resolve_job_def("observe_inputs").execute_in_process(instance=self.instance)
+
+    def run(self, asset: str, *partitions: str | None) -> None:
+        job = self.defs.resolve_implicit_global_asset_job_def()
+        for partition in partitions or (None,):
+            job.execute_in_process(asset_selection=[dg.AssetKey(asset)], partition_key=partition,
+                                   instance=self.instance)
+
+
+def stale(defs: dg.Definitions, instance: dg.DagsterInstance) -> set[tuple[str, str | None]]:
+    """What the Dagster UI marks stale (its own resolver)."""
+    graph = defs.resolve_asset_graph()
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+                          instance=instance, asset_graph=graph)
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    return {(key.to_user_string(), partition) for key in graph.materializable_asset_keys
+            for partition in (graph.get(key).partitions_def.get_partition_keys() if graph.get(key).partitions_def
+                              else [None])
+            if resolver.get_status(key, partition).value == "STALE"}
+
+
+@pytest.fixture(scope="module")
+def built(demo_recipe, tmp_path_factory):
+    """The small gene set materialized once for the module (its own copy of the gene set and covariates)."""
+    folder = tmp_path_factory.mktemp("automation")
+    covariates = folder / "covariates.tsv"
+    covariates.write_text(demo_recipe.inputs.covariates.read_text())
+    recipe = write_recipe(folder, demo_recipe, encoder={"dtype": "float32"}, pca={"n_components": 8},
+                          inputs={"covariates": str(covariates)})
+    materialize = materialize_on(dg.DagsterInstance.ephemeral())
     materialize(recipe)
-    return recipe, build_definitions(recipe)
+    defs = build_definitions(recipe)
+    automation = Automation(defs, materialize.instance)
+    assert automation.requested() == set()
+    return recipe, defs, automation
 
 
-def test_unchanged_and_touched_inputs_request_nothing(built):
-    recipe, defs = built
-    assert _sensor_requests(defs, recipe) == []
+def test_touched_files_change_nothing_and_changed_covariates_reach_the_cohort_only(built):
+    recipe, defs, automation = built
     os.utime(recipe.inputs.vcf)  # same bytes, new mtime
     os.utime(recipe.inputs.gene_set)
-    assert _sensor_requests(defs, recipe) == []
+    automation.observe()
+    assert automation.requested() == set() and stale(defs, automation.instance) == set()
+    lines = recipe.inputs.covariates.read_text().splitlines()
+    recipe.inputs.covariates.write_text("\n".join(lines[:-1]) + "\n")  # one subject fewer
+    automation.observe()
+    assert stale(defs, automation.instance) == {("covariates", None)}
+    assert automation.requested() == {("covariates", None)}
+    automation.run("covariates")
+    following = automation.requested()
+    assert {("cv_folds", None), ("subject_matrix", None)} <= following
+    assert all(partition is None for _, partition in following)  # nothing upstream of the cohort runs
 
 
-def test_changed_covariates_request_only_the_covariates(built):
-    recipe, defs = built
-    assert _sensor_requests(defs, recipe) == []
-    path = recipe.inputs.covariates
-    lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines[:-1]) + "\n")  # one subject fewer
-    requests = _sensor_requests(defs, recipe)
-    assert len(requests) == 1
-    assert requests[0].asset_selection == [dg.AssetKey("covariates")]
-    assert requests[0].partition_key is None
-    assert "input covariates changed" in requests[0].tags["kb_assets/reason"]
-
-
-def test_a_changed_gene_set_reaches_only_the_partitions_it_changes(built, materialize):
-    recipe, defs = built
+def test_a_changed_gene_set_reaches_only_the_partitions_it_changes(built):
+    recipe, defs, automation = built
     manifest = recipe.inputs.gene_set
     # The last gene (so no other gene's position changes), on chr2 beside SCN2A_demo.
     manifest.write_text(manifest.read_text().replace("CHD8_demo\n", ""))
-    requests = _sensor_requests(defs, recipe)
-    assert [(r.asset_selection, r.partition_key) for r in requests] == [([dg.AssetKey("gene_set")], None)]
-
-    job = defs.resolve_implicit_global_asset_job_def()
-    job.execute_in_process(asset_selection=[dg.AssetKey("gene_set")], instance=materialize.instance)
-    requests = _sensor_requests(defs, recipe)
+    automation.observe()
+    # Dagster marks what read the changed file; each step then marks what read a changed output.
+    assert stale(defs, automation.instance) >= {("gene_set", None)}
+    assert ("gene_set", None) in automation.requested()
+    automation.run("gene_set")
     # Every partition read the old gene set, so each re-extracts its regions (cheap) ...
-    assert sorted(r.partition_key for r in requests) == ["chr1", "chr2", "chrX"]
-    assert all(r.asset_selection == [dg.AssetKey("reference_sequences")] for r in requests)
-    for chrom in ("chr1", "chr2", "chrX"):
-        job.execute_in_process(asset_selection=[dg.AssetKey("reference_sequences")], partition_key=chrom,
-                               instance=materialize.instance)
+    assert {("reference_sequences", c) for c in ("chr1", "chr2", "chrX")} <= automation.requested()
+    automation.run("reference_sequences", "chr1", "chr2", "chrX")
     # ... but only chr2's regions changed, so only chr2 goes on to new haplotypes.
-    requests = _sensor_requests(defs, recipe)
-    assert [(r.asset_selection, r.partition_key) for r in requests] == [([dg.AssetKey("subject_haplotypes")], "chr2")]
+    assert {(a, p) for a, p in automation.requested() if p} == {("subject_haplotypes", "chr2")}
+    assert ("subject_haplotypes", "chr1") not in stale(defs, automation.instance)
 
 
-def test_cohort_follows_only_new_embedding_data(built, materialize):
-    recipe, defs = built
-    evaluated = dg.evaluate_automation_conditions(defs=defs, instance=materialize.instance)
-    assert evaluated.total_requested == 0
-    job = defs.resolve_implicit_global_asset_job_def()
-    # Re-running a partition with nothing changed writes identical data: nothing downstream is requested.
-    job.execute_in_process(asset_selection=[dg.AssetKey("gene_embeddings")], partition_key="chr2",
-                           instance=materialize.instance)
-    evaluated = dg.evaluate_automation_conditions(defs=defs, instance=materialize.instance,
-                                                  cursor=evaluated.cursor)
-    assert evaluated.total_requested == 0
+def test_input_observations_run_every_minute(built):
+    _, defs, automation = built
+    sources = dg.AssetSelection.assets(*(k for k in defs.resolve_asset_graph().get_all_asset_keys()
+                                         if k.path[0] == "inputs"))
+    now = datetime.now(timezone.utc)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=automation.instance, asset_selection=sources,
+                                              evaluation_time=now)
+    later = dg.evaluate_automation_conditions(defs=defs, instance=automation.instance, asset_selection=sources,
+                                              evaluation_time=now + timedelta(minutes=2), cursor=first.cursor)
+    assert later.total_requested == 7
