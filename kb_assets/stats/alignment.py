@@ -122,6 +122,11 @@ class FoldData:
             raise ValueError(f"blocks has {len(np.asarray(self.blocks))} entries; expected one per training subject")
         if (self.label_train is None) != (self.label_heldout is None):
             raise ValueError("give the label of both training and held-out subjects, or of neither")
+        if self.label_train is not None:
+            labels_by_split = (("label_train", self.label_train, n), ("label_heldout", self.label_heldout, n_h))
+            for name, labels, rows in labels_by_split:
+                if len(np.asarray(labels)) != rows or pd.isna(np.asarray(labels, dtype=object)).any():
+                    raise ValueError(f"{name} must hold one non-missing label per subject ({rows})")
         if self.brain_features is not None and len(self.brain_features) != np.shape(self.brain_train)[1]:
             raise ValueError("brain_features must name every brain column")
 

@@ -292,3 +292,16 @@ def test_progress_reports_every_chunk_up_to_the_total():
     calls = []
     align_fold(data, replace(SMALL, n_permutations=50, memory_bytes=1), progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (50, 50) and len(calls) == 50 and all(t == 50 for _, t in calls)
+
+
+def test_fold_inputs_are_checked_before_anything_is_fitted():
+    data, _ = synthetic_cohort(6)
+    with pytest.raises(ValueError, match="label_heldout must hold one non-missing label per subject"):
+        replace(data, label_heldout=data.label_heldout[:-1])
+    with pytest.raises(ValueError, match="brain_heldout holds a non-finite value"):
+        replace(data, brain_heldout=np.where(np.eye(*data.brain_heldout.shape) > 0, np.nan, data.brain_heldout))
+    with pytest.raises(ValueError, match="blocks has"):
+        replace(data, blocks=data.blocks[:-1])
+    words = np.array(["low", "mid", "high"])[np.arange(len(data.train_ids)) % 3]
+    with pytest.raises(ValueError, match="continuous label must be numeric"):
+        align_fold(replace(data, label_train=words, label_heldout=words[:len(data.heldout_ids)]), SMALL)
