@@ -121,11 +121,13 @@ class TransformersTokenizer:
     def encode_batch_with_offsets(self, sequences: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """Ids without special tokens, each with its (start, end) offsets in the uppercased sequence."""
         texts = [sequence.upper() for sequence in sequences]
-        if self._tokenizer.is_fast:
-            encoded = self._tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-            return [(ids, [tuple(span) for span in spans])
-                    for ids, spans in zip(encoded["input_ids"], encoded["offset_mapping"])]
-        encoded = self._tokenizer(texts, add_special_tokens=False)["input_ids"]
+        # Quiet: transformers warns about every sequence longer than the model, which the engine cuts into windows.
+        with _quiet_transformers():
+            if self._tokenizer.is_fast:
+                encoded = self._tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+                return [(ids, [tuple(span) for span in spans])
+                        for ids, spans in zip(encoded["input_ids"], encoded["offset_mapping"])]
+            encoded = self._tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [(ids, self._derived_offsets(text, ids)) for text, ids in zip(texts, encoded)]
 
     def _derived_offsets(self, text: str, ids: list[int]) -> list[tuple[int, int]]:
@@ -285,3 +287,41 @@ def load_transformers_encoder(
         device=target,
         dtype=target_dtype,
     )
+
+
+def write_esm_checkpoint(
+    folder: str | os.PathLike,
+    *,
+    kmer: int = 6,
+    hidden_size: int = 32,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 64,
+    max_tokens: int = 128,
+    seed: int = 0,
+) -> Path:
+    """A random-weight checkpoint in Nucleotide Transformer v1's layout (EsmForMaskedLM with absolute positions;
+    vocab.txt with six specials, every k-mer, then the single bases; the ESM tokenizer), saved with
+    save_pretrained; for tests, benchmarks and demos. `max_tokens` counts the special tokens."""
+    import itertools
+
+    from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    kmers = ["".join(bases) for bases in itertools.product("ACGT", repeat=kmer)]
+    specials = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
+    (folder / "vocab.txt").write_text("\n".join([*specials, *kmers, *"ATCGN"]) + "\n")
+    with _quiet_transformers():
+        tokenizer = EsmTokenizer(str(folder / "vocab.txt"), model_max_length=max_tokens)
+        # Positions start after the padding index (1), as in ESM: max_tokens + 2 rows.
+        config = EsmConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size,
+                           num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+                           intermediate_size=intermediate_size, max_position_embeddings=max_tokens + 2,
+                           pad_token_id=1, mask_token_id=2, position_embedding_type="absolute", token_dropout=False,
+                           emb_layer_norm_before=False)
+        torch.manual_seed(seed)
+        EsmForMaskedLM(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return folder
+

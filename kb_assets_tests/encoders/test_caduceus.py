@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kb_assets.encoders.caduceus import CaduceusTokenizer, load_caduceus_encoder, write_caduceus_checkpoint
+from kb_assets.encoders.caduceus.checkpoint import checkpoint_state, random_model_state
+from kb_assets.encoders.caduceus.config import parse_config
 from kb_assets.encoders.caduceus.ops import cuda_selective_scan
 from kb_assets.encoders.caduceus.tokenizer import PAD_ID
 from kb_assets.errors import InputError
@@ -53,7 +55,7 @@ def mamba(x: torch.Tensor, w: dict[str, torch.Tensor], prefix: str, tied_prefix:
     """mamba_ssm's Mamba on one sequence x [L, d]; tied projections are read from `tied_prefix`."""
     projection = prefix if prefix + "in_proj.weight" in w else tied_prefix
     length = x.shape[0]
-    xz = x @ w[projection + "in_proj.weight"].T
+    xz = x @ w[projection + "in_proj.weight"].T + w.get(projection + "in_proj.bias", 0)
     d_inner = xz.shape[1] // 2
     u, z = xz[:, :d_inner], xz[:, d_inner:]
     kernel = w[prefix + "conv1d.weight"][:, 0, :]  # [d_inner, width]
@@ -76,13 +78,13 @@ def mamba(x: torch.Tensor, w: dict[str, torch.Tensor], prefix: str, tied_prefix:
     for t in range(length):
         state = torch.exp(delta[t][:, None] * A) * state + (delta[t] * u[t])[:, None] * B[t][None, :]
         y[t] = state @ C[t] + w[prefix + "D"] * u[t]
-    return (y * silu(z)) @ w[projection + "out_proj.weight"].T
+    return (y * silu(z)) @ w[projection + "out_proj.weight"].T + w.get(projection + "out_proj.bias", 0)
 
 
-def bimamba(x: torch.Tensor, w: dict[str, torch.Tensor], mixer: str) -> torch.Tensor:
+def bimamba(x: torch.Tensor, w: dict[str, torch.Tensor], mixer: str, strategy: str = "add") -> torch.Tensor:
     forward = mamba(x, w, mixer + "mamba_fwd.", mixer + "mamba_fwd.")
     backward = mamba(x.flip(0), w, mixer + "mamba_rev.", mixer + "mamba_fwd.").flip(0)
-    return forward + backward
+    return forward + backward if strategy == "add" else forward * backward
 
 
 def rc_flip(x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +103,8 @@ def reference_forward(folder: Path, token_ids: list[int]) -> torch.Tensor:
         hidden, residual = w["embeddings.word_embeddings.weight"][ids], None
         for i in range(config["n_layer"]):
             residual = hidden if residual is None else hidden + residual
-            hidden = bimamba(rms_norm(residual, w[f"layers.{i}.norm.weight"], eps), w, f"layers.{i}.mixer.")
+            hidden = bimamba(rms_norm(residual, w[f"layers.{i}.norm.weight"], eps), w, f"layers.{i}.mixer.",
+                             config["bidirectional_strategy"])
         return rms_norm(hidden + residual, w["norm_f.weight"], eps)
 
     complement = torch.tensor([config["complement_map"][str(i)] for i in range(len(config["complement_map"]))])
@@ -169,6 +172,30 @@ def test_native_forward_matches_the_plain_reference(checkpoints, variant: str, f
     for sequence, hidden in zip(sequences, embed(encoder, sequences)):
         expected = reference_forward(checkpoints[variant, fused], encoder.tokenizer.encode(sequence))
         torch.testing.assert_close(hidden.double(), expected, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"ssm_cfg": {"bias": True}},
+        {"bidirectional_weight_tie": False},
+        {"bidirectional_weight_tie": False, "bidirectional_strategy": "ew_multiply", "ssm_cfg": {"bias": True}},
+        {"bidirectional_strategy": "ew_multiply"},
+    ],
+)
+def test_other_mixer_settings_match_the_reference(tmp_path: Path, edit: dict):
+    """Projection biases, untied reverse projections and the elementwise-product strategy (PH layout)."""
+    folder = write_caduceus_checkpoint(tmp_path / "ph", variant="ph", seed=2, **SMALL)
+    raw = json.loads((folder / "config.json").read_text())
+    raw = {**raw, **edit, "ssm_cfg": {**raw["ssm_cfg"], **edit.get("ssm_cfg", {})}}
+    (folder / "config.json").write_text(json.dumps(raw))
+    config = parse_config(raw, folder / "config.json")
+    save_file(checkpoint_state(random_model_state(config, seed=4), config), str(folder / "model.safetensors"))
+    encoder = load_caduceus_encoder(folder, device="cpu", dtype="float32")
+    sequence = random_dna(19, seed=6)
+    (hidden,) = embed(encoder, [sequence])
+    torch.testing.assert_close(hidden.double(), reference_forward(folder, encoder.tokenizer.encode(sequence)),
+                               rtol=1e-5, atol=2e-5)
 
 
 def test_default_chunking_matches_the_reference_past_one_chunk(checkpoints):

@@ -4,7 +4,6 @@ tokenizer. Loaded offline through kb_assets; outputs checked against transformer
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import shutil
@@ -17,18 +16,13 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
-    EsmConfig,
-    EsmForMaskedLM,
-    EsmTokenizer,
     PreTrainedTokenizerFast,
 )
 
 from kb_assets.encoders import train_bpe_tokenizer
-from kb_assets.encoders.hf import TransformersTokenizer, load_transformers_encoder
+from kb_assets.encoders.hf import TransformersTokenizer, load_transformers_encoder, write_esm_checkpoint
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256
-
-NT_SPECIALS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
 
 
 def random_dna(length: int, seed: int, alphabet: str = "ACGT") -> str:
@@ -37,18 +31,11 @@ def random_dna(length: int, seed: int, alphabet: str = "ACGT") -> str:
 
 
 def write_tiny_esm(folder: Path, seed: int = 0) -> Path:
-    """Nucleotide Transformer v1's layout (EsmForMaskedLM, 6-mers then single bases, absolute positions) at toy
-    size; max_position_embeddings 130 with padding index 1 leaves 128 positions."""
-    folder.mkdir(parents=True)
-    kmers = ["".join(bases) for bases in itertools.product("ACGT", repeat=6)]
-    (folder / "vocab.txt").write_text("\n".join([*NT_SPECIALS, *kmers, *"ATCGN"]) + "\n")
-    tokenizer = EsmTokenizer(str(folder / "vocab.txt"), model_max_length=1000)
-    config = EsmConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=64, max_position_embeddings=130, pad_token_id=1, mask_token_id=2,
-                       position_embedding_type="absolute", token_dropout=False, emb_layer_norm_before=False)
-    torch.manual_seed(seed)
-    EsmForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    """Nucleotide Transformer v1's layout at toy size; the tokenizer's model_max_length (1000) is above what the
+    position table allows (128), so the table must set max_tokens."""
+    write_esm_checkpoint(folder, seed=seed, max_tokens=128)
+    tokenizer_file = folder / "tokenizer_config.json"
+    tokenizer_file.write_text(json.dumps({**json.loads(tokenizer_file.read_text()), "model_max_length": 1000}))
     return folder
 
 

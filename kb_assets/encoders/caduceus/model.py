@@ -92,19 +92,24 @@ class CaduceusLayer(nn.Module):
             self.mamba_rev = Mamba(config, projections=not config.bidirectional_weight_tie)
 
     def mix(self, hidden: torch.Tensor, reverse: RowReversal, chunk_tokens: int | None) -> torch.Tensor:
-        forward = self.mamba_fwd
+        forward, config = self.mamba_fwd, self.config
         xz = forward.in_proj(hidden)
-        out = forward.out_proj(forward.scan(xz, chunk_tokens))
-        if not self.config.bidirectional:
-            return out
+        scanned = forward.scan(xz, chunk_tokens)
+        if not config.bidirectional:
+            return forward.out_proj(scanned)
         backward = self.mamba_rev
-        if self.config.bidirectional_weight_tie:
-            # in_proj works token by token, so projecting once and reversing equals reversing and projecting.
-            xz_reversed, out_proj = reverse(xz), forward.out_proj
-        else:
-            xz_reversed, out_proj = backward.in_proj(reverse(hidden)), backward.out_proj
-        out_reversed = reverse(out_proj(backward.scan(xz_reversed, chunk_tokens)))
-        return out + out_reversed if self.config.bidirectional_strategy == "add" else out * out_reversed
+        if not config.bidirectional_weight_tie:
+            out_reversed = backward.out_proj(backward.scan(backward.in_proj(reverse(hidden)), chunk_tokens))
+            out = forward.out_proj(scanned)
+            out_reversed = reverse(out_reversed)
+            return out + out_reversed if config.bidirectional_strategy == "add" else out * out_reversed
+        # Tied projections work token by token: projecting once and reversing equals reversing and projecting, and
+        # for "add" one out_proj of the summed scans equals the sum of two (the bias then counts twice).
+        scanned_reversed = reverse(backward.scan(reverse(xz), chunk_tokens))
+        if config.bidirectional_strategy == "add":
+            out = forward.out_proj(scanned + scanned_reversed)
+            return out if forward.out_proj.bias is None else out + forward.out_proj.bias
+        return forward.out_proj(scanned) * forward.out_proj(scanned_reversed)
 
 
 def make_norm(config: CaduceusConfig) -> nn.Module:
