@@ -1,11 +1,11 @@
-"""`dagster dev` as a test fixture: a Dagster home of its own, upstream assets materialized into it beforehand,
-the server started in its own process group on a free 127.0.0.1 port, and the whole group killed afterwards."""
+"""`kb-assets ui` as a test fixture: upstream assets materialized beforehand into the recipe's own Dagster history,
+the UI started as a user starts it (DAGSTER_HOME unset, its own session, a free 127.0.0.1 port), and everything it
+started stopped afterwards. /proc tells which processes it left."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -26,16 +27,6 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 _WORKSPACE_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
     name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-
-
-def make_dagster_home(folder: Path) -> Path:
-    """A Dagster home with the project's instance config (run queue, the `gpu` pool) and the first-visit
-    "Join the Dagster community" dialog marked as seen, so it never covers the page."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "data" / "dagster.yaml", folder / "dagster.yaml")
-    (folder / ".nux").mkdir(exist_ok=True)
-    (folder / ".nux" / "nux.yaml").write_text("seen: 1\n")
-    return folder
 
 
 def materialize_upstream_of(recipe: Recipe, home: Path, asset: str, partition: str) -> None:
@@ -69,7 +60,7 @@ def _graphql(url: str, query: str) -> dict:
         return json.load(response)
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -79,12 +70,12 @@ def _tail(path: Path, lines: int = 40) -> str:
 def wait_until_loaded(url: str, process: subprocess.Popen, log: Path, location: str = "kb_assets",
                       timeout: float = 180.0) -> None:
     """Poll the webserver's GraphQL until the code location has loaded (not merely until the port answers).
-    Fails at once, with the log's tail, if `dagster dev` exits or the location fails to load."""
+    Fails at once, with the log's tail, if the UI exits or the location fails to load."""
     deadline = time.monotonic() + timeout
     state = "webserver not answering"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {process.returncode} (log {log}):\n{_tail(log)}")
+            raise RuntimeError(f"kb-assets ui exited with {process.returncode} (log {log}):\n{tail(log)}")
         try:
             workspace = _graphql(url, _WORKSPACE_QUERY)["data"]["workspaceOrError"]
         except (urllib.error.URLError, ConnectionError, OSError, KeyError, TypeError, ValueError):
@@ -99,47 +90,68 @@ def wait_until_loaded(url: str, process: subprocess.Popen, log: Path, location: 
             raise RuntimeError(f"code location {location} failed to load: {loaded.get('message')} (log {log})")
         state = f"location {location}: {entry['loadStatus'] if entry else 'not listed yet'}"
         time.sleep(0.5)
-    raise TimeoutError(f"dagster dev not ready after {timeout:.0f} s ({state}; log {log}):\n{_tail(log)}")
+    raise TimeoutError(f"kb-assets ui not ready after {timeout:.0f} s ({state}; log {log}):\n{tail(log)}")
 
 
-def stop_process_group(process: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM to the whole group (dagster dev, webserver, daemon, code servers, run workers), then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
+def session_members(session: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live (not zombie) process of a session, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
             continue
-        # The leader is gone; wait for the rest of its group to follow.
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        state, _ppid, _pgrp, sid = stat[stat.rindex(")") + 2:].split()[:4]
+        if int(sid) == session and state != "Z":
+            members.append((int(entry.name), command))
+    return members
+
+
+def kill_session(session: int) -> None:
+    for pid, _ in session_members(session):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class RunningUi:
+    url: str
+    process: subprocess.Popen
+    log: Path
+    recipe: Recipe
 
 
 @contextmanager
-def dagster_dev(home: Path, recipe: Recipe, log: Path, timeout: float = 180.0) -> Iterator[str]:
-    """`dagster dev -w workspace.yaml` from the repository root on a free 127.0.0.1 port, with DAGSTER_HOME=`home`
-    and the recipe `recipe`; yields its URL once the code location has loaded. Output goes to `log`."""
+def kb_assets_ui(recipe: Recipe, log: Path, timeout: float = 180.0) -> Iterator[RunningUi]:
+    """`kb-assets ui RECIPE --port P` in a session of its own (as a terminal or service manager starts it), with
+    DAGSTER_HOME unset so the recipe's own history is used; yields once the code location has loaded. Whatever
+    is left of its session afterwards is killed."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DAGSTER_HOME": str(home), RECIPE_ENV: str(recipe.source), "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update({RECIPE_ENV: str(recipe.source), "PYTHONUNBUFFERED": "1"})
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "--host", "127.0.0.1", "--port",
-             str(port)],
+            [sys.executable, "-m", "kb_assets.cli", "ui", str(recipe.source), "--port", str(port)],
             cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
+        url = f"http://127.0.0.1:{port}"
         wait_until_loaded(url, process, log, timeout=timeout)
-        yield url
+        yield RunningUi(url, process, log, recipe)
     finally:
-        stop_process_group(process)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_session(process.pid)
+        process.wait()
+
