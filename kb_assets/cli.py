@@ -545,6 +545,15 @@ def _cmd_bench(args) -> None:
         from kb_assets.benchmarks.dedup import format_report, run_dedup_benchmark
 
         print(format_report(run_dedup_benchmark(n_subjects=args.subjects, seed=args.seed)))
+    elif args.which == "cohort":
+        from kb_assets.benchmarks.cohort import format_report, format_scaling, load_results, run_cohort_benchmark
+
+        result = run_cohort_benchmark(n_subjects=args.subjects, workdir=args.workdir, region_mode=args.region_mode,
+                                      seed=args.seed)
+        print(format_report(result))
+        scaling = format_scaling(load_results(args.workdir, args.region_mode))
+        if scaling:
+            print("\n" + scaling)
     else:
         from kb_assets.benchmarks.pca import format_report, run_pca_benchmark
 
@@ -618,10 +627,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=_cmd_audit)
 
     bench = commands.add_parser("bench", help="benchmarks (apart from the tests)")
-    bench.add_argument("which", choices=["encoder", "pca", "dedup"])
+    bench.add_argument("which", choices=["encoder", "pca", "dedup", "cohort"])
     bench.add_argument("--device", default="cpu", help="encoder benchmark device: cpu, cuda or auto")
-    bench.add_argument("--subjects", type=int, default=20000, help="pca and dedup benchmarks' cohort size")
-    bench.add_argument("--seed", type=int, default=0, help="dedup benchmark seed (gene structures and cohort)")
+    bench.add_argument("--subjects", type=int, default=20000, help="pca, dedup and cohort benchmarks' cohort size")
+    bench.add_argument("--seed", type=int, default=0, help="dedup and cohort benchmarks' seed (synthetic inputs)")
+    bench.add_argument("--workdir", help="cohort benchmark: where the synthetic inputs, runs and results go "
+                                         "(default /tmp/kb_assets_cohort_bench; the hg38-sized inputs take ~4 GB)")
+    bench.add_argument("--region-mode", default="exons", choices=["exons", "gene_body", "cds", "promoter"],
+                       help="cohort benchmark: the recipe's regions.mode")
     bench.set_defaults(func=_cmd_bench)
     return parser
 

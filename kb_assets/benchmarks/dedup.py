@@ -3,12 +3,12 @@
 Requirement: on a synthetic cohort of 20,000 subjects with realistic variant density (about 1 variant per kb per
 haplotype, allele frequencies skewed to rare), the number of forward passes is at most 5% of subjects × regions.
 
-What is synthesized (in a temporary folder):
-- A random reference FASTA (one contig) holding `n_genes` genes on both strands with an exon structure like
-  human protein-coding genes: exon count log-normal (median 10), exon lengths log-normal with median ~150 bp for
-  internal exons, longer first exons (5' UTR, median 200 bp) and long last exons (3' UTR, median 1 kb), so a few
-  exons run to several kb; introns log-normal (median 1.5 kb). The regions table is what `extract_regions`
-  gives in `exons` mode (columns `REGION_DTYPES`, sequences read on the gene's strand).
+What is synthesized (in a temporary folder), with the shared generator (kb_assets.benchmarks.synthetic):
+- A reference FASTA (one contig, GC drifting in isochore-like blocks) holding `n_genes` genes on both strands,
+  10 kb apart, with the generator's protein-coding exon structure: exon count log-normal (median 8), exon lengths
+  log-normal (first exon with the 5' UTR median 200 bp, internal exons 135 bp, last exon with the 3' UTR 2.2 kb;
+  over all exons median ~150 bp, ~5% over 2 kb), introns log-normal (median 1.5 kb). The regions table is what
+  `extract_regions` gives in `exons` mode (columns `REGION_DTYPES`, sequences read on the gene's strand).
 - A bgzipped, tabix-indexed VCF of `n_subjects` phased diploid subjects over those exons. Allele counts follow
   the neutral sample site-frequency spectrum P(k) ∝ 1/k^a (k = 1 … 2N−1 ALT copies among the 2N haplotypes;
   a = `sfs_exponent`, 1 by default: the standard-neutral expectation, sites spread evenly over log frequency,
@@ -42,8 +42,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pysam
 
+from kb_assets.benchmarks.synthetic import (
+    SNV,
+    coding_exon_count,
+    draw_sites,
+    exon_lengths,
+    gene_exons,
+    isochore_bases,
+    write_cohort_vcf,
+    write_fasta,
+)
 from kb_assets.genome.fasta import ReferenceGenome
 from kb_assets.genome.haplotypes import build_haplotypes
 from kb_assets.genome.regions import REGION_DTYPES
@@ -51,10 +60,8 @@ from kb_assets.genome.sequence import reverse_complement
 
 REQUIRED_MAX_RATIO = 0.05  # forward passes ÷ (subjects × regions)
 CONTIG = "chr1"
-_BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 _GIB = 1 << 30
 _FLANK = 10_000  # bases before the first gene, between genes and after the last
-_MAX_INDEL = 10
 LENGTH_BINS = ((0, 200), (200, 500), (500, 1000), (1000, 3000), (3000, None))  # bp, for the per-length breakdown
 
 
@@ -94,16 +101,19 @@ def synthesize_cohort(
     folder = Path(folder)
     genes = _gene_structures(n_genes, rng)
     contig_length = _FLANK + sum(gene_end - gene_start + _FLANK for _, gene_start, gene_end, _ in genes)
-    contig = _BASES[rng.integers(0, 4, contig_length)].tobytes().decode()
+    bases = np.concatenate(list(isochore_bases(rng, contig_length)))
+    contig = bases.tobytes().decode()
     fasta = folder / "reference.fa"
-    with open(fasta, "w") as handle:
-        handle.write(f">{CONTIG}\n")
-        handle.writelines(contig[i : i + 60] + "\n" for i in range(0, contig_length, 60))
+    write_fasta(fasta, [(CONTIG, [bases])])
     regions = _regions_table(genes, contig)
-    vcf, allele_counts, n_indels = _write_vcf(
-        folder / "cohort.vcf", regions, contig, n_subjects, variants_per_kb, sfs_exponent, indel_fraction, rng
-    )
-    return SyntheticCohort(fasta, vcf, regions, n_subjects, allele_counts, n_indels)
+    spans = sorted(zip(regions.start.tolist(), regions.end.tolist()))
+    sites = draw_sites(rng, {CONTIG: spans} if spans else {}, 2 * n_subjects, variants_per_kb, sfs_exponent,
+                       indel_fraction)
+    vcf = folder / "cohort.vcf.gz"
+    written = write_cohort_vcf(vcf, sites, lambda _, start, end: contig[start:end],
+                               [f"S{i + 1:06d}" for i in range(n_subjects)], {CONTIG: contig_length}, rng)
+    n_indels = int((sites.kind[written.sites] != SNV).sum())
+    return SyntheticCohort(fasta, vcf, regions, n_subjects, written.alt_copies, n_indels)
 
 
 def run_dedup_benchmark(
@@ -229,18 +239,17 @@ def format_report(result: dict) -> str:
 
 
 def _mode_numbers(result, regions: pd.DataFrame, n_subjects: int, mode: str) -> dict:
-    ploidy = 2 if mode == "phased" else 1
+    """Counts of one `build_haplotypes` result: its alleles table lists every region's distinct alleles with their
+    carriers (allele 0, the reference, carried by every unit not listed in the sparse assignments)."""
+    ploidy = result.ploidy
     distinct = result.counts["unique_sequences"]
-    rows = result.assignments
-    subjects = rows.subject_id.cat.codes.to_numpy() != 0  # code 0 is REF
-    region_codes = rows.region_id.cat.codes.to_numpy()[subjects].astype(np.int64)
-    sequence_codes = rows.sequence_id.cat.codes.to_numpy()[subjects].astype(np.int64)
-    # Distinct sequences per region, over the subjects (a region's reference counts when a subject carries it).
-    pairs = np.unique(region_codes * max(distinct, 1) + sequence_codes)
-    per_region = np.bincount(pairs // max(distinct, 1), minlength=len(regions))
-    reference_codes = rows.sequence_id.cat.codes.to_numpy()[~subjects][::ploidy]  # REF's unit(s) per region
+    alleles = result.alleles
+    # Distinct sequences per region among the subjects (a region's reference counts when a subject carries it).
+    carried = alleles[alleles["carriers"] > 0]
+    per_region = carried.groupby("region_id").size().reindex(regions["region_id"], fill_value=0).to_numpy()
     units = n_subjects * len(regions) * ploidy
     all_bp = n_subjects * ploidy * int(regions.length.sum())
+    distinct_bp = int(alleles.drop_duplicates(["region_id", "sequence"])["length"].sum())
     return {
         "units": units,
         "distinct_sequences": distinct,
@@ -248,8 +257,8 @@ def _mode_numbers(result, regions: pd.DataFrame, n_subjects: int, mode: str) -> 
         "ratio": distinct / (n_subjects * len(regions)) if len(regions) else 0.0,
         "strand_pass_ratio": 2 * distinct / (n_subjects * len(regions)) if len(regions) else 0.0,
         "ratio_per_unit": distinct / units if units else 0.0,
-        "bp_ratio": float(result.sequences.length.sum()) / all_bp if all_bp else 0.0,
-        "reference_unit_fraction": float((sequence_codes == reference_codes[region_codes]).mean()) if units else 0.0,
+        "bp_ratio": distinct_bp / all_bp if all_bp else 0.0,
+        "reference_unit_fraction": 1.0 - len(result.assignments) / units if units else 0.0,
         "per_region_median": float(np.median(per_region)) if len(per_region) else 0.0,
         "per_region_max": int(per_region.max()) if len(per_region) else 0,
         "per_region": per_region.tolist(),
@@ -308,32 +317,15 @@ def _rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _lognormal(rng: np.random.Generator, median: float, sigma: float, size: int, low: int, high: int) -> np.ndarray:
-    return np.clip(np.rint(np.exp(rng.normal(np.log(median), sigma, size))), low, high).astype(np.int64)
-
-
 def _gene_structures(n_genes: int, rng: np.random.Generator) -> list[tuple[str, int, int, list[tuple[int, int]]]]:
-    """(strand, start, end, exons in transcription order as 0-based half-open + strand intervals) per gene."""
+    """(strand, start, end, exons in transcription order as 0-based half-open + strand intervals) per gene: the
+    shared protein-coding exon model, genes _FLANK apart."""
     genes = []
     cursor = _FLANK
     for _ in range(n_genes):
         strand = "+" if rng.random() < 0.5 else "-"
-        n_exons = int(_lognormal(rng, 10, 0.6, 1, 1, 60)[0])
-        if n_exons == 1:
-            lengths = _lognormal(rng, 1500, 0.8, 1, 200, 10_000)
-        else:
-            lengths = np.concatenate([
-                _lognormal(rng, 200, 0.7, 1, 30, 3_000),  # first exon, with the 5' UTR
-                _lognormal(rng, 150, 0.5, n_exons - 2, 30, 3_000),  # internal exons
-                _lognormal(rng, 1000, 0.9, 1, 100, 10_000),  # last exon, with the 3' UTR
-            ])
-        introns = _lognormal(rng, 1500, 1.0, n_exons - 1, 80, 20_000)
-        # Lay the exons out 5' → 3' along the gene's strand, then map to + strand coordinates.
-        offsets, position = [], 0
-        for index, length in enumerate(lengths):
-            offsets.append((position, position + int(length)))
-            position += int(length) + (int(introns[index]) if index < n_exons - 1 else 0)
-        span = position
+        offsets = gene_exons(rng, exon_lengths(rng, coding_exon_count(rng)))
+        span = offsets[-1][1]
         if strand == "+":
             exons = [(cursor + a, cursor + b) for a, b in offsets]
         else:
@@ -357,63 +349,3 @@ def _regions_table(genes: list, contig: str) -> pd.DataFrame:
                 "length": end - start, "non_acgt_count": 0,
             })
     return pd.DataFrame(rows, columns=list(REGION_DTYPES)).astype(REGION_DTYPES)
-
-
-def _write_vcf(
-    path: Path,
-    regions: pd.DataFrame,
-    contig: str,
-    n_subjects: int,
-    variants_per_kb: float,
-    sfs_exponent: float,
-    indel_fraction: float,
-    rng: np.random.Generator,
-) -> tuple[Path, np.ndarray, int]:
-    """Write, bgzip and index the cohort VCF; the ALT copy count of every record and the number of indels."""
-    haplotypes = 2 * n_subjects
-    k = np.arange(1, haplotypes, dtype=np.float64)
-    spectrum = k ** -sfs_exponent
-    spectrum /= spectrum.sum()
-    mean_copies = float((k * spectrum).sum())
-    # Sites per base so that a haplotype carries `variants_per_kb` ALT alleles per kb on average.
-    site_rate = variants_per_kb / 1000 * haplotypes / mean_copies
-    template = np.frombuffer(b"0|0\t" * n_subjects, dtype=np.uint8).reshape(n_subjects, 4)
-    one = ord("1")
-    samples = "\t".join(f"S{i + 1:06d}" for i in range(n_subjects))
-    header = (
-        "##fileformat=VCFv4.2\n"
-        f"##contig=<ID={CONTIG},length={len(contig)}>\n"
-        '##FILTER=<ID=PASS,Description="All filters passed">\n'
-        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
-        f"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t{samples}\n"
-    )
-    copies_written, n_indels = [], 0
-    with open(path, "wb") as handle:
-        handle.write(header.encode())
-        for start, end in sorted(zip(regions.start, regions.end)):
-            length = end - start
-            n_sites = min(int(rng.poisson(site_rate * length)), length)
-            if n_sites == 0:
-                continue
-            positions = np.sort(start + rng.choice(length, n_sites, replace=False))
-            copies = rng.choice(len(k), n_sites, p=spectrum) + 1
-            for position, count in zip(positions.tolist(), copies.tolist()):
-                ref, alt = contig[position], None
-                if rng.random() < indel_fraction:
-                    size = min(int(rng.geometric(0.5)), _MAX_INDEL)
-                    n_indels += 1
-                    if rng.random() < 0.5:
-                        ref, alt = contig[position : position + 1 + size], contig[position]
-                    else:
-                        alt = ref + _BASES[rng.integers(0, 4, size)].tobytes().decode()
-                else:
-                    alt = "ACGT"[("ACGT".index(ref) + int(rng.integers(1, 4))) % 4]
-                carriers = rng.choice(haplotypes, count, replace=False)
-                genotypes = template.copy()
-                genotypes[carriers // 2, 2 * (carriers % 2)] = one
-                genotypes[-1, -1] = ord("\n")
-                handle.write(f"{CONTIG}\t{position + 1}\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t".encode())
-                handle.write(genotypes.tobytes())
-                copies_written.append(count)
-    compressed = pysam.tabix_index(str(path), preset="vcf", force=True)
-    return Path(compressed), np.array(copies_written, dtype=np.int64), n_indels
