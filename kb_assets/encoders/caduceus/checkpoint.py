@@ -31,24 +31,23 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from kb_assets.encoders.caduceus.config import CONFIG_FILE, CaduceusConfig, parse_config, read_config_json
+from kb_assets.encoders.caduceus.config import CaduceusConfig, parse_config, read_caduceus_config
 from kb_assets.encoders.caduceus.model import CaduceusModel
 from kb_assets.encoders.caduceus.tokenizer import (
     SPECIAL_TOKENS_MAP,
+    TOKENIZER_CONFIG_FILE,
     CaduceusTokenizer,
     tokenizer_config,
 )
 from kb_assets.encoders.encoder import resolve_device, resolve_dtype
-from kb_assets.encoders.families import FamilyEncoder
+from kb_assets.encoders.families import CONFIG_FILE, FamilyEncoder
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256
 
 SAFETENSORS_WEIGHTS_FILE = "model.safetensors"
 BIN_WEIGHTS_FILE = "pytorch_model.bin"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 MASKED_LM_PREFIX = "caduceus."
-BACKBONE_PREFIX = "backbone."
 # Heads of CaduceusForMaskedLM / CaduceusForSequenceClassification: not the encoder.
 HEAD_PREFIXES = ("lm_head.", "score.")
 TIED_PROJECTIONS = ("in_proj.weight", "in_proj.bias", "out_proj.weight", "out_proj.bias")
@@ -57,6 +56,7 @@ _GET_REAL_CHECKPOINT = "download the Caduceus checkpoint again and point at that
 
 
 def weights_file(folder: Path) -> Path:
+    """model.safetensors when present (the public checkpoints'), else pytorch_model.bin."""
     for name in (SAFETENSORS_WEIGHTS_FILE, BIN_WEIGHTS_FILE):
         if (folder / name).is_file():
             return folder / name
@@ -170,7 +170,7 @@ def _check_complement(tensor: torch.Tensor, config: CaduceusConfig, file: Path, 
 
 def load_caduceus_model(folder: Path) -> tuple[CaduceusModel, Path]:
     """The CPU float32 model of a checkpoint folder, and its weights file."""
-    config = parse_config(read_config_json(folder), folder / CONFIG_FILE)
+    config = read_caduceus_config(folder)
     file = weights_file(folder)
     # Built on the meta device: no time goes into initialising what the checkpoint overwrites.
     with torch.device("meta"):

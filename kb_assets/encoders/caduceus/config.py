@@ -53,11 +53,6 @@ class CaduceusConfig:
     def d_inner(self) -> int:
         return self.expand * self.d_model
 
-    @property
-    def variant(self) -> str:
-        """"ps" (RC-equivariant by parameter sharing) or "ph" (plain; RC handled post hoc)."""
-        return "ps" if self.rcps else "ph"
-
 
 def _field(raw: dict, file: Path, key: str, kind: type, default: object = None, *, required: bool = False):
     if key not in raw or raw[key] is None:
