@@ -2,6 +2,12 @@
 
 Module attribute names mirror the checkpoint's state-dict keys (`encoder.layer.N.attention.self.Wqkv` …), so the
 real weights load with `load_state_dict` once the `bert.` prefix is stripped.
+
+The layers run on packed tokens: the real tokens of every sequence of a batch, back to back, [T, H], with no padding
+anywhere. Attention never sees a [batch, heads, L, L] bias. On CUDA it is one FlexAttention kernel over the whole
+pack (ALiBi as a score_mod, a block-sparse mask that keeps each sequence to itself). Elsewhere the sequences of each
+length are attended together with the CPU's fused attention kernel, under one [heads, L, L] ALiBi bias shared by every
+sequence and layer (sequences of equal length need no padding mask).
 """
 
 from __future__ import annotations
@@ -10,13 +16,18 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Added to attention scores of padded keys, as the upstream model does; exp() of it is exactly 0 in fp32 and bf16.
-MASK_BIAS = -10000.0
+AttentionBackend = Literal["auto", "by_length", "flex"]
+ATTENTION_BACKENDS: tuple[str, ...] = ("auto", "by_length", "flex")
+# FlexAttention works on tiles of this many queries × keys; a pack is padded to a whole number of them.
+FLEX_BLOCK = 128
+# Token id of the filler that pads a pack for FlexAttention ([PAD]); the filler is a sequence of its own.
+_FILLER_TOKEN = 3
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,156 @@ def alibi_slopes(num_heads: int) -> list[float]:
     if lower < num_heads:
         slopes += geometric(2 * lower)[0::2][: num_heads - lower]
     return slopes
+
+
+# One [heads, L, L] ALiBi bias per (slopes, device, dtype), grown to the longest sequence seen and sliced for shorter
+# ones: 12.6 MB at 12 heads × 512², shared by every batch, sequence and layer.
+_ALIBI_BIAS: dict[tuple[tuple[float, ...], str, torch.dtype], torch.Tensor] = {}
+
+
+def alibi_bias(slopes: list[float], length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[heads, length, length]: −slope·|i − j|."""
+    key = (tuple(slopes), str(device), dtype)
+    cached = _ALIBI_BIAS.get(key)
+    if cached is None or cached.shape[-1] < length:
+        size = max(length, 512)
+        positions = torch.arange(size, device=device)
+        distance = (positions[None, :] - positions[:, None]).abs().to(torch.float32)
+        cached = (-torch.tensor(slopes, device=device)[:, None, None] * distance).to(dtype)
+        _ALIBI_BIAS[key] = cached
+    return cached[:, :length, :length]
+
+
+@torch.library.custom_op("kb_assets::alibi_attention_by_length", mutates_args=())
+def alibi_attention_by_length(qkv: torch.Tensor, sequence_lengths: torch.Tensor, slopes: list[float]) -> torch.Tensor:
+    """Packed ALiBi self-attention: qkv [T, 3·H] laid out [q | k | v], each head-major, for sequences of
+    `sequence_lengths` (CPU int64 [B], summing to T) back to back → context [T, H].
+
+    Each run of consecutive sequences of one length is viewed in place as [n, heads, L, head_dim] and attended with
+    `scaled_dot_product_attention` under the shared ALiBi bias: no padding, no copy of q/k/v. Packs sorted by length
+    make the fewest calls. A custom op, so that torch.compile keeps it whole and compiles the layers around it.
+    """
+    num_heads = len(slopes)
+    tokens, width = qkv.shape
+    hidden = width // 3
+    head_dim = hidden // num_heads
+    # fp32 bias on CPU even for bf16 (ALiBi distances reach hundreds, where bf16 rounds a bias by up to a unit, and
+    # the CPU kernel takes an fp32 bias with bf16 queries); elsewhere the kernels want the queries' dtype.
+    bias_dtype = torch.float32 if qkv.device.type == "cpu" else qkv.dtype
+    context = qkv.new_empty(tokens, hidden)
+    lengths, counts = torch.unique_consecutive(sequence_lengths, return_counts=True)
+    bias = alibi_bias(slopes, int(lengths.max()), qkv.device, bias_dtype) if len(lengths) else None
+    start = 0
+    for length, count in zip(lengths.tolist(), counts.tolist()):
+        end = start + length * count
+        query, key, value = qkv[start:end].view(count, length, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        # A 4-d [1, heads, L, L] bias: the CPU kernel broadcasts it over the batch as it is (a 3-d one runs 3× slower).
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=bias[None, :, :length, :length])
+        context[start:end].view(count, length, num_heads, head_dim).copy_(attended.transpose(1, 2))
+        start = end
+    return context
+
+
+@alibi_attention_by_length.register_fake
+def _(qkv: torch.Tensor, sequence_lengths: torch.Tensor, slopes: list[float]) -> torch.Tensor:
+    return qkv.new_empty(qkv.shape[0], qkv.shape[1] // 3)
+
+
+class FlexPackAttention:
+    """ALiBi self-attention over a whole pack with FlexAttention: ALiBi is a score_mod (−slope·|q − k|, which within
+    a sequence is the distance of the two positions) and a block-sparse mask keeps each sequence to itself, so only
+    the tiles on a sequence's own diagonal are computed.
+
+    The mask reads sequence ids from a buffer that every pack overwrites in place, and both functions are made once,
+    so the compiled kernel is reused for every pack (a new function or buffer object would recompile it).
+    """
+
+    def __init__(self, slopes: list[float], device: torch.device):
+        self.slopes = torch.tensor(slopes, dtype=torch.float32, device=device)
+        self.device = device
+        self.sequence_ids = torch.zeros(0, dtype=torch.int32, device=device)
+        self.score_mod, self.mask_mod = self._functions()
+        self._flex: Callable[..., torch.Tensor] | None = None
+
+    def _functions(self) -> tuple[Callable, Callable]:
+        slopes, sequence_ids = self.slopes, self.sequence_ids
+
+        def alibi(score, batch, head, query_index, key_index):
+            return score - slopes[head] * (query_index - key_index).abs()
+
+        def same_sequence(batch, head, query_index, key_index):
+            return sequence_ids[query_index] == sequence_ids[key_index]
+
+        return alibi, same_sequence
+
+    def block_mask(self, sequence_lengths: torch.Tensor):
+        """The BlockMask of a pack whose lengths (CPU int64, summing to a multiple of FLEX_BLOCK) are given; also
+        writes the pack's sequence ids for the mask function."""
+        from torch.nn.attention.flex_attention import BlockMask
+
+        tokens = int(sequence_lengths.sum())
+        if self.sequence_ids.numel() < tokens:
+            self.sequence_ids = torch.zeros(max(tokens, 2 * self.sequence_ids.numel()), dtype=torch.int32,
+                                            device=self.device)
+            self.score_mod, self.mask_mod = self._functions()
+        ids = torch.repeat_interleave(torch.arange(len(sequence_lengths), dtype=torch.int32), sequence_lengths)
+        self.sequence_ids[:tokens].copy_(ids, non_blocking=True)
+        blocks = document_blocks(sequence_lengths, FLEX_BLOCK)
+        return BlockMask.from_kv_blocks(*(tensor.to(self.device, non_blocking=True) for tensor in blocks),
+                                        BLOCK_SIZE=FLEX_BLOCK, mask_mod=self.mask_mod, seq_lengths=(tokens, tokens))
+
+    def __call__(self, qkv: torch.Tensor, block_mask, num_heads: int) -> torch.Tensor:
+        """qkv [T, 3·H] → context [T, H] (T a multiple of FLEX_BLOCK, the pack `block_mask` was made for)."""
+        from torch.nn.attention.flex_attention import flex_attention
+
+        tokens, width = qkv.shape
+        hidden = width // 3
+        query, key, value = qkv.view(tokens, 3, num_heads, hidden // num_heads).permute(1, 2, 0, 3).unsqueeze(1)
+        flex = flex_attention
+        if qkv.device.type == "cuda" and not torch.compiler.is_compiling():
+            # Run eagerly, FlexAttention is dense reference math over all T² pairs: compile it on its own. (On CPU
+            # that math is what eager runs: a reference; compile_layers gives the block-sparse CPU kernel.)
+            if self._flex is None:
+                self._flex = torch.compile(flex_attention, dynamic=True)
+            flex = self._flex
+        attended = flex(query, key, value, score_mod=self.score_mod, block_mask=block_mask)
+        return attended.squeeze(0).transpose(0, 1).reshape(tokens, hidden)
+
+
+def document_blocks(sequence_lengths: torch.Tensor, block: int) -> tuple[torch.Tensor, ...]:
+    """Block sparsity of attention restricted to each sequence of a pack: (kv_num_blocks, kv_indices,
+    full_kv_num_blocks, full_kv_indices) in BlockMask.from_kv_blocks' layout, [1, 1, n] and [1, 1, n, n] int32 for
+    n = T / block query and key tiles. A tile is full where its queries and keys all lie in one sequence (no mask
+    needed), partial where it straddles a boundary. Built from the lengths directly; `create_block_mask` would
+    evaluate the mask on all T² pairs."""
+    lengths = sequence_lengths.to(torch.int64)
+    ends = torch.cumsum(lengths, 0)
+    starts = ends - lengths
+    tokens = int(ends[-1])
+    n = tokens // block
+    sequence_of_token = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    tile_starts = torch.arange(n) * block
+    first, last = sequence_of_token[tile_starts], sequence_of_token[tile_starts + block - 1]
+    # Keys a query tile can see: from the start of its first sequence to the end of its last.
+    low, high = starts[first] // block, (ends[last] - 1) // block
+    # Within one sequence, the key tiles that lie wholly inside it are full.
+    single = first == last
+    full_low = (starts[first] + block - 1) // block
+    full_high = ends[first] // block - 1
+    width = int((high - low).max()) + 1
+    columns = low[:, None] + torch.arange(width)[None, :]
+    seen = columns <= high[:, None]
+    full = seen & single[:, None] & (columns >= full_low[:, None]) & (columns <= full_high[:, None])
+    partial = seen & ~full
+
+    def ordered(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The selected columns of each row first (in order), then the rest as filler, padded to all n key tiles.
+        order = torch.argsort((~selected).to(torch.int8), dim=1, stable=True)
+        indices = torch.zeros(n, n, dtype=torch.int32)
+        indices[:, :width] = torch.gather(columns, 1, order).clamp(max=n - 1).to(torch.int32)
+        return selected.sum(1).to(torch.int32)[None, None], indices[None, None]
+
+    return (*ordered(partial), *ordered(full))
 
 
 class DnaBert2Embeddings(nn.Module):
@@ -103,43 +264,16 @@ class DnaBert2GatedMlp(nn.Module):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
-@dataclass(frozen=True)
-class TokenLayout:
-    """Where the real tokens of a padded [B, L] batch sit: the model keeps only those between attention steps,
-    so the linear layers, which do nearly all the work, never compute padding."""
-
-    token_index: torch.Tensor  # [T] positions of real tokens in the flattened [B·L] batch
-    batch: int
-    length: int
-
-    def pad(self, packed: torch.Tensor) -> torch.Tensor:
-        """[T, D] → [B, L, D] with zeros at padding."""
-        padded = packed.new_zeros(self.batch * self.length, packed.shape[-1])
-        padded.index_copy_(0, self.token_index, packed)
-        return padded.view(self.batch, self.length, -1)
-
-    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        """[B, L, D] → [T, D]."""
-        return padded.reshape(self.batch * self.length, -1).index_select(0, self.token_index)
-
-
 class DnaBert2Layer(nn.Module):
     def __init__(self, config: DnaBert2Config):
         super().__init__()
-        self.num_heads = config.num_attention_heads
         self.intermediate_size = config.intermediate_size
         self.attention = DnaBert2Attention(config)
         self.mlp = DnaBert2GatedMlp(config)
 
-    def forward(self, hidden: torch.Tensor, attention_bias: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        """hidden [T, H] real tokens only; attention_bias [B, heads, L, L] (ALiBi + padding), added to the scaled
-        scores of the padded batch that attention runs on."""
-        width = hidden.shape[-1]
-        qkv = layout.pad(self.attention.self.Wqkv(hidden))
-        qkv = qkv.view(layout.batch, layout.length, 3, self.num_heads, width // self.num_heads)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, L, head_dim]
-        context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_bias)
-        context = layout.unpad(context.transpose(1, 2))
+    def forward(self, hidden: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """hidden [T, H] packed tokens; `attend` maps their qkv [T, 3·H] to the attention context [T, H]."""
+        context = attend(self.attention.self.Wqkv(hidden))
         output = self.attention.output
         hidden = output.LayerNorm(output.dense(context) + hidden)
         mlp = self.mlp
@@ -154,71 +288,111 @@ class DnaBert2Encoder(nn.Module):
 
 
 class DnaBert2Model(nn.Module):
-    """The DNABERT-2 encoder: token ids and attention mask in, last hidden states out (zeros at padding)."""
+    """The DNABERT-2 encoder: token ids in, last hidden states out.
 
-    def __init__(self, config: DnaBert2Config):
+    `forward` takes a right-padded batch [B, L]; `forward_packed` takes the sequences back to back [T] with their
+    lengths, which is what the layers run on either way (no compute on padding).
+    `attention_backend`: "flex" (FlexAttention, compiled; the default on CUDA), "by_length" (fused attention per run
+    of equal-length sequences; the default elsewhere) or "auto".
+    """
+
+    def __init__(self, config: DnaBert2Config, attention_backend: AttentionBackend = "auto"):
         super().__init__()
+        if attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS} (got {attention_backend!r})")
         self.config = config
         self.embeddings = DnaBert2Embeddings(config)
         self.encoder = DnaBert2Encoder(config)
         # A plain list rather than a buffer: the model can be built on the meta device and filled by
         # load_state_dict(assign=True) without this having to be recreated.
         self.alibi_slopes = alibi_slopes(config.num_attention_heads)
+        self.attention_backend: AttentionBackend = attention_backend
+        self._flex: FlexPackAttention | None = None
         self._layers: Callable[..., torch.Tensor] = self.run_layers
         self.compiled = False
 
-    def attention_bias(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[B, heads, L, L]: −slope·|i − j| plus MASK_BIAS on padded keys.
+    def uses_flex(self, device: torch.device) -> bool:
+        return self.attention_backend == "flex" or (self.attention_backend == "auto" and device.type == "cuda")
 
-        fp32 on CPU even for a bf16 model (ALiBi distances reach hundreds, where bf16 rounds the bias by up to a
-        unit, and the CPU attention kernel takes an fp32 bias with bf16 queries); elsewhere the model's dtype,
-        which the fused GPU attention kernels require.
-        """
-        length = attention_mask.shape[1]
-        positions = torch.arange(length, device=attention_mask.device)
-        distance = (positions[None, :] - positions[:, None]).abs().float()  # [L, L]
-        slopes = torch.tensor(self.alibi_slopes, device=attention_mask.device)
-        alibi = -slopes[:, None, None] * distance  # [heads, L, L]
-        padding = (1.0 - attention_mask.float()) * MASK_BIAS  # [B, L], over keys
-        bias = alibi[None] + padding[:, None, None, :]
-        return bias if attention_mask.device.type == "cpu" else bias.to(self.embeddings.word_embeddings.weight.dtype)
+    def run_layers(self, hidden: torch.Tensor, sequence_lengths: torch.Tensor, block_mask=None) -> torch.Tensor:
+        """The encoder layers over packed hidden states [T, H] → [T, H]. With a block mask, attention is
+        FlexAttention over the pack; without, per run of equal `sequence_lengths` (CPU int64 [B])."""
+        if block_mask is not None:
+            flex, heads = self._flex, self.config.num_attention_heads
 
-    def run_layers(self, hidden: torch.Tensor, attention_bias: torch.Tensor, token_index: torch.Tensor) -> torch.Tensor:
-        """The encoder layers over the real tokens [T, H] of a [B, L] batch → padded hidden states [B, L, H]."""
-        layout = TokenLayout(token_index, attention_bias.shape[0], attention_bias.shape[-1])
+            def attend(qkv: torch.Tensor) -> torch.Tensor:
+                return flex(qkv, block_mask, heads)
+        else:
+            slopes = self.alibi_slopes
+
+            def attend(qkv: torch.Tensor) -> torch.Tensor:
+                return alibi_attention_by_length(qkv, sequence_lengths, slopes)
+
         for layer in self.encoder.layer:
-            hidden = layer(hidden, attention_bias, layout)
-        return layout.pad(hidden)
+            hidden = layer(hidden, attend)
+        return hidden
+
+    def forward_packed(self, input_ids: torch.Tensor, sequence_lengths: torch.Tensor) -> torch.Tensor:
+        """input_ids [T] int: the tokens of B sequences back to back; sequence_lengths [B] int (any device), each
+        ≥ 1, summing to T → last hidden states [T, H], each sequence attending only to itself.
+
+        Sequences of equal length next to each other run fastest on CPU (one attention call per run), so sort a
+        pack by length. Results do not depend on how sequences are grouped into packs.
+        """
+        lengths = sequence_lengths.to("cpu", torch.int64)
+        tokens = input_ids.shape[0]
+        if input_ids.dim() != 1 or lengths.dim() != 1 or int(lengths.sum()) != tokens or bool((lengths < 1).any()):
+            raise ValueError(f"forward_packed needs input_ids [T] and sequence_lengths [B] of positive lengths that "
+                             f"sum to T (got input_ids {tuple(input_ids.shape)}, lengths summing to "
+                             f"{int(lengths.sum())}, shortest {int(lengths.min()) if len(lengths) else None})")
+        block_mask = None
+        if self.uses_flex(input_ids.device):
+            # The pack is padded to whole tiles with a filler sequence of its own, cut off again at the end.
+            filler = -tokens % FLEX_BLOCK
+            if filler:
+                input_ids = F.pad(input_ids, (0, filler), value=_FILLER_TOKEN)
+                lengths = torch.cat([lengths, torch.tensor([filler])])
+            if self._flex is None or self._flex.device != input_ids.device:
+                self._flex = FlexPackAttention(self.alibi_slopes, input_ids.device)
+            block_mask = self._flex.block_mask(lengths)
+        hidden = self._layers(self.embeddings(input_ids), lengths, block_mask)
+        return hidden[:tokens]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, L] int; attention_mask [B, L] (1 = token, 0 = padding) → hidden states [B, L, H]."""
+        """input_ids [B, L] int; attention_mask [B, L], 1 for the first n_b tokens of row b and 0 after them (right
+        padding) → hidden states [B, L, H], zeros at padding."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        # Real-token positions have a data-dependent count, so they are found here, outside the compiled layers.
-        token_index = attention_mask.flatten().nonzero().squeeze(1)
-        bias = self.attention_bias(attention_mask)
-        hidden = self.embeddings(input_ids.flatten().index_select(0, token_index))
-        return self._layers(hidden, bias, token_index)
+        lengths = attention_mask.sum(dim=1)
+        is_token = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] < lengths[:, None]
+        if not torch.equal(attention_mask.bool(), is_token):
+            raise ValueError("attention_mask must mark each row's tokens first and its padding after them "
+                             "(right padding); pass sequences of other layouts to forward_packed")
+        packed = self.forward_packed(input_ids[is_token], lengths)
+        hidden = packed.new_zeros(*input_ids.shape, packed.shape[-1])
+        hidden[is_token] = packed
+        return hidden
 
     def compile_layers(self) -> None:
-        """Run the layers through torch.compile (inductor): fused elementwise kernels and, with freezing, weights
-        prepacked for oneDNN. The first call compiles (half a minute to a minute for the 117M model on two CPU cores),
-        after which any batch shape runs without recompiling; worth it for long jobs. Falls back to eager, with a
-        warning, where inductor cannot work (no C++ compiler, no Triton)."""
+        """Run the layers through torch.compile (inductor): fused elementwise kernels and, on CPU with freezing,
+        weights prepacked for oneDNN; attention stays one opaque step (a custom op, or FlexAttention's own kernel).
+        The first call compiles (half a minute to a minute for the 117M model on two CPU cores), after which any
+        pack runs without recompiling; worth it for long jobs. Falls back to eager, with a warning, where inductor
+        cannot work (no C++ compiler, no Triton)."""
         compiled = torch.compile(self.run_layers, dynamic=True)
 
-        def run_compiled_or_eager(hidden: torch.Tensor, attention_bias: torch.Tensor,
-                                  token_index: torch.Tensor) -> torch.Tensor:
-            # Without this, a batch of one window (size 1 is special to the compiler) would compile a second time.
-            torch._dynamo.decorators.mark_unbacked(attention_bias, 0)
+        def run_compiled_or_eager(hidden: torch.Tensor, sequence_lengths: torch.Tensor,
+                                  block_mask=None) -> torch.Tensor:
+            # Without this, a pack of one sequence (size 1 is special to the compiler) would compile a second time.
+            torch._dynamo.decorators.mark_unbacked(sequence_lengths, 0)
             try:
                 # Freezing (weights as constants, prepacked) is read when the first call compiles; patched per call
-                # so the setting stays local to this model.
-                with torch._inductor.config.patch(freezing=True):
-                    return compiled(hidden, attention_bias, token_index)
+                # so the setting stays local to this model. CPU only: it would fold FlexAttention's buffers too.
+                with torch._inductor.config.patch(freezing=hidden.device.type == "cpu"):
+                    return compiled(hidden, sequence_lengths, block_mask)
             except Exception as err:  # inductor fails in many ways (toolchain, Triton, unsupported op)
                 warnings.warn(f"torch.compile failed, running the DNABERT-2 layers eagerly: {err}", stacklevel=2)
                 self._layers, self.compiled = self.run_layers, False
-                return self.run_layers(hidden, attention_bias, token_index)
+                return self.run_layers(hidden, sequence_lengths, block_mask)
 
         self._layers, self.compiled = run_compiled_or_eager, True
