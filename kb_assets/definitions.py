@@ -16,34 +16,49 @@ from kb_assets.assets.embeddings import build_embedding_assets
 from kb_assets.assets.haplotypes import build_haplotype_assets
 from kb_assets.assets.inputs import build_input_sources
 from kb_assets.assets.reference import build_reference_assets
+from kb_assets.cluster.k8s import deployment_executor
+from kb_assets.cluster.slurm import slurm_settings_from_env
+from kb_assets.cluster.slurm_pipes import SlurmPipesClient
 from kb_assets.partitions import chromosome_partitions
 from kb_assets.resources import EncoderResource, WarehouseResource
 from kb_assets.schedules import build_automation
 from kb_assets.settings import Recipe, load_recipe
 
+# Deployment settings, per machine rather than per recipe (resources per deployment): the GPUs a node lends to
+# gene_embeddings partitions, e.g. "cuda:0,cuda:1"; KB_ASSETS_SLURM and KB_ASSETS_EXECUTOR are read by
+# kb_assets.cluster.
+GPU_DEVICES_ENV = "KB_ASSETS_GPU_DEVICES"
 
-def build_resources(recipe: Recipe) -> dict[str, dg.ConfigurableResource]:
-    return {
+
+def build_resources(recipe: Recipe) -> dict[str, object]:
+    devices = [d.strip() for d in os.environ.get(GPU_DEVICES_ENV, "").split(",") if d.strip()]
+    resources: dict[str, object] = {
         "encoder": EncoderResource(
             checkpoint=str(recipe.inputs.checkpoint), device=recipe.encoder.device, dtype=recipe.encoder.dtype,
-            compile=recipe.encoder.compile,
+            compile=recipe.encoder.compile, devices=devices,
         ),
         "warehouse": WarehouseResource(root=str(recipe.warehouse.root)),
     }
+    slurm = slurm_settings_from_env()
+    if slurm is not None:
+        resources["slurm"] = SlurmPipesClient(slurm)
+    return resources
 
 
 def build_definitions(recipe: Recipe) -> dg.Definitions:
     chromosomes = chromosome_partitions(recipe)
+    resources = build_resources(recipe)
     # Each stage names the assets it reads by key: no stage needs another's objects.
     assets = [
         *build_input_sources(recipe),
         *build_reference_assets(recipe, chromosomes),
         *build_haplotype_assets(recipe, chromosomes),
-        *build_embedding_assets(recipe, chromosomes),
+        *build_embedding_assets(recipe, chromosomes, slurm="slurm" in resources),
         *build_cohort_assets(recipe),
         *build_diagnostic_assets(recipe),
     ]
-    return dg.Definitions(assets=assets, resources=build_resources(recipe), **build_automation(recipe))
+    return dg.Definitions(assets=assets, resources=resources, executor=deployment_executor(),
+                          **build_automation(recipe))
 
 
 defs = build_definitions(load_recipe(os.environ.get("KB_ASSETS_RECIPE"), require_inputs=False))

@@ -30,7 +30,7 @@ def _cached_encoder(checkpoint: str, device: str, dtype: str, compile_layers: bo
 
 
 class EncoderResource(dg.ConfigurableResource):
-    """The DNABERT-2 checkpoint. The model loads lazily, once per process and weights version, on the first
+    """The encoder checkpoint. The model loads lazily, once per process and weights version, on the first
     forward pass; its identity (weights hash, tokenizer, resolved device and dtype) needs no model, so
     tokenizing and cache lookups never pay for one."""
 
@@ -38,10 +38,13 @@ class EncoderResource(dg.ConfigurableResource):
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    # One node, N GPUs: each running partition leases one of these (kb_assets.cluster.gpu_slots); empty: `device`.
+    devices: list[str] = []
 
-    def encoder(self, model_sha256: str | None = None) -> Encoder:
-        """The loaded model whose weights hash `model_sha256` (default: the weights there now)."""
-        return _cached_encoder(self.checkpoint, self.device, self.dtype, self.compile,
+    def encoder(self, model_sha256: str | None = None, device: str | None = None) -> Encoder:
+        """The loaded model whose weights hash `model_sha256` (default: the weights there now), on `device`
+        (default: the configured one)."""
+        return _cached_encoder(self.checkpoint, device or self.device, self.dtype, self.compile,
                                model_sha256 or self.identity().model_sha256)
 
     def identity(self) -> CheckpointIdentity:

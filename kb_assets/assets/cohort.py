@@ -17,6 +17,7 @@ from kb_assets.assets.publishing import (
     publish,
     upstream_facts,
 )
+from kb_assets.encoders.chromosome import DATASETS
 from kb_assets.errors import InputError
 from kb_assets.genome import vcf_samples
 from kb_assets.resources import WarehouseResource
@@ -39,9 +40,6 @@ GROUP = "cohort"
 # Facts that must agree across every gene_embeddings partition before their vectors share one matrix.
 EMBEDDING_SETTINGS = ("model_sha256", "tokenizer_version", "rc_mode", "pooling_strategy", "region_to_gene",
                       "tile_bp", "tile_context_bp", "window_tokens", "window_stride", "dtype", "device_kind")
-# The files of a gene_embeddings partition, in the order publish() hashes them into its data version.
-EMBEDDING_DATASETS = ("gene_embeddings/vectors", "gene_embeddings/assignments", "gene_embeddings/subjects",
-                      "gene_embeddings/alleles")
 CATEGORICAL = ("sex", "batch", "site", "label")
 
 
@@ -61,8 +59,8 @@ def covariate_names(frame: pd.DataFrame) -> list[str]:
 
 def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict:
     """The settings every gene_embeddings partition was made with (read from its own files); refuses a mix."""
-    files = {chrom: warehouse.partition_file(EMBEDDING_DATASETS[0], chrom) for chrom in chromosomes}
-    facts = {chrom: {dataset: warehouse.read_facts(dataset, chrom) for dataset in EMBEDDING_DATASETS}
+    files = {chrom: warehouse.partition_file(DATASETS[0], chrom) for chrom in chromosomes}
+    facts = {chrom: {dataset: warehouse.read_facts(dataset, chrom) for dataset in DATASETS}
              for chrom in chromosomes}
     newest = max(chromosomes, key=lambda chrom: files[chrom].stat().st_mtime_ns)
     return shared_settings(facts, EMBEDDING_SETTINGS, newest, str(warehouse.dataset_dir("gene_embeddings")))

@@ -310,7 +310,7 @@ def _sampled_alleles(store: Warehouse, chrom: str, subjects: list[str], identity
     frame["tile"] = local.reindex(frame["tile"]).to_numpy()
     stats = allele_stats(frame, window_stats, needed["tiles"].map(lambda t: local.reindex(list(t)).tolist()),
                          len(tile_numbers), options.rc == "average")
-    ploidy = upstream_facts(store, "subject_haplotypes", ("ploidy",), chrom).get("ploidy", 1)
+    ploidy = store.read_facts("subject_haplotypes/assignments", chrom)["ploidy"]
     return _SampledAlleles(needed[["region_id", "allele"]], stats, assignments, indices, rows, ploidy)
 
 

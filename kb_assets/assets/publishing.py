@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -93,29 +92,23 @@ def publish(
     was when this ran (data provenance); the audit reads them there.
     """
     partition = partition_of(context)
-    # One id for the files written together, from their content: a reader can tell that they belong together (a
-    # run stopped between renaming them leaves files of two writes), and equal content still gives equal bytes.
-    write_id = hashlib.sha256()
-    for name, table in tables.items():
-        write_id.update(name.encode())
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as stream:
-            stream.write_table(table)
-        write_id.update(sink.getvalue())
-    all_facts = {"recipe_id": recipe.recipe_id, **{k: _plain(v) for k, v in facts.items()},
-                 "write_id": write_id.hexdigest()[:16]}
+    all_facts = {"recipe_id": recipe.recipe_id, **{k: _plain(v) for k, v in facts.items()}}
     if inputs:
         all_facts["inputs"] = {name: dict(used) for name, used in inputs.items()}
-    if partition is None:
-        paths = warehouse.write_tables(tables, all_facts)
-    else:
-        paths = warehouse.write_partitions(tables, partition, all_facts)
+    paths, data_version, all_facts = warehouse.write_outputs(tables, partition, all_facts)
     warehouse.register_views(list(tables))
+    return report(tables, paths, data_version, all_facts, metadata, check_results, data_files)
 
+
+def report(tables: Mapping[str, pa.Table], paths: Mapping[str, Path], data_version: str, facts: Mapping[str, object],
+           metadata: Mapping[str, object] | None = None, check_results: Sequence[dg.AssetCheckResult] = (),
+           data_files: Sequence[Path] = ()) -> dg.MaterializeResult:
+    """The materialization of tables written with `facts` (shown as metadata, except the write id)."""
+    if data_files:
+        data_version = content_version(*paths.values(), *data_files)
     main_dataset = next(iter(tables))
     main_table = tables[main_dataset]
-    data_version = content_version(*[Path(p) for p in paths.values()], *data_files)
-    shown_facts = {k: v for k, v in all_facts.items() if k not in ("inputs", "write_id")}
+    shown_facts = {k: v for k, v in facts.items() if k not in ("inputs", "write_id")}
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": main_table.num_rows,
@@ -123,7 +116,7 @@ def publish(
             "path": dg.MetadataValue.path(str(paths[main_dataset])),
             **{f"rows/{name}": table.num_rows for name, table in tables.items() if name != main_dataset},
             **shown_facts,
-            **({"inputs": dg.MetadataValue.json(all_facts["inputs"])} if inputs else {}),
+            **({"inputs": dg.MetadataValue.json(facts["inputs"])} if "inputs" in facts else {}),
             **{k: _plain(v) for k, v in (metadata or {}).items()},
         },
         data_version=dg.DataVersion(data_version),

@@ -40,7 +40,7 @@ ANNOTATION_TABLES = ("genes", "transcripts", "exons", "cds", "utrs")
 def read_annotation(warehouse, source: str) -> Annotation:
     """The annotation as gene_annotations wrote it: no second parse of the GTF."""
     frames = {name: warehouse.read_table(f"gene_annotations/{name}").to_pandas() for name in ANNOTATION_TABLES}
-    facts = upstream_facts(warehouse, "gene_annotations", ANNOTATION_FACTS + ("unnamed_genes",))
+    facts = upstream_facts(warehouse, "gene_annotations/genes", ANNOTATION_FACTS + ("unnamed_genes",))
     return Annotation(
         **frames,
         version=facts.get("annotation_version", Path(source).name),
@@ -135,7 +135,7 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
             context, store, settings, {"gene_set": arrow_table(genes)},
             facts={
                 "n_genes": len(genes),
-                **upstream_facts(store, "gene_annotations", REFERENCE_FACTS + ANNOTATION_FACTS),
+                **upstream_facts(store, "gene_annotations/genes", REFERENCE_FACTS + ANNOTATION_FACTS),
             },
             metadata={
                 "genes": dg.MetadataValue.md(_gene_set_markdown(genes)),

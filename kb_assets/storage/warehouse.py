@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import json
 import os
 import socket
@@ -101,6 +102,26 @@ class Warehouse:
         tables = {name: _with_partition_column(table, chrom) for name, table in tables.items()}
         return self._write_atomically(tables, targets, facts)
 
+    def write_outputs(self, tables: Mapping[str, pa.Table], partition: str | None,
+                      facts: Mapping[str, object]) -> tuple[dict[str, Path], str, dict]:
+        """Write one asset's tables (a partition of each, or whole ones) with their facts; return the paths, the
+        data version (a hash of the bytes written) and the facts as written.
+
+        The facts gain a `write_id` from the tables' content: files written together share it, so a reader can tell
+        a set that a crash left half-replaced, while equal content still gives equal bytes (and data version).
+        """
+        write_id = hashlib.sha256()
+        for name, table in tables.items():
+            write_id.update(name.encode())
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as stream:
+                stream.write_table(table)
+            write_id.update(sink.getvalue())
+        facts = {**facts, "write_id": write_id.hexdigest()[:16]}
+        paths = self.write_tables(tables, facts) if partition is None else self.write_partitions(tables, partition,
+                                                                                                   facts)
+        return paths, content_version(*paths.values()), facts
+
     def write_table(self, dataset: str, table: pa.Table) -> Path:
         return self._write_atomically({dataset: table}, {dataset: self.table_file(dataset)})[dataset]
 
@@ -169,11 +190,13 @@ class Warehouse:
         return pq.read_table(path, columns=columns, filters=filters)
 
     def read_facts(self, dataset: str, chrom: str | None = None) -> dict:
-        """The facts written into a dataset's file (of one partition): how it was made. Empty when it does not
-        exist or holds none."""
+        """The facts written into a dataset's file (of one partition): how it was made (empty when it holds none).
+        InputError when the dataset was never materialized."""
         path = self.table_file(dataset) if chrom is None else self.partition_file(dataset, chrom)
         if not path.exists():
-            return {}
+            where = f"partition {chrom} of {dataset}" if chrom else dataset
+            raise InputError(path, where, "has not been materialized",
+                             f"materialize {dataset.split('/')[0]}{f' for partition {chrom}' if chrom else ''} first")
         metadata = pq.read_schema(path).metadata or {}
         return json.loads(metadata[FACTS_KEY]) if FACTS_KEY in metadata else {}
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from kb_assets.errors import InputError
 from kb_assets.storage import Warehouse, quote_identifier, to_matrix, vector_column
 
 
@@ -59,15 +61,23 @@ def test_unwritable_warehouse_is_a_clear_error(tmp_path, monkeypatch):
     assert not Warehouse(tmp_path).table_file("x").exists()
 
 
-def test_lineage_round_trip_and_hostile_identifiers(tmp_path):
+def test_facts_travel_with_the_file_and_hostile_identifiers_stay_data(tmp_path):
     warehouse = Warehouse(tmp_path)
-    warehouse.record_lineage("asset'; drop table lineage; --", partition="chr1", run_id="r1", recipe_id="x",
-                             code_version="1", data_version="d1", path=None, facts={"gene": 'A"B;'})
-    warehouse.record_lineage("asset'; drop table lineage; --", partition="chr1", run_id="r2", recipe_id="x",
-                             code_version="1", data_version="d2", path=None, facts={"gene": 'A"B;'})
-    latest = warehouse.latest_lineage("asset'; drop table lineage; --", "chr1")
-    assert latest["run_id"] == "r2" and latest["facts"] == {"gene": 'A"B;'}
-    assert warehouse.latest_lineage("asset'; drop table lineage; --", None) is None
+    facts = {"gene": 'A"B;', "note": "'; drop view facts; --"}
+    paths, version, written = warehouse.write_outputs({"t/a": _rows([1, 2]), "t/b": _rows([3])}, "chr1", facts)
+    again, same_version, _ = warehouse.write_outputs({"t/a": _rows([1, 2]), "t/b": _rows([3])}, "chr1", facts)
+    assert same_version == version  # equal content, equal bytes
+    assert warehouse.read_facts("t/a", "chr1") == written == {**facts, "write_id": written["write_id"]}
+    assert warehouse.read_facts("t/b", "chr1")["write_id"] == written["write_id"]  # written together
+    copied = tmp_path / "elsewhere.parquet"
+    copied.write_bytes(paths["t/a"].read_bytes())
+    assert json.loads(pq.read_schema(copied).metadata[b"kb_assets"])["gene"] == 'A"B;'
+    with pytest.raises(InputError, match="partition chr2 of t/a: has not been materialized"):
+        warehouse.read_facts("t/a", "chr2")
+    warehouse.register_views(["t/a"])
+    with warehouse.catalog(read_only=True) as catalog:
+        rows = catalog.execute("select facts->>'gene' from facts where file_name like '%chrom=chr1%'").fetchall()
+    assert rows == [('A"B;',), ('A"B;',)]
 
     odd_name = 'odd"name'
     warehouse.write_table(odd_name, _rows([1]))
