@@ -230,6 +230,13 @@ def test_padding_does_not_change_real_positions(checkpoints):
             torch.testing.assert_close(hidden, alone, rtol=1e-5, atol=1e-6)
 
 
+def test_left_padding_is_refused(checkpoints):
+    encoder = load_caduceus_encoder(checkpoints["ph", True], device="cpu", dtype="float32")
+    ids = torch.tensor([[PAD_ID, 7, 8], [7, 8, 9]])
+    with pytest.raises(ValueError, match="right padding"):
+        encoder.model(ids, (ids != PAD_ID).long())
+
+
 # --- reverse complement -----------------------------------------------------------------------------------------------
 
 def rc_gap(encoder, sequence: str) -> float:

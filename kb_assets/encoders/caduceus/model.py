@@ -148,6 +148,11 @@ class CaduceusModel(nn.Module):
             lengths = torch.full((batch,), length, dtype=torch.long, device=input_ids.device)
         else:
             lengths = attention_mask.sum(dim=1).long()
+            positions = torch.arange(length, device=input_ids.device)
+            if not torch.equal(attention_mask.bool(), positions[None, :] < lengths[:, None]):
+                # A scan has no mask: padding is harmless only after the tokens, where every reversal leaves it.
+                raise ValueError("attention_mask must mark each row's tokens first and its padding after them "
+                                 "(right padding)")
         if self.config.rcps:
             # The RC strand: each row reversed within its length and complemented (padding is its own complement).
             strand_reversal = RowReversal(lengths, length)
