@@ -51,6 +51,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps) * weight
 
 
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    centred = x - x.mean(dim=-1, keepdim=True)
+    return centred / torch.sqrt((centred * centred).mean(dim=-1, keepdim=True) + eps) * weight + bias
+
+
 def mamba(x: torch.Tensor, w: dict[str, torch.Tensor], prefix: str, tied_prefix: str) -> torch.Tensor:
     """mamba_ssm's Mamba on one sequence x [L, d]; tied projections are read from `tied_prefix`."""
     projection = prefix if prefix + "in_proj.weight" in w else tied_prefix
@@ -100,12 +105,17 @@ def reference_forward(folder: Path, token_ids: list[int]) -> torch.Tensor:
     eps, d, fused = config["norm_epsilon"], config["d_model"], config["fused_add_norm"]
     ids = torch.tensor(token_ids)
     if not config["rcps"]:
+        def norm(x: torch.Tensor, prefix: str) -> torch.Tensor:
+            if config["rms_norm"]:
+                return rms_norm(x, w[prefix + "weight"], eps)
+            return layer_norm(x, w[prefix + "weight"], w[prefix + "bias"], eps)
+
         hidden, residual = w["embeddings.word_embeddings.weight"][ids], None
         for i in range(config["n_layer"]):
             residual = hidden if residual is None else hidden + residual
-            hidden = bimamba(rms_norm(residual, w[f"layers.{i}.norm.weight"], eps), w, f"layers.{i}.mixer.",
+            hidden = bimamba(norm(residual, f"layers.{i}.norm."), w, f"layers.{i}.mixer.",
                              config["bidirectional_strategy"])
-        return rms_norm(hidden + residual, w["norm_f.weight"], eps)
+        return norm(hidden + residual, "norm_f.")
 
     complement = torch.tensor([config["complement_map"][str(i)] for i in range(len(config["complement_map"]))])
     embedding = w["embeddings.word_embeddings.embedding.weight"]
@@ -181,10 +191,11 @@ def test_native_forward_matches_the_plain_reference(checkpoints, variant: str, f
         {"bidirectional_weight_tie": False},
         {"bidirectional_weight_tie": False, "bidirectional_strategy": "ew_multiply", "ssm_cfg": {"bias": True}},
         {"bidirectional_strategy": "ew_multiply"},
+        {"rms_norm": False},
     ],
 )
 def test_other_mixer_settings_match_the_reference(tmp_path: Path, edit: dict):
-    """Projection biases, untied reverse projections and the elementwise-product strategy (PH layout)."""
+    """Projection biases, untied reverse projections, the elementwise-product strategy and LayerNorm (PH)."""
     folder = write_caduceus_checkpoint(tmp_path / "ph", variant="ph", seed=2, **SMALL)
     raw = json.loads((folder / "config.json").read_text())
     raw = {**raw, **edit, "ssm_cfg": {**raw["ssm_cfg"], **edit.get("ssm_cfg", {})}}
