@@ -201,7 +201,7 @@ def align_fold(data: FoldData, settings: AlignmentSettings = AlignmentSettings()
     model = search.best_estimator_
     gene_shrinkage = float(search.best_params_["shrinkage__0"])
     train_variates = model.transform([fold.genes / gene_scale, brain_train / brain_scale])
-    heldout_variates = model.transform([data.genes_heldout / gene_scale, brain_heldout / brain_scale])
+    heldout_variates = model.transform([fold.genes_heldout / gene_scale, brain_heldout / brain_scale])
     train_r = pearson_columns(*train_variates)
     heldout_r = pearson_columns(*heldout_variates)
     gene_weights, brain_weights = model.weights_[0] / gene_scale, model.weights_[1] / brain_scale
@@ -212,13 +212,13 @@ def align_fold(data: FoldData, settings: AlignmentSettings = AlignmentSettings()
     label_prediction = label_coefficients = label_alpha = None
     if label is not None:
         predicted, alpha, coefficients = ridge_predictions(
-            fold.genes / gene_scale, data.genes_heldout / gene_scale, label.train[fold.order][:, None],
+            fold.genes / gene_scale, fold.genes_heldout / gene_scale, label.train[fold.order][:, None],
             settings.ridge_alphas)
         label_prediction = predicted[:, 0]
         label_coefficients, label_alpha = coefficients[0] / gene_scale, float(alpha[0])
         predictions["label"] = (float(label.metric(predicted)[0]), label_alpha)
     if settings.predict_brain_pcs:
-        predicted, alpha, _ = ridge_predictions(fold.genes / gene_scale, data.genes_heldout / gene_scale,
+        predicted, alpha, _ = ridge_predictions(fold.genes / gene_scale, fold.genes_heldout / gene_scale,
                                                 brain_train, settings.ridge_alphas)
         for j, (value, a) in enumerate(zip(heldout_r2(brain_heldout, predicted), alpha), start=1):
             predictions[f"brain_pc_{j}"] = (float(value), float(a))
