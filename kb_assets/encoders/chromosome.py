@@ -7,12 +7,14 @@ The Dagster asset calls this in its own process; on a SLURM cluster the same cal
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from kb_assets.encoders.alleles import allele_stats
 from kb_assets.encoders.engine import WindowBatch, cut_tile_windows, run_windows
@@ -249,6 +251,8 @@ def run_as_job(pipes, recipe_path: str, chrom: str) -> None:
     from kb_assets.encoders.identity import checkpoint_identity
     from kb_assets.settings import load_recipe
 
+    # The CPUs SLURM gave this job, not every core of the node.
+    torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", torch.get_num_threads())))
     recipe = load_recipe(recipe_path).checked()
     options = recipe.encoder
     identity = checkpoint_identity(recipe.inputs.checkpoint, options.device, options.dtype)
