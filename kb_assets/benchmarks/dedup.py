@@ -49,6 +49,7 @@ from kb_assets.benchmarks.synthetic import (
     draw_sites,
     exon_lengths,
     gene_exons,
+    independent_variants,
     isochore_bases,
     write_cohort_vcf,
     write_fasta,
@@ -110,10 +111,10 @@ def synthesize_cohort(
     sites = draw_sites(rng, {CONTIG: spans} if spans else {}, 2 * n_subjects, variants_per_kb, sfs_exponent,
                        indel_fraction)
     vcf = folder / "cohort.vcf.gz"
-    written = write_cohort_vcf(vcf, sites, lambda _, start, end: contig[start:end],
-                               [f"S{i + 1:06d}" for i in range(n_subjects)], {CONTIG: contig_length}, rng)
-    n_indels = int((sites.kind[written.sites] != SNV).sum())
-    return SyntheticCohort(fasta, vcf, regions, n_subjects, written.alt_copies, n_indels)
+    written = write_cohort_vcf(vcf, independent_variants(rng, sites, 2 * n_subjects),
+                               lambda _, start, end: contig[start:end], [f"S{i + 1:06d}" for i in range(n_subjects)],
+                               {CONTIG: contig_length}, rng)
+    return SyntheticCohort(fasta, vcf, regions, n_subjects, written.alt_copies, int((written.kind != SNV).sum()))
 
 
 def run_dedup_benchmark(

@@ -11,12 +11,14 @@ the file writers the demo shares.
   single-exon pseudogenes and small RNAs): a gzipped GENCODE-style GTF of ≈1.5M lines.
 - Gene set: `GENE_SET`, 38 brain genes (suffix `_syn`: names and chromosomes of real genes, structures drawn
   like every other gene), over 15 chromosomes, chr2 and chr5 the heaviest; 12 have a long last exon (3.5–8 kb).
-- Cohort: a phased, bgzipped, tabix-indexed VCF. Sites lie in the exons of the gene-set genes (as in a
-  whole-exome cohort); each site's ALT copy count k among the 2N haplotypes follows the neutral spectrum
-  P(k) ∝ 1/k, at the site density that gives each haplotype `variants_per_kb` ALT alleles per kb; each site's
-  carriers are drawn independently of the other sites (no linkage: the pessimistic case for deduplication);
-  `indel_fraction` of sites are 1–10 bp deletions or insertions; REF alleles are read from the FASTA; males carry
-  one chrX haplotype, written as a homozygous call.
+- Cohort: a phased, bgzipped, tabix-indexed VCF. The 2N haplotypes come from one neutral coalescent with
+  recombination (msprime: constant population of 10,000, 1e-8 recombinations per bp per generation, the gene-set
+  genes laid end to end), mutations only in their exons (as in a whole-exome cohort), at the rate that gives each
+  haplotype `variants_per_kb` ALT alleles per kb: ALT copy counts follow P(k) ∝ 1/k in expectation and nearby
+  sites are linked, as in a real population. `indel_fraction` of sites are 1–10 bp deletions or insertions; REF
+  alleles are read from the FASTA; males carry one chrX haplotype, written as a homozygous call.
+  (`draw_sites` + `independent_variants` place sites with 1/k counts independently of one another instead: no
+  linkage, the pessimistic case the dedup benchmark measures.)
 - Covariates: age, sex, pc1..pc10, batch (40 levels), site (22 assessment centres), label.
 - Checkpoint: the tiny DNABERT-2 shape with a BPE tokenizer trained on 1 Mb of the genome.
 
@@ -326,7 +328,7 @@ def _gene_model(rng: np.random.Generator, gene_type: str,
         utr5 = int(min(first // 2, rng.integers(30, 300)))
         utr3 = int(min(last * rng.uniform(0.5, 0.95), spliced - utr5 - 3))
         transcripts = [LocalTranscript(tuple(range(len(exons))), coding_span(exons, utr5, utr3), CANONICAL_TAGS)]
-        for indices in _skipping_isoforms(rng, len(exons), int(rng.poisson(2.0))):
+        for indices in _skipping_isoforms(rng, len(exons), int(rng.poisson(2.3))):
             transcripts.append(LocalTranscript(indices, coding_span([exons[i] for i in indices], utr5, utr3),
                                                ("basic",)))
         return exons, transcripts
@@ -630,11 +632,32 @@ def write_tiny_checkpoint(folder: Path, sequences: Iterable[str], seed: int) -> 
 # --- the cohort ----------------------------------------------------------------------------------------------------
 
 SNV, DELETION, INSERTION = 0, 1, 2
+# The coalescent: a constant-size population with human-like diversity (θ = 4·Ne·μ ≈ 1/kb) and recombination.
+EFFECTIVE_POPULATION = 10_000
+RECOMBINATION_RATE = 1e-8  # per bp per generation, the human average
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One biallelic site and which haplotypes carry its ALT allele (haplotypes 2i and 2i + 1 are subject i's)."""
+
+    chrom: str
+    start: int  # 0-based position of the first REF base
+    kind: int  # SNV, DELETION or INSERTION
+    size: int  # bases deleted or inserted (0 for an SNV)
+    haplotypes: np.ndarray  # [2N] int8, 1 = ALT
+
+
+def variant_kinds(rng: np.random.Generator, n: int, indel_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Kind and size of `n` sites: `indel_fraction` indels (half deletions, half insertions, 1–10 bp, geometric)."""
+    indel = rng.random(n) < indel_fraction
+    kind = np.where(indel, np.where(rng.random(n) < 0.5, DELETION, INSERTION), SNV).astype(np.int8)
+    return kind, np.where(indel, np.minimum(rng.geometric(0.5, n), _MAX_INDEL), 0)
 
 
 @dataclass(frozen=True)
 class VariantSites:
-    """Drawn variant sites, sorted by contig (in the order given) and position."""
+    """Sites drawn independently of one another (`draw_sites`), sorted by contig (in the order given) and position."""
 
     chrom: np.ndarray  # str
     start: np.ndarray  # int64, 0-based position of the first REF base
@@ -661,9 +684,8 @@ def site_rate(n_haplotypes: int, variants_per_kb: float, exponent: float = 1.0) 
 
 def draw_sites(rng: np.random.Generator, intervals: dict[str, list[Interval]], n_haplotypes: int,
                variants_per_kb: float = 1.0, sfs_exponent: float = 1.0, indel_fraction: float = 0.1) -> VariantSites:
-    """Sites uniform over the bases of `intervals` (per contig, sorted, not overlapping), at most one per base;
-    ALT copy counts from the neutral spectrum; `indel_fraction` of them indels (half deletions, half insertions,
-    1–10 bp, geometric)."""
+    """Sites uniform over the bases of `intervals` (per contig, sorted, not overlapping), at most one per base, with
+    ALT copy counts drawn from the neutral spectrum, each site on its own (no linkage); see `variant_kinds`."""
     rate = site_rate(n_haplotypes, variants_per_kb, sfs_exponent) if n_haplotypes > 1 else 0.0
     spectrum = neutral_spectrum(n_haplotypes, sfs_exponent) if n_haplotypes > 1 else np.ones(0)
     parts = []
@@ -679,58 +701,117 @@ def draw_sites(rng: np.random.Generator, intervals: dict[str, list[Interval]], n
         which = np.searchsorted(cumulative, offsets, side="right")
         positions = starts[which] + offsets - (cumulative[which] - lengths[which])
         copies = rng.choice(n_haplotypes - 1, n, p=spectrum) + 1
-        indel = rng.random(n) < indel_fraction
-        kind = np.where(indel, np.where(rng.random(n) < 0.5, DELETION, INSERTION), SNV).astype(np.int8)
-        size = np.where(indel, np.minimum(rng.geometric(0.5, n), _MAX_INDEL), 0)
-        parts.append((np.full(n, chrom, dtype=object), positions, copies, kind, size))
+        parts.append((np.full(n, chrom, dtype=object), positions, copies, *variant_kinds(rng, n, indel_fraction)))
     if not parts:
         return VariantSites(np.empty(0, object), *(np.empty(0, np.int64) for _ in range(2)), np.empty(0, np.int8),
                             np.empty(0, np.int64))
     return VariantSites(*(np.concatenate(column) for column in zip(*parts)))
 
 
-def site_alleles(rng: np.random.Generator, sites: VariantSites, index: int,
-                 reference: Callable[[str, int, int], str]) -> tuple[str, str] | None:
+def independent_variants(rng: np.random.Generator, sites: VariantSites, n_haplotypes: int) -> Iterator[Variant]:
+    """Each site's ALT copies on haplotypes drawn at random, independently of the other sites."""
+    for index in range(len(sites)):
+        haplotypes = np.zeros(n_haplotypes, np.int8)
+        haplotypes[rng.choice(n_haplotypes, int(sites.alt_copies[index]), replace=False)] = 1
+        yield Variant(sites.chrom[index], int(sites.start[index]), int(sites.kind[index]), int(sites.size[index]),
+                      haplotypes)
+
+
+def coalescent_variants(seed: int, genes: Sequence[Gene], n_subjects: int, variants_per_kb: float = 1.0,
+                        indel_fraction: float = 0.1) -> Iterator[Variant]:
+    """Variants in the exons (of every transcript) of `genes` (in genomic order), from one neutral coalescent with
+    recombination (msprime): the genes laid end to end, mutations only in exons, at the rate at which a haplotype
+    carries `variants_per_kb` ALT alleles per kb of exon on average. Allele counts follow P(k) ∝ 1/k in expectation,
+    and nearby sites are in linkage disequilibrium as in a real population. Sites left monomorphic by a back
+    mutation are dropped."""
+    import msprime  # only the cohort benchmark simulates genealogies (and msprime takes a second to import)
+
+    rng = stream(seed, f"coalescent:{n_subjects}:{variants_per_kb}:{indel_fraction}")
+    offsets = np.concatenate([[0], np.cumsum([gene.end - gene.start for gene in genes])])
+    exons = [(offsets[i] + start - gene.start, offsets[i] + end - gene.start)
+             for i, gene in enumerate(genes) for start, end in _merged(e for t in gene.transcripts for e in t.exons)]
+    if not exons:
+        return
+    bounds = sorted({0, int(offsets[-1]), *(int(b) for exon in exons for b in exon)})
+    exonic = np.zeros(len(bounds) - 1, dtype=bool)
+    exonic[np.searchsorted(bounds, [start for start, _ in exons])] = True
+    mutation_rate = variants_per_kb / 1000 / (4 * EFFECTIVE_POPULATION)
+    ancestry = msprime.sim_ancestry(samples=n_subjects, population_size=EFFECTIVE_POPULATION,
+                                    recombination_rate=RECOMBINATION_RATE, sequence_length=int(offsets[-1]),
+                                    random_seed=int(rng.integers(1, 2**31)))
+    mutated = msprime.sim_mutations(ancestry, rate=msprime.RateMap(position=bounds, rate=exonic * mutation_rate),
+                                    random_seed=int(rng.integers(1, 2**31)), discrete_genome=True,
+                                    model=msprime.BinaryMutationModel())
+    kinds, sizes = variant_kinds(rng, mutated.num_sites, indel_fraction)
+    n_haplotypes = 2 * n_subjects
+    for variant, kind, size in zip(mutated.variants(), kinds.tolist(), sizes.tolist()):
+        carried = int(variant.genotypes.sum())
+        if carried in (0, n_haplotypes):
+            continue
+        position = int(variant.site.position)
+        index = int(np.searchsorted(offsets, position, side="right")) - 1
+        yield Variant(genes[index].chrom, genes[index].start + position - int(offsets[index]), kind, size,
+                      variant.genotypes.astype(np.int8))
+
+
+def _merged(spans: Iterable[Interval]) -> list[Interval]:
+    out: list[list[int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(start, end) for start, end in out]
+
+
+def variant_alleles(rng: np.random.Generator, variant: Variant,
+                    reference: Callable[[str, int, int], str]) -> tuple[str, str] | None:
     """REF (read with `reference(chrom, start, end)`) and ALT of one site; None where the REF would hold a base
     other than A/C/G/T or run past the contig."""
-    chrom, start, size = sites.chrom[index], int(sites.start[index]), int(sites.size[index])
-    kind = sites.kind[index]
-    ref = reference(chrom, start, start + 1 + (size if kind == DELETION else 0)).upper()
-    if len(ref) != 1 + (size if kind == DELETION else 0) or set(ref) - set("ACGT"):
+    deleted = variant.size if variant.kind == DELETION else 0
+    ref = reference(variant.chrom, variant.start, variant.start + 1 + deleted).upper()
+    if len(ref) != 1 + deleted or set(ref) - set("ACGT"):
         return None
-    if kind == DELETION:
+    if variant.kind == DELETION:
         return ref, ref[0]
-    if kind == INSERTION:
-        return ref, ref + _BASES[rng.integers(0, 4, size)].tobytes().decode()
+    if variant.kind == INSERTION:
+        return ref, ref + _BASES[rng.integers(0, 4, variant.size)].tobytes().decode()
     return ref, "ACGT"[("ACGT".index(ref) + int(rng.integers(1, 4))) % 4]
 
 
-def write_cohort_vcf(path: Path, sites: VariantSites, reference: Callable[[str, int, int], str],
+@dataclass(frozen=True)
+class WrittenSites:
+    """The records a VCF got (a site whose REF is not all A/C/G/T is left out): their kind and the ALT copies each
+    carries (on chrX fewer than drawn: males carry one haplotype)."""
+
+    kind: np.ndarray  # int8
+    alt_copies: np.ndarray  # int64
+
+
+def write_cohort_vcf(path: Path, variants: Iterable[Variant], reference: Callable[[str, int, int], str],
                      samples: Sequence[str], contigs: dict[str, int], rng: np.random.Generator,
                      males: np.ndarray | None = None, compresslevel: int | None = None,
-                     header: Sequence[str] = ()) -> np.ndarray:
-    """A phased VCF of the sites: each site's ALT copies on haplotypes drawn at random, independently of the other
-    sites. Males (on chrX) carry their first haplotype on both. Returns the ALT copies written per record."""
-    n = len(samples)
+                     header: Sequence[str] = ()) -> WrittenSites:
+    """A phased VCF of the variants (sorted by contig and position). Males (on chrX) carry their first haplotype on
+    both, written as a homozygous call as joint-called exomes do."""
     lines = ["##fileformat=VCFv4.2", *header, *(f"##contig=<ID={chrom},length={length}>"
                                                 for chrom, length in contigs.items()),
              '##FILTER=<ID=PASS,Description="All filters passed">',
              '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">']
-    written = []
+    kinds, copies = [], []
     with vcf_writer(path, lines, samples, compresslevel) as vcf:
-        for index in range(len(sites)):
-            alleles = site_alleles(rng, sites, index, reference)
+        for variant in variants:
+            alleles = variant_alleles(rng, variant, reference)
             if alleles is None:
                 continue
-            haplotypes = np.zeros((n, 2), np.int8)
-            carriers = rng.choice(2 * n, int(sites.alt_copies[index]), replace=False)
-            haplotypes[carriers // 2, carriers % 2] = 1
-            if males is not None and sites.chrom[index] == "chrX":
+            haplotypes = variant.haplotypes.reshape(-1, 2).copy()
+            if males is not None and variant.chrom == "chrX":
                 haplotypes[males, 1] = haplotypes[males, 0]
-            vcf.write(sites.chrom[index], int(sites.start[index]) + 1, alleles[0], [alleles[1]],
+            vcf.write(variant.chrom, variant.start + 1, alleles[0], [alleles[1]],
                       genotype_text(haplotypes[:, 0], haplotypes[:, 1]))
-            written.append(int(haplotypes.sum()))
-    return np.array(written, dtype=np.int64)
+            kinds.append(variant.kind)
+            copies.append(int(haplotypes.sum()))
+    return WrittenSites(np.array(kinds, dtype=np.int8), np.array(copies, dtype=np.int64))
 
 
 def subject_ids(n: int) -> list[str]:
@@ -794,26 +875,6 @@ class CohortInputs:
                                                              "covariates")}
 
 
-def gene_set_intervals(layout: Layout, names: Sequence[str]) -> dict[str, list[Interval]]:
-    """The bases of every exon of every transcript of the named genes, merged per contig, in contig order."""
-    by_chrom: dict[str, list[Interval]] = {}
-    for name in names:
-        gene = layout.gene(name)
-        by_chrom.setdefault(gene.chrom, []).extend(exon for t in gene.transcripts for exon in t.exons)
-    merged = {}
-    for chrom in layout.contigs:
-        spans = sorted(by_chrom.get(chrom, []))
-        out: list[list[int]] = []
-        for start, end in spans:
-            if out and start <= out[-1][1]:
-                out[-1][1] = max(out[-1][1], end)
-            else:
-                out.append([start, end])
-        if out:
-            merged[chrom] = [(start, end) for start, end in out]
-    return merged
-
-
 GTF_HEADER = (
     "##description: evidence-based annotation of the human genome (GRCh38), version 0 (synthetic) - "
     "kb_assets synthetic annotation",
@@ -842,7 +903,6 @@ def generate_cohort_inputs(
     contigs: dict[str, int] | None = None,
     gene_set: Sequence[GeneSetGene] = GENE_SET,
     variants_per_kb: float = 1.0,
-    sfs_exponent: float = 1.0,
     indel_fraction: float = 0.1,
     vcf_compresslevel: int = 1,
     force: bool = False,
@@ -856,7 +916,7 @@ def generate_cohort_inputs(
     contigs = dict(contigs or HG38_CONTIGS)
     reference_tag = _fingerprint([seed, contigs, [vars(g) for g in gene_set]])
     reference_dir = Path(workdir) / f"reference-s{seed}-{reference_tag}"
-    cohort_dir = reference_dir / f"cohort-n{n_subjects}-v{variants_per_kb:g}-a{sfs_exponent:g}-i{indel_fraction:g}"
+    cohort_dir = reference_dir / f"cohort-n{n_subjects}-v{variants_per_kb:g}-i{indel_fraction:g}"
     layout = build_layout(seed, contigs, gene_set)
     names = [spec.name for spec in gene_set if spec.chrom in contigs]
     paths = {
@@ -883,10 +943,10 @@ def generate_cohort_inputs(
         write_tiny_checkpoint(paths["checkpoint"], _training_slices(fasta, layout), seed)
 
     def write_vcf_from(fasta: pysam.FastaFile) -> None:
-        rng = stream(seed, f"cohort:{n_subjects}:{variants_per_kb}:{sfs_exponent}:{indel_fraction}")
-        sites = draw_sites(rng, gene_set_intervals(layout, names), 2 * n_subjects, variants_per_kb, sfs_exponent,
-                           indel_fraction)
-        write_cohort_vcf(paths["vcf"], sites, fasta.fetch, samples, contigs, rng, males, vcf_compresslevel,
+        genes = [gene for gene in layout.genes if gene.name in set(names)]
+        variants = coalescent_variants(seed, genes, n_subjects, variants_per_kb, indel_fraction)
+        write_cohort_vcf(paths["vcf"], variants, fasta.fetch, samples, contigs,
+                         stream(seed, f"alleles:{n_subjects}"), males, vcf_compresslevel,
                          header=["##source=kb_assets.benchmarks.synthetic", f"##reference={paths['fasta'].name}"])
 
     plan: dict[str, tuple[list[Path], Callable[[], None]]] = {
