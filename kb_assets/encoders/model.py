@@ -345,18 +345,25 @@ class DnaBert2Model(nn.Module):
             raise ValueError(f"forward_packed needs input_ids [T] and sequence_lengths [B] of positive lengths that "
                              f"sum to T (got input_ids {tuple(input_ids.shape)}, lengths summing to "
                              f"{int(lengths.sum())}, shortest {int(lengths.min()) if len(lengths) else None})")
-        block_mask = None
         if self.uses_flex(input_ids.device):
-            # The pack is padded to whole tiles with a filler sequence of its own, cut off again at the end.
-            filler = -tokens % FLEX_BLOCK
-            if filler:
-                input_ids = F.pad(input_ids, (0, filler), value=_FILLER_TOKEN)
-                lengths = torch.cat([lengths, torch.tensor([filler])])
-            if self._flex is None or self._flex.device != input_ids.device:
-                self._flex = FlexPackAttention(self.alibi_slopes, input_ids.device)
-            block_mask = self._flex.block_mask(lengths)
-        hidden = self._layers(self.embeddings(input_ids), lengths, block_mask)
-        return hidden[:tokens]
+            try:
+                return self._forward_flex(input_ids, lengths)
+            except Exception as err:  # FlexAttention needs inductor and Triton for the device; by-length does not
+                warnings.warn(f"FlexAttention failed, using per-length attention from now on: {err}", stacklevel=2)
+                self.attention_backend = "by_length"
+        return self._layers(self.embeddings(input_ids), lengths, None)
+
+    def _forward_flex(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # The pack is padded to whole tiles with a filler sequence of its own, cut off again at the end.
+        tokens = input_ids.shape[0]
+        filler = -tokens % FLEX_BLOCK
+        if filler:
+            input_ids = F.pad(input_ids, (0, filler), value=_FILLER_TOKEN)
+            lengths = torch.cat([lengths, torch.tensor([filler])])
+        if self._flex is None or self._flex.device != input_ids.device:
+            self._flex = FlexPackAttention(self.alibi_slopes, input_ids.device)
+        block_mask = self._flex.block_mask(lengths)
+        return self._layers(self.embeddings(input_ids), lengths, block_mask)[:tokens]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, L] int; attention_mask [B, L], 1 for the first n_b tokens of row b and 0 after them (right

@@ -169,3 +169,18 @@ def test_no_tensor_grows_with_batch_times_length_squared():
     with torch.inference_mode(), recorder:
         model(ids, torch.ones_like(ids))
     assert recorder.largest < batch * SMALL.num_attention_heads * length * length
+
+
+def test_a_failing_flex_attention_falls_back_to_attention_by_length(monkeypatch: pytest.MonkeyPatch):
+    def broken(self, qkv, block_mask, num_heads):
+        raise RuntimeError("no Triton")
+
+    monkeypatch.setattr(FlexPackAttention, "__call__", broken)
+    model = small_model("flex")
+    ids, lengths = random_pack([9, 30, 2], seed=7)
+    with torch.inference_mode():
+        with pytest.warns(UserWarning, match="FlexAttention failed, using per-length attention from now on: no Tr"):
+            hidden = model.forward_packed(ids, lengths)
+        expected = small_model("by_length").forward_packed(ids, lengths)
+    assert model.attention_backend == "by_length"
+    torch.testing.assert_close(hidden, expected, atol=0, rtol=0)
