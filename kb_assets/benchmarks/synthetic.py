@@ -78,6 +78,9 @@ GENE_TYPES = {  # share of genes; everything but protein_coding and lncRNA is on
     "protein_coding": 0.33, "lncRNA": 0.31, "processed_pseudogene": 0.17, "unprocessed_pseudogene": 0.06,
     "misc_RNA": 0.05, "snRNA": 0.04, "miRNA": 0.04,
 }
+# Part of the name of every generated folder: bump it when the genome's bases or the cohort are drawn differently
+# (changes to the genes are caught by the folder name's hash of the layout itself).
+GENERATOR_VERSION = 1
 TELOMERE_N = 10_000
 MIN_INTERGENIC = 2_000
 GC_MEAN, GC_SD, GC_RANGE = 0.41, 0.05, (0.30, 0.62)
@@ -914,10 +917,13 @@ def generate_cohort_inputs(
     exists is reused unless `force` (every file is written under a temporary name and renamed).
     """
     contigs = dict(contigs or HG38_CONTIGS)
-    reference_tag = _fingerprint([seed, contigs, [vars(g) for g in gene_set]])
+    layout = build_layout(seed, contigs, gene_set)
+    # Named by what decides the files: a change to how genes or bases are drawn makes a new folder, never a GTF that
+    # disagrees with a reused FASTA or VCF.
+    layout_digest = hashlib.sha256(repr((layout.genes, layout.n_runs)).encode()).hexdigest()
+    reference_tag = _fingerprint([GENERATOR_VERSION, seed, contigs, layout_digest])
     reference_dir = Path(workdir) / f"reference-s{seed}-{reference_tag}"
     cohort_dir = reference_dir / f"cohort-n{n_subjects}-v{variants_per_kb:g}-i{indel_fraction:g}"
-    layout = build_layout(seed, contigs, gene_set)
     names = [spec.name for spec in gene_set if spec.chrom in contigs]
     paths = {
         "fasta": reference_dir / "genome.fa", "gtf": reference_dir / "annotation.gencode.gtf.gz",
