@@ -1,4 +1,4 @@
-"""The covariates table: read, map the cohort's column names to canonical ones, validate, and build OLS designs.
+"""The covariates table: read, map the cohort's column names to canonical ones, validate; code OLS designs.
 
 Canonical columns: ``subject_id`` (str), ``age`` (float), ``sex`` (category), ``pc1``..``pcN`` (float),
 ``batch`` (category), and ``site`` / ``label`` (category) when the file has them. Rows are numbered in errors
@@ -8,14 +8,17 @@ as data rows counted from 1 below the header ("row 3" is the third subject row o
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from kb_assets.errors import InputError
 from kb_assets.settings import CovariateColumns
@@ -123,25 +126,120 @@ def intersect_subjects(table: CovariateTable, vcf_subjects: list[str]) -> tuple[
     return CovariateTable(frame=frame, source=table.source, dropped=table.dropped), report
 
 
-def design_matrix(frame: pd.DataFrame, covariate_names: list[str]) -> tuple[np.ndarray, list[str]]:
-    """The OLS design: intercept, numeric covariates as they are, categoricals one-hot without their first level.
+class CovariateCoder(TransformerMixin, BaseEstimator):
+    """Covariates → the OLS design: an intercept, numeric covariates as they are, categoricals effect-coded.
 
-    Level order is the column's category order (sorted at load), so the same table always gives the same
-    columns. Returns the float64 matrix and its column names (``sex[M]`` for the indicator of level M).
+    Effect (sum-to-zero) coding over the levels seen in the frame given to `fit`: one column per fitted level
+    but the last, 1 for that level, −1 for the last, 0 otherwise. The fitted values, and hence every residual,
+    do not depend on the level names or their order; and a subject whose level was not seen in fit (a batch
+    held out with its site) gets a zero row for that factor, i.e. is residualized to the average of the fitted
+    levels, never to one arbitrary level.
+
+    ``levels`` (per categorical) is the whole table's level set; by default a categorical column's categories
+    (the whole covariates table's, kept by ``frame.iloc[rows]``), else the distinct values `fit` sees. A value
+    outside it is an error in `transform`. Fitted: ``levels_``, ``fitted_levels_`` (those seen in fit, in
+    ``levels_`` order), ``columns_`` (= ``get_feature_names_out()``: ``intercept``, the numeric names, then
+    ``name[level]`` per effect column).
     """
-    blocks = [np.ones((len(frame), 1))]
-    names = ["intercept"]
-    for name in covariate_names:
-        values = frame[name]
-        if isinstance(values.dtype, pd.CategoricalDtype):
-            levels = list(values.cat.categories)[1:]
-            blocks.append(np.column_stack([(values == level).to_numpy(dtype=float) for level in levels])
-                          if levels else np.empty((len(frame), 0)))
-            names.extend(f"{name}[{level}]" for level in levels)
-        else:
-            blocks.append(values.to_numpy(dtype=np.float64)[:, None])
-            names.append(name)
-    return np.hstack(blocks), names
+
+    def __init__(self, categorical: Sequence[str] = (), numeric: Sequence[str] = (),
+                 levels: Mapping[str, Sequence] | None = None):
+        self.categorical = categorical
+        self.numeric = numeric
+        self.levels = levels
+
+    def fit(self, frame: pd.DataFrame, y: object = None) -> CovariateCoder:
+        self._check_columns(frame)
+        self.levels_ = {}
+        self.fitted_levels_ = {}
+        for name in self.categorical:
+            values = frame[name]
+            if self.levels is not None and name in self.levels:
+                levels = [str(level) for level in self.levels[name]]
+            elif isinstance(values.dtype, pd.CategoricalDtype):
+                levels = [str(level) for level in values.cat.categories]
+            else:
+                levels = sorted(values.dropna().astype(str).unique())
+            self.levels_[name] = levels
+            text = self._level_text(name, values)
+            seen = set(text)
+            self.fitted_levels_[name] = [level for level in levels if level in seen]
+        self.columns_ = ["intercept", *self.numeric]
+        for name in self.categorical:
+            self.columns_.extend(f"{name}[{level}]" for level in self.fitted_levels_[name][:-1])
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """The float64 design [len(frame), len(columns_)]."""
+        self._check_columns(frame)
+        blocks = [np.ones((len(frame), 1))]
+        for name in self.numeric:
+            values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+            if not np.isfinite(values).all():
+                raise ValueError(f"covariate {name} has a missing or non-finite value")
+            blocks.append(values[:, None])
+        for name in self.categorical:
+            text = self._level_text(name, frame[name])
+            fitted = self.fitted_levels_[name]
+            code = pd.Index(fitted).get_indexer(text)
+            effect = np.zeros((len(frame), max(len(fitted) - 1, 0)))
+            listed = code >= 0
+            last = code == len(fitted) - 1
+            effect[np.flatnonzero(listed & ~last), code[listed & ~last]] = 1.0
+            effect[last] = -1.0
+            blocks.append(effect)
+        return np.hstack(blocks)
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        return np.array(self.columns_, dtype=object)
+
+    def unseen_level_counts(self, frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+        """Per categorical, the levels of `frame` not seen in fit and how many of its subjects carry each."""
+        counts = {}
+        for name in self.categorical:
+            text = pd.Series(self._level_text(name, frame[name]))
+            unseen = text[~text.isin(self.fitted_levels_[name])]
+            if len(unseen):
+                counts[name] = {str(level): int(n) for level, n in unseen.value_counts().sort_index().items()}
+        return counts
+
+    def to_json(self) -> str:
+        """The fitted coder as JSON (saved with the PCA of its fold; read back by `from_json`)."""
+        return json.dumps({"categorical": list(self.categorical), "numeric": list(self.numeric),
+                           "levels_": self.levels_, "fitted_levels_": self.fitted_levels_})
+
+    @classmethod
+    def from_json(cls, text: str) -> CovariateCoder:
+        state = json.loads(text)
+        coder = cls(state["categorical"], state["numeric"], levels=state["levels_"])
+        coder.levels_ = state["levels_"]
+        coder.fitted_levels_ = state["fitted_levels_"]
+        coder.columns_ = ["intercept", *coder.numeric]
+        for name in coder.categorical:
+            coder.columns_.extend(f"{name}[{level}]" for level in coder.fitted_levels_[name][:-1])
+        return coder
+
+    def _level_text(self, name: str, values: pd.Series) -> np.ndarray:
+        if values.isna().any():
+            raise ValueError(f"covariate {name} has a missing value")
+        text = values.astype(str).to_numpy()
+        outside = sorted(set(text) - set(self.levels_[name]))
+        if outside:
+            raise ValueError(f"covariate {name} has level(s) {', '.join(outside[:5])} outside the coder's levels "
+                             f"({', '.join(self.levels_[name][:5])}, …)")
+        return text
+
+    def _check_columns(self, frame: pd.DataFrame) -> None:
+        absent = [name for name in (*self.numeric, *self.categorical) if name not in frame]
+        if absent:
+            raise ValueError(f"covariate column(s) {', '.join(absent)} not in the frame")
+
+
+def covariate_coder(frame: pd.DataFrame) -> CovariateCoder:
+    """The recipe's coder for a canonical covariates frame: age and the ancestry PCs numeric, sex and batch
+    categorical (the covariates residualized out; site and label are not)."""
+    pcs = [c for c in frame.columns if c.startswith("pc") and c[2:].isdigit()]
+    return CovariateCoder(categorical=["sex", "batch"], numeric=["age", *pcs])
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -255,8 +353,8 @@ def _check_subject_ids(path: Path, frame: pd.DataFrame, column: _Column) -> None
 
 
 def _categorical(values: pd.Series) -> pd.Categorical:
-    # Levels are text (a parquet batch of 1, 2, 10 reads like the CSV "1", "2", "10") and sorted, so the one-hot
-    # columns and their baseline level do not depend on the file type or the row order.
+    # Levels are text (a parquet batch of 1, 2, 10 reads like the CSV "1", "2", "10") and sorted, so the design
+    # columns do not depend on the file type or the row order.
     text = values.where(values.isna(), values.astype(str))
     return pd.Categorical(text, categories=sorted(text.dropna().unique()))
 

@@ -23,9 +23,10 @@ def assign_folds(
 
     The scheme follows the columns the frame has: StratifiedGroupKFold (grouped by `group`, stratified by
     `stratify`), GroupKFold (size-balanced, so `seed` is not used), StratifiedKFold, or KFold; all shuffled with
-    `seed` where the splitter shuffles. Subjects are sorted by id first, so the assignment does not depend on the
-    row order of the covariates file. ``attrs`` records ``scheme``, ``k``, ``seed``, ``group`` and ``stratify``.
-    `source` (the covariates file) is named in errors.
+    `seed` where the splitter shuffles. Subjects are sorted by id first, so the assignment depends neither on the
+    row order of the covariates file nor on the names of the sites and labels (renaming one keeps every fold).
+    ``attrs`` records ``scheme``, ``k``, ``seed``, ``group`` and ``stratify``. `source` (the covariates file) is
+    named in errors.
     """
     ordered = frame.sort_values("subject_id", kind="stable").reset_index(drop=True)
     n = len(ordered)
@@ -33,6 +34,10 @@ def assign_folds(
     stratify = stratify if stratify is not None and stratify in ordered else None
     groups = ordered[group].astype(str).to_numpy() if group else None
     labels = ordered[stratify].astype(str).to_numpy() if stratify else None
+    # The splitters order groups and classes by their names; numbering them by first appearance among the
+    # id-sorted subjects instead makes the split depend only on who shares a site (or a label), not on names.
+    group_codes = pd.factorize(groups)[0] if groups is not None else None
+    label_codes = pd.factorize(labels)[0] if labels is not None else None
 
     if n < k:
         raise InputError(source, None, f"{n} subject(s) cannot fill k={k} folds", f"lower folds.k to at most {n}")
@@ -65,7 +70,7 @@ def assign_folds(
         splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
 
     fold = np.empty(n, dtype=np.int64)
-    for number, (_, held_out) in enumerate(splitter.split(np.zeros(n), labels, groups)):
+    for number, (_, held_out) in enumerate(splitter.split(np.zeros(n), label_codes, group_codes)):
         fold[held_out] = number
     result = pd.DataFrame(
         {

@@ -1,4 +1,4 @@
-"""Small cohorts built in memory: a covariates table with strong covariate effects, and its subject matrix."""
+"""Small cohorts built in memory: covariates with strong effects, a dense subject matrix, a factored one."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kb_assets.stats.covariates import design_matrix
+from kb_assets.stats.covariates import CovariateCoder
+from kb_assets.stats.subject_matrix import FactoredSubjectMatrix, GeneBlock
 
-COVARIATES = ["age", "sex", "pc1", "pc2", "pc3", "batch"]
+CODER = CovariateCoder(categorical=["sex", "batch"], numeric=["age", "pc1", "pc2", "pc3"])
 
 
 def write_table(path: Path, header: list[str], rows: list[list[object]], sep: str = ",") -> Path:
@@ -38,7 +39,16 @@ def cohort_frame(n: int, seed: int = 0, n_sites: int = 12) -> pd.DataFrame:
     )
 
 
-def subject_matrix(design: np.ndarray, n_features: int, seed: int = 0) -> np.ndarray:
+def batch_by_site(frame: pd.DataFrame, n_batches: int) -> pd.DataFrame:
+    """The frame with batch ≈ site (site i in batch i mod n_batches): a held-out site takes its batch along."""
+    sites = frame["site"].cat.codes.to_numpy()
+    levels = [f"batch{i:02d}" for i in range(n_batches)]
+    frame = frame.copy()
+    frame["batch"] = pd.Categorical(np.array(levels)[sites % n_batches], categories=levels)
+    return frame
+
+
+def dense_matrix(design: np.ndarray, n_features: int, seed: int = 0) -> np.ndarray:
     """float32 subjects × features: rank-5 signal + strong covariate effects + noise, far from zero mean."""
     rng = np.random.default_rng(seed)
     n = design.shape[0]
@@ -50,9 +60,35 @@ def subject_matrix(design: np.ndarray, n_features: int, seed: int = 0) -> np.nda
     return (signal + effects + noise + 40.0).astype(np.float32)
 
 
+def factored_matrix(n: int, n_genes: int = 4, hidden: int = 16, distinct: tuple[int, int] = (3, 60),
+                    carriers: tuple[float, float] = (0.05, 0.4), seed: int = 0,
+                    batch_effect: np.ndarray | None = None) -> FactoredSubjectMatrix:
+    """A factored cohort: per gene a few distinct vectors with 1/j frequencies among carriers, most subjects
+    reference. With `batch_effect` (a number per subject), carrier rates and the share of carriers of the most
+    common vector follow it, so the covariates explain part of the matrix."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for gene in range(n_genes):
+        d = int(rng.integers(*distinct))
+        rate = np.full(n, rng.uniform(*carriers))
+        if batch_effect is not None:
+            rate = np.clip(rate * (1 + 0.8 * np.sin(batch_effect + gene)), 0, 0.9)
+        rows = np.flatnonzero(rng.random(n) < rate)
+        weights = 1.0 / np.arange(1, d)
+        codes = rng.choice(np.arange(1, d), len(rows), p=weights / weights.sum()).astype(np.int32)
+        if batch_effect is not None:
+            codes[rng.random(len(rows)) < 0.6 * (np.sin(batch_effect[rows] + gene) + 1) / 2] = 1
+        reference = rng.normal(0, 1, hidden)
+        deltas = rng.normal(0, 1, (d - 1, hidden)) * rng.lognormal(np.log(0.1), 0.5, (d - 1, 1))
+        vectors = np.vstack([reference, reference + deltas]).astype(np.float32)
+        blocks.append(GeneBlock(f"ENSG{gene:05d}", vectors, rows.astype(np.int64), codes))
+    return FactoredSubjectMatrix(n, blocks)
+
+
 @pytest.fixture
 def cohort() -> tuple[pd.DataFrame, np.ndarray, list[str], np.ndarray]:
     """(frame, design, design column names, X) for 150 subjects × 60 features."""
     frame = cohort_frame(150)
-    design, names = design_matrix(frame, COVARIATES)
-    return frame, design, names, subject_matrix(design, 60)
+    coder = CovariateCoder(categorical=["sex", "batch"], numeric=["age", "pc1", "pc2", "pc3"]).fit(frame)
+    design = coder.transform(frame)
+    return frame, design, coder.columns_, dense_matrix(design, 60)

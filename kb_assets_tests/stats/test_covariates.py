@@ -4,11 +4,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 
 from kb_assets.errors import InputError
 from kb_assets.settings import CovariateColumns
-from kb_assets.stats.covariates import design_matrix, intersect_subjects, load_covariates
-from kb_assets_tests.stats.conftest import write_table
+from kb_assets.stats.covariates import CovariateCoder, covariate_coder, intersect_subjects, load_covariates
+from kb_assets_tests.stats.conftest import cohort_frame, write_table
 
 HEADER = ["subject_id", "age", "sex", "pc1", "pc2", "batch"]
 ROWS = [
@@ -151,16 +152,94 @@ def test_unknown_file_type(tmp_path: Path):
         load_covariates(path, TWO_PCS)
 
 
-def test_design_matrix_one_hot_drops_the_first_sorted_level(tmp_path: Path):
+def test_coder_effect_codes_over_the_fitted_levels(tmp_path: Path):
     table = load_covariates(write_table(tmp_path / "c.csv", HEADER, ROWS[::-1]), TWO_PCS)
-    design, names = design_matrix(table.frame, table.covariate_names)
-    assert names == ["intercept", "age", "sex[M]", "pc1", "pc2", "batch[b2]"]
+    coder = covariate_coder(table.frame).fit(table.frame)
+    assert coder.columns_ == ["intercept", "age", "pc1", "pc2", "sex[F]", "batch[b1]"]
+    assert list(coder.get_feature_names_out()) == coder.columns_
     np.testing.assert_array_equal(
-        design,
+        coder.transform(table.frame),
         [
-            [1, 70, 0, 0.00, 0.01, 1],
-            [1, 47, 1, -0.01, 0.02, 0],
-            [1, 61.5, 1, 0.03, 0.00, 1],
-            [1, 50, 0, 0.01, -0.02, 0],
+            [1, 70, 0.00, 0.01, 1, -1],
+            [1, 47, -0.01, 0.02, -1, 1],
+            [1, 61.5, 0.03, 0.00, -1, -1],
+            [1, 50, 0.01, -0.02, 1, 1],
         ],
     )
+
+
+def _fit_and_predict(frame: pd.DataFrame, train: np.ndarray, y: np.ndarray, design_of) -> np.ndarray:
+    """OLS of y on the training subjects' design; predictions for everyone."""
+    train_design, all_design = design_of(frame.iloc[train]), design_of(frame)
+    return all_design @ np.linalg.lstsq(train_design, y[train], rcond=None)[0]
+
+
+def _rename(frame: pd.DataFrame, column: str, old: str, new: str) -> pd.DataFrame:
+    renamed = frame.copy()
+    values = renamed[column].astype(str).replace(old, new)
+    renamed[column] = pd.Categorical(values, categories=sorted(values.unique()))
+    return renamed
+
+
+def _treatment_design():
+    """The former coding: one-hot without the first sorted level (the whole table's), for comparison."""
+    def design(frame: pd.DataFrame) -> np.ndarray:
+        columns = [np.ones(len(frame)), frame["age"].to_numpy()]
+        for name in ("sex", "batch"):
+            columns += [(frame[name] == level).to_numpy(float) for level in frame[name].cat.categories[1:]]
+        return np.column_stack(columns)
+    return design
+
+
+def test_renaming_a_level_changes_no_prediction_even_for_an_unseen_level():
+    frame = cohort_frame(200, seed=3)
+    rng = np.random.default_rng(0)
+    effect = {"b1": 2.0, "b2": -1.0, "b3": 5.0}
+    y = frame["age"].to_numpy() * 0.1 + frame["batch"].astype(str).map(effect).to_numpy() + rng.normal(0, 1, 200)
+    train = np.flatnonzero(frame["batch"] != "b1")  # b1 is held out whole, as a batch goes with its site
+    coder = CovariateCoder(categorical=["sex", "batch"], numeric=["age"])
+    before = _fit_and_predict(frame, train, y, lambda f: clone(coder).fit(frame.iloc[train]).transform(f))
+    renamed = _rename(frame, "batch", "b1", "z_batch")  # the unseen level now sorts last instead of first
+    after = _fit_and_predict(renamed, train, y, lambda f: clone(coder).fit(renamed.iloc[train]).transform(f))
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-10)
+    renamed_seen = _rename(frame, "batch", "b2", "a_batch")  # a fitted level now sorts first
+    again = _fit_and_predict(renamed_seen, train, y,
+                             lambda f: clone(coder).fit(renamed_seen.iloc[train]).transform(f))
+    np.testing.assert_allclose(again, before, rtol=0, atol=1e-10)
+
+    # The unseen level is predicted at the average of the fitted levels, not at one of them.
+    fitted = clone(coder).fit(frame.iloc[train])
+    unseen = np.flatnonzero(frame["batch"] == "b1")
+    as_level = {}
+    for level in ("b2", "b3"):
+        moved = frame.iloc[unseen].copy()
+        moved["batch"] = pd.Categorical([level] * len(unseen), categories=frame["batch"].cat.categories)
+        beta = np.linalg.lstsq(fitted.transform(frame.iloc[train]), y[train], rcond=None)[0]
+        as_level[level] = fitted.transform(moved) @ beta
+    np.testing.assert_allclose(before[unseen], (as_level["b2"] + as_level["b3"]) / 2, atol=1e-10)
+
+    # The former coding predicted the unseen level as the baseline, so the renaming moved its subjects.
+    old_before = _fit_and_predict(frame, train, y, _treatment_design())
+    old_after = _fit_and_predict(renamed, train, y, _treatment_design())
+    assert np.abs(old_after[unseen] - old_before[unseen]).max() > 1.0
+
+
+def test_unseen_levels_are_counted_and_levels_come_from_the_whole_table():
+    frame = cohort_frame(60, seed=1)
+    train = frame.iloc[np.flatnonzero(frame["batch"] != "b3")]
+    coder = CovariateCoder(categorical=["batch"]).fit(train)
+    assert coder.levels_ == {"batch": ["b1", "b2", "b3"]}
+    assert coder.fitted_levels_ == {"batch": ["b1", "b2"]}
+    heldout = frame.iloc[np.flatnonzero(frame["batch"] != "b1")]
+    assert coder.unseen_level_counts(heldout) == {"batch": {"b3": int((frame["batch"] == "b3").sum())}}
+    np.testing.assert_array_equal(coder.transform(frame.iloc[np.flatnonzero(frame["batch"] == "b3")])[:, 1], 0.0)
+    with pytest.raises(ValueError, match=r"covariate batch has level\(s\) b9 outside the coder's levels"):
+        coder.transform(frame.assign(batch=["b9"] * len(frame)))
+
+
+def test_coder_json_round_trip_codes_identically():
+    frame = cohort_frame(80, seed=2)
+    coder = covariate_coder(frame).fit(frame.iloc[:50])
+    again = CovariateCoder.from_json(coder.to_json())
+    assert again.columns_ == coder.columns_
+    np.testing.assert_array_equal(again.transform(frame), coder.transform(frame))

@@ -68,3 +68,15 @@ def test_a_continuous_label_cannot_stratify():
     frame["label"] = np.arange(100).astype(str)
     with pytest.raises(InputError, match="100 distinct values among 100 subjects: stratification needs classes"):
         assign_folds(frame)
+
+
+def test_renaming_sites_and_labels_keeps_every_fold():
+    frame = cohort_frame(600, n_sites=30)
+    first = assign_folds(frame, k=5, seed=42)
+    renamed = frame.copy()
+    # Reverse the sort order of the site names and swap the label names: the same grouping and classes.
+    renamed["site"] = pd.Categorical([f"z{99 - int(s[4:])}" for s in frame["site"].astype(str)])
+    renamed["label"] = frame["label"].astype(str).map({"case": "yes", "control": "a_no"})
+    again = assign_folds(renamed, k=5, seed=42)
+    np.testing.assert_array_equal(again["fold"], first["fold"])
+    assert again.groupby("group")["fold"].nunique().max() == 1
