@@ -349,9 +349,8 @@ def _cmd_report(args) -> None:
     from kb_assets.report import build_report, write_report
 
     recipe = load_recipe(args.recipe, require_inputs=False)
-    check_keys = build_definitions(recipe).resolve_asset_graph().asset_check_keys
     with open_instance(recipe) as instance:
-        report = build_report(recipe, instance, check_keys)
+        report = build_report(recipe, instance, build_definitions(recipe))
     out = write_report(report, args.out or recipe.warehouse.root / "report.html")
     print(f"\nReport: {out}")
 

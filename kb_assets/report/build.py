@@ -5,7 +5,6 @@ were materialized or its views exist, so sections for tables to come (evaluation
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -109,19 +108,22 @@ class Report:
     other_tables: dict[str, int]
 
 
-def audit_status(warehouse: Warehouse, asset: str) -> AuditStatus | None:
-    """The lineage audit of an asset, as `kb-assets audit` reports it; None when it has no lineage yet."""
-    from kb_assets.audit import to_json, trace
+def audit_status(auditor, asset: str) -> AuditStatus | None:
+    """The lineage audit of an asset, as `kb-assets audit` reports it; None when it was never materialized."""
+    from kb_assets.audit import stale_lines, summary
 
     try:
-        audit = json.loads(to_json(trace(warehouse, asset)))
+        root = auditor.trace(asset)
     except LookupError:
         return None
-    return AuditStatus(asset, audit["stale"], audit["summary"])
+    return AuditStatus(asset, stale_lines(root), summary(root))
 
 
-def build_report(recipe: Recipe, instance: dg.DagsterInstance, check_keys: Iterable[dg.AssetCheckKey]) -> Report:
+def build_report(recipe: Recipe, instance: dg.DagsterInstance, defs: dg.Definitions) -> Report:
+    from kb_assets.audit import Auditor
+
     warehouse = Warehouse(recipe.warehouse.root)
+    auditor = Auditor(instance, defs, warehouse, recipe)
     views = catalog_views(warehouse) if warehouse.catalog_path.exists() else {}
     claimed: set[str] = set()
     sections = []
@@ -146,8 +148,8 @@ def build_report(recipe: Recipe, instance: dg.DagsterInstance, check_keys: Itera
     return Report(
         recipe_id=recipe.recipe_id, recipe_path=str(recipe.source), warehouse=str(warehouse.root),
         generated_at=datetime.now(timezone.utc),
-        audits=[status for asset in (AUDITED if views else ()) if (status := audit_status(warehouse, asset))],
-        sections=sections, checks=latest_check_results(instance, check_keys),
+        audits=[status for asset in AUDITED if (status := audit_status(auditor, asset))],
+        sections=sections, checks=latest_check_results(instance, defs.resolve_asset_graph().asset_check_keys),
         other_tables={view: rows for view, rows in views.items() if view not in claimed},
     )
 
