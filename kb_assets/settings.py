@@ -149,6 +149,9 @@ class PcaSettings(_Section):
                                                     "subjects allow (subjects minus covariate columns)")
     order: Literal["residualize_then_pca", "pca_then_residualize"] = Field(
         "residualize_then_pca", description="residualize on the covariates before or after the PCA")
+    scale: Literal["none", "standardize"] = Field(
+        "none", description="none: a covariance PCA (features centered only); standardize: every feature scaled to "
+                            "unit variance first, which lets a gene varying through a few carriers dominate")
 
 
 class WarehouseSettings(_Section):

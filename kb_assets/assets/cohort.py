@@ -1,6 +1,8 @@
 """The cohort half of the graph: covariates, folds, the subject matrix and residualized PCA per fold."""
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -15,7 +17,9 @@ from kb_assets.assets.publishing import (
     input_facts,
     png_markdown,
     publish,
+    report,
     upstream_facts,
+    written_shapes,
 )
 from kb_assets.encoders.chromosome import DATASETS
 from kb_assets.errors import InputError
@@ -24,16 +28,24 @@ from kb_assets.resources import WarehouseResource
 from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
 from kb_assets.stats import (
+    FactoredSubjectMatrix,
+    ResidualizedPCA,
     assign_folds,
-    design_matrix,
-    fit_fold_projections,
     intersect_subjects,
     load_covariates,
     pc_scatter_png,
     scree_plot_png,
 )
-from kb_assets.stats.gene_blocks import ChromosomeVectors, analysis_subjects, assemble_gene_blocks, shared_settings
-from kb_assets.storage import Warehouse, to_matrix, vector_column
+from kb_assets.stats.covariates import covariate_coder
+from kb_assets.stats.gene_blocks import (
+    ChromosomeVectors,
+    analysis_subjects,
+    assemble_gene_blocks,
+    read_gene_blocks,
+    shared_settings,
+)
+from kb_assets.stats.projection import FOLD_SCORES_SCHEMA, fit_folds
+from kb_assets.storage import Warehouse, content_version, to_matrix, vector_column
 
 CODE_VERSION = "1"
 GROUP = "cohort"
@@ -64,6 +76,17 @@ def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict:
              for chrom in chromosomes}
     newest = max(chromosomes, key=lambda chrom: files[chrom].stat().st_mtime_ns)
     return shared_settings(facts, EMBEDDING_SETTINGS, newest, str(warehouse.dataset_dir("gene_embeddings")))
+
+
+def _subject_matrix(store: Warehouse, genes_to_subject: str) -> tuple[list[str], FactoredSubjectMatrix | np.ndarray]:
+    """The subject matrix as subject_matrix stored it: factored (concat), or its N × H mean or max."""
+    subjects = store.read_table("subject_matrix").column("subject_id").to_pylist()
+    vectors = store.read_table("subject_matrix/vectors")
+    blocks = read_gene_blocks(store.read_table("subject_matrix/genes").to_pandas(),
+                              vectors.drop_columns(["vector"]).to_pandas(), to_matrix(vectors.column("vector")),
+                              store.read_table("subject_matrix/assignments").to_pandas())
+    matrix = FactoredSubjectMatrix(len(subjects), blocks, source=str(store.dataset_dir("subject_matrix")))
+    return subjects, matrix if genes_to_subject == "concat" else matrix.genes_to_subject(genes_to_subject)
 
 
 def _chromosome_vectors(store: Warehouse, chrom: str) -> ChromosomeVectors:
@@ -160,17 +183,10 @@ def build_cohort_assets(recipe: Recipe) -> list:
             raise InputError(store.dataset_dir("gene_embeddings"), None,
                              "no covariates subject has gene vectors on every chromosome",
                              "check that the VCF and covariates name the same subjects")
-        blocks = assemble_gene_blocks(subjects, genes, partitions, str(store.dataset_dir("gene_embeddings")))
+        blocks, gene_table = assemble_gene_blocks(subjects, genes, partitions,
+                                                  str(store.dataset_dir("gene_embeddings")))
         hidden = blocks[0].vectors.shape[1]
         mode = settings.aggregation.genes_to_subject
-        gene_table = pa.table({
-            "gene_index": pa.array(np.arange(len(blocks)), pa.int32()),
-            "gene_id": [b.gene_id for b in blocks],
-            "gene_name": [b.gene_name for b in blocks],
-            "chrom": [b.chrom for b in blocks],
-            "n_vectors": pa.array([len(b.vectors) for b in blocks], pa.int32()),
-            "rows_not_reference": pa.array([len(b.rows) for b in blocks], pa.int64()),
-        })
         vectors = pa.table({
             "gene_index": pa.array(np.repeat(np.arange(len(blocks)), [len(b.vectors) for b in blocks]), pa.int32()),
             "code": pa.array(np.concatenate([np.arange(len(b.vectors)) for b in blocks]), pa.int32()),
@@ -186,12 +202,13 @@ def build_cohort_assets(recipe: Recipe) -> list:
         width = len(blocks) * hidden if mode == "concat" else hidden
         return publish(
             context, store, settings,
-            {"subject_matrix": index, "subject_matrix/genes": gene_table, "subject_matrix/vectors": vectors,
+            {"subject_matrix": index, "subject_matrix/genes": pa.Table.from_pandas(gene_table, preserve_index=False),
+             "subject_matrix/vectors": vectors,
              "subject_matrix/assignments": assignments},
             facts={
                 **embedding_settings,
                 "genes_to_subject": mode,
-                "genes": [b.gene_name for b in blocks],
+                "genes": gene_table["gene_name"].tolist(),
                 **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS),
             },
             metadata={
@@ -201,72 +218,89 @@ def build_cohort_assets(recipe: Recipe) -> list:
                 "dense_size_gb": round(len(subjects) * width * 4 / 1e9, 3),
                 "subjects_without_every_chromosome": without_every_chromosome,
                 "genes_without_regions": sorted(set(store.read_table("gene_set").to_pandas()["gene_name"])
-                                                - {b.gene_name for b in blocks}),
+                                                - set(gene_table["gene_name"])),
             },
         )
 
     @dg.asset(
-        group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('pca', 'folds')}",
+        group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('pca', 'folds', 'covariates')}",
         deps=[subject_matrix, cv_folds, covariates], kinds={"numpy", "parquet"},
         automation_condition=after_upstream_data_changes(),
     )
     def subject_embeddings_pca(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        """Per fold, fitted on the training subjects only: z-score → residualize on age, sex, ancestry PCs and
-        batch (OLS, categoricals one-hot) → PCA (or PCA then residualize); held-out subjects projected with the
-        training fit. Rows (fold, subject_id, split, pc_1..pc_k) and each fold's fitted projector (.npz)."""
+        """Per fold, fitted on the training subjects only: residualize on age, sex, ancestry PCs and batch (OLS,
+        categoricals effect-coded) → covariance PCA (centered; standardized with pca.scale) through the factored
+        subject matrix, or PCA then residualize; held-out subjects projected with the training fit. Rows
+        (fold, subject_id, split, n_components, embedding) — each fold keeps its own number of components, so no
+        NULL stands for a missing one — and each fold's fitted model with its coder (.npz)."""
         settings = recipe.checked()
         store = warehouse.get()
-        matrix = np.load(store.array_file("subject_matrix"), mmap_mode="r")
-        subjects = store.read_table("subject_matrix").column("subject_id").to_pylist()
-        if matrix.shape[0] != len(subjects):
-            raise InputError(store.array_file("subject_matrix"), None,
-                             f"the matrix has {matrix.shape[0]} rows but its index {len(subjects)} subjects",
-                             "materialize subject_matrix again")
+        subjects, matrix = _subject_matrix(store, settings.aggregation.genes_to_subject)
         frame = read_covariates(store).set_index("subject_id").loc[subjects].reset_index()
-        names = covariate_names(frame)
-        design, design_names = design_matrix(frame, names)
         folds = store.read_table("cv_folds").to_pandas()
         folds = folds[folds["subject_id"].isin(set(subjects))]
+        template = ResidualizedPCA(settings.pca.n_components, settings.pca.order, settings.pca.scale,
+                                   random_state=settings.folds.seed)
+        fits, ratios, first_fold = [], {}, None
 
-        rows, projector_files, ratios = [], {}, []
-        for result in fit_fold_projections(matrix, subjects, design, folds, settings.pca.n_components,
-                                           settings.pca.order, settings.folds.seed, design_names):
-            rows.append(result.to_frame())
-            ratios.append(result.projector.explained_variance_ratio)
-            target = store.dataset_dir("subject_embeddings_pca") / "projectors" / f"fold-{result.fold}.npz"
-            with store.staged(target) as temporary:
-                result.projector.save(temporary)
-            projector_files[result.fold] = str(target)
-            context.log.info(f"fold {result.fold}: {result.projector.n_components} components, "
-                             f"{len(result.train_ids)} training / {len(result.heldout_ids)} held-out subjects")
-        scores = pd.concat(rows, ignore_index=True)
-        pc_columns = [c for c in scores.columns if c.startswith("pc_")]
-        scores[pc_columns] = scores[pc_columns].astype(np.float32)
-        n_components = min(len(r) for r in ratios)
-        mean_ratio = np.mean([r[:n_components] for r in ratios], axis=0)
-        first_fold = scores[(scores["fold"] == scores["fold"].min()) & (scores["split"] == "train")]
-        batches = frame.set_index("subject_id").loc[first_fold["subject_id"], "batch"].astype(str)
-        return publish(
-            context, store, settings, {"subject_embeddings_pca": pa.Table.from_pandas(scores, preserve_index=False)},
-            facts={
-                "n_components": n_components,
-                "n_components_requested": settings.pca.n_components,
-                "order": settings.pca.order,
-                "covariates": design_names,
-                "fit_on": f"training subjects of each fold ({settings.folds.k - 1} of {settings.folds.k} folds); "
-                          "held-out subjects projected with that fit",
-            },
+        def batches():
+            nonlocal first_fold
+            for fit in fit_folds(matrix, frame, folds, covariate_coder(frame), template):
+                target = store.dataset_dir("subject_embeddings_pca") / "models" / f"fold-{fit.fold}.npz"
+                with store.staged(target) as temporary:
+                    fit.save(temporary)
+                summary = fit.summary()
+                fits.append({**summary, "model": str(target)})
+                ratios[fit.fold] = fit.model.explained_variance_ratio_
+                if first_fold is None:
+                    first_fold = (fit.train_scores[:, :2], frame["batch"].astype(str).to_numpy()[fit.train_rows])
+                context.log.info(f"fold {fit.fold}: {fit.n_components} components ({summary['n_components_reason']}"
+                                 f"), {len(fit.train_rows)} training / {len(fit.heldout_rows)} held-out subjects, "
+                                 f"{summary['captured_variance_vs_exact']:.5f} of the exact captured variance")
+                yield from fit.record_batches(subjects)
+
+        facts = {
+            "recipe_id": settings.recipe_id,
+            "n_components_requested": settings.pca.n_components,
+            "order": settings.pca.order,
+            "scale": settings.pca.scale,
+            "covariates": covariate_names(frame),
+            "coding": "effect (sum-to-zero) coding of sex and batch over the levels of each training fold",
+            "fit_on": f"training subjects of each fold ({settings.folds.k - 1} of {settings.folds.k} folds); "
+                      "held-out subjects projected with that fit",
+            **store.read_facts("subject_matrix"),
+        }
+        facts.pop("write_id", None)
+        path = store.write_stream("subject_embeddings_pca", FOLD_SCORES_SCHEMA, batches(), facts)
+        folds_table = pa.Table.from_pylist([{k: (json.dumps(v) if isinstance(v, dict) else v)
+                                              for k, v in fit.items()} for fit in fits])
+        paths, _, _ = store.write_outputs({"subject_embeddings_pca/folds": folds_table}, None, facts)
+        store.register_views(["subject_embeddings_pca", "subject_embeddings_pca/folds"])
+        kept = {fit["fold"]: fit["n_components"] for fit in fits}
+        n_common = min(kept.values())
+        mean_ratio = np.mean([ratios[f][:n_common] for f in sorted(ratios)], axis=0)
+        written = {"subject_embeddings_pca": path, **paths}
+        return report(
+            written_shapes(written), written, content_version(*written.values()), facts,
             metadata={
-                "explained_variance_ratio": [round(float(r), 6) for r in mean_ratio[:50]],
+                "n_components_per_fold": dg.MetadataValue.json(kept),
+                "n_components_reason": dg.MetadataValue.json({fit["fold"]: fit["n_components_reason"]
+                                                              for fit in fits}),
+                "captured_variance_vs_exact": round(min(fit["captured_variance_vs_exact"] for fit in fits), 6),
+                "unseen_levels": dg.MetadataValue.json({fit["fold"]: fit["unseen_levels"] for fit in fits
+                                                        if fit["unseen_levels"]}),
+                "explained_variance_first_10": [round(float(r), 6) for r in mean_ratio[:10]],
                 "explained_variance_total": round(float(mean_ratio.sum()), 6),
-                "projectors": dg.MetadataValue.json(projector_files),
+                "folds": dg.MetadataValue.md(folds_table.select(
+                    ["fold", "n_train", "n_heldout", "n_components", "n_components_reason",
+                     "captured_variance_vs_exact", "heldout_with_unseen_levels"]).to_pandas().to_markdown(
+                    index=False)),
                 "scree_plot": png_markdown(scree_plot_png(mean_ratio), "scree plot (mean over folds)"),
-                "pc_scatter": png_markdown(
-                    pc_scatter_png(first_fold[["pc_1", "pc_2"]].to_numpy(), batches.to_numpy()),
-                    "fold 0 training subjects on pc_1 and pc_2, coloured by batch",
-                ) if n_components >= 2 else "fewer than two components",
+                "pc_scatter": png_markdown(pc_scatter_png(*first_fold),
+                                           "fold 0 training subjects on pc_1 and pc_2, coloured by batch")
+                if n_common >= 2 else "fewer than two components",
             },
         )
 

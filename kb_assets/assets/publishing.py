@@ -11,10 +11,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from kb_assets.errors import InputError
 from kb_assets.settings import Recipe
-from kb_assets.storage import Warehouse, content_version
+from kb_assets.storage import Warehouse
 
 # Facts of the reference and annotation that every materialization repeats, so any one table names them.
 REFERENCE_FACTS = ("reference_version",)
@@ -82,7 +83,6 @@ def publish(
     metadata: Mapping[str, object] | None = None,
     inputs: Mapping[str, Mapping[str, str]] | None = None,
     check_results: Sequence[dg.AssetCheckResult] = (),
-    data_files: Sequence[Path] = (),
 ) -> dg.MaterializeResult:
     """Write `tables` (the first is the asset's main table) atomically, catalog them, and report them to Dagster.
 
@@ -97,24 +97,29 @@ def publish(
         all_facts["inputs"] = {name: dict(used) for name, used in inputs.items()}
     paths, data_version, all_facts = warehouse.write_outputs(tables, partition, all_facts)
     warehouse.register_views(list(tables))
-    return report(tables, paths, data_version, all_facts, metadata, check_results, data_files)
+    shapes = {name: (table.schema, table.num_rows) for name, table in tables.items()}
+    return report(shapes, paths, data_version, all_facts, metadata, check_results)
 
 
-def report(tables: Mapping[str, pa.Table], paths: Mapping[str, Path], data_version: str, facts: Mapping[str, object],
-           metadata: Mapping[str, object] | None = None, check_results: Sequence[dg.AssetCheckResult] = (),
-           data_files: Sequence[Path] = ()) -> dg.MaterializeResult:
-    """The materialization of tables written with `facts` (shown as metadata, except the write id)."""
-    if data_files:
-        data_version = content_version(*paths.values(), *data_files)
-    main_dataset = next(iter(tables))
-    main_table = tables[main_dataset]
+def written_shapes(paths: Mapping[str, Path]) -> dict[str, tuple[pa.Schema, int]]:
+    """(schema, rows) of written parquet files, from their footers (for outputs written batch by batch)."""
+    return {name: (pq.read_schema(path), pq.read_metadata(path).num_rows) for name, path in paths.items()}
+
+
+def report(shapes: Mapping[str, tuple[pa.Schema, int]], paths: Mapping[str, Path], data_version: str,
+           facts: Mapping[str, object], metadata: Mapping[str, object] | None = None,
+           check_results: Sequence[dg.AssetCheckResult] = ()) -> dg.MaterializeResult:
+    """The materialization of datasets written with `facts` (shown as metadata, except the write id); `shapes`
+    gives each dataset's (schema, rows), the first being the asset's main table."""
+    main_dataset = next(iter(shapes))
+    main_schema, main_rows = shapes[main_dataset]
     shown_facts = {k: v for k, v in facts.items() if k not in ("inputs", "write_id")}
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": main_table.num_rows,
-            "dagster/column_schema": column_schema(main_table.schema),
+            "dagster/row_count": main_rows,
+            "dagster/column_schema": column_schema(main_schema),
             "path": dg.MetadataValue.path(str(paths[main_dataset])),
-            **{f"rows/{name}": table.num_rows for name, table in tables.items() if name != main_dataset},
+            **{f"rows/{name}": rows for name, (_, rows) in shapes.items() if name != main_dataset},
             **shown_facts,
             **({"inputs": dg.MetadataValue.json(facts["inputs"])} if "inputs" in facts else {}),
             **{k: _plain(v) for k, v in (metadata or {}).items()},

@@ -1,6 +1,6 @@
-"""The subject matrix as what subjects share: per gene of the gene set, its few distinct vectors and which subjects
-(rows) differ from the reference's. Row i of the matrix is the concatenation over genes of the vector its code
-names; nothing of size subjects × genes × H is ever formed here."""
+"""The subject matrix as what subjects share, assembled from the gene_embeddings partitions: per gene of the gene set,
+its few distinct vectors and which subjects (rows) differ from the reference's (kb_assets.stats.subject_matrix
+computes with them); nothing of size subjects × genes × H is formed here."""
 
 from __future__ import annotations
 
@@ -11,18 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kb_assets.errors import InputError
-
-
-@dataclass(frozen=True)
-class GeneBlock:
-    """One gene's block of the subject matrix: vectors[0] is the reference's (every row not listed)."""
-
-    gene_id: str
-    gene_name: str
-    chrom: str
-    vectors: np.ndarray  # [d, H] float32
-    rows: np.ndarray  # [m] int64, sorted: the rows that carry another vector
-    codes: np.ndarray  # [m] int32 in 1..d-1
+from kb_assets.stats.subject_matrix import GeneBlock
 
 
 @dataclass(frozen=True)
@@ -78,14 +67,15 @@ def analysis_subjects(covariate_subjects: Iterable[str], partitions: Iterable[pd
 
 
 def assemble_gene_blocks(subjects: pd.Index, genes: pd.DataFrame, partitions: Iterable[ChromosomeVectors],
-                         source: str) -> list[GeneBlock]:
-    """The gene blocks of `genes` (gene_id, gene_order; manifest order) for the rows `subjects`.
+                         source: str) -> tuple[list[GeneBlock], pd.DataFrame]:
+    """The gene blocks of `genes` (gene_id, gene_order; manifest order) for the rows `subjects`, and a table of them
+    (gene_index, gene_id, gene_name, chrom, n_vectors, rows_not_reference).
 
     `source` names the dataset in errors. Every gene must have its reference vector (code 0) in some partition.
     """
-    blocks: dict[str, GeneBlock] = {}
+    blocks: dict[str, tuple[GeneBlock, str, str]] = {}
+    row_of_subject = pd.Series(np.arange(len(subjects), dtype=np.int64), index=subjects)
     for part in partitions:
-        row_of_subject = pd.Series(np.arange(len(subjects), dtype=np.int64), index=subjects)
         rows_of_index = row_of_subject.reindex(part.subjects["subject_id"]).to_numpy()
         row_of_index = pd.Series(rows_of_index, index=part.subjects["subject_index"].to_numpy())
         for gene_order, gene_vectors in part.vectors.groupby("gene_order", sort=True):
@@ -99,31 +89,42 @@ def assemble_gene_blocks(subjects: pd.Index, genes: pd.DataFrame, partitions: It
             kept = ~np.isnan(rows)
             order = np.argsort(rows[kept], kind="stable")
             gene_id = str(ordered["gene_id"].iloc[0])
-            blocks[gene_id] = GeneBlock(
+            block = GeneBlock(
                 gene_id=gene_id,
-                gene_name=str(ordered["gene_name"].iloc[0]),
-                chrom=part.chrom,
                 vectors=np.ascontiguousarray(part.matrix[ordered.index.to_numpy()], dtype=np.float32),
                 rows=rows[kept].astype(np.int64)[order],
                 codes=carried["code"].to_numpy(np.int32)[kept][order],
             )
+            blocks[gene_id] = (block, str(ordered["gene_name"].iloc[0]), part.chrom)
     missing = [g for g in genes["gene_id"] if g not in blocks]
     if missing:
         raise InputError(source, f"genes {', '.join(missing[:5])}", "have no gene vectors",
                          "materialize gene_embeddings for their chromosomes")
-    return [blocks[g] for g in genes["gene_id"]]
+    chosen = [blocks[g] for g in genes["gene_id"]]
+    table = pd.DataFrame({
+        "gene_index": np.arange(len(chosen), dtype=np.int32),
+        "gene_id": [b.gene_id for b, _, _ in chosen],
+        "gene_name": [name for _, name, _ in chosen],
+        "chrom": [chrom for _, _, chrom in chosen],
+        "n_vectors": np.array([len(b.vectors) for b, _, _ in chosen], dtype=np.int32),
+        "rows_not_reference": np.array([len(b.rows) for b, _, _ in chosen], dtype=np.int64),
+    })
+    return [b for b, _, _ in chosen], table
 
 
-def dense_rows(blocks: list[GeneBlock], rows: np.ndarray) -> np.ndarray:
-    """The dense concatenated matrix for the given rows ([len(rows), Σ H] float32): for exports and small checks."""
-    out = np.empty((len(rows), sum(b.vectors.shape[1] for b in blocks)), dtype=np.float32)
-    column = 0
-    for block in blocks:
-        width = block.vectors.shape[1]
-        codes = np.zeros(len(rows), dtype=np.int64)
-        at = np.searchsorted(block.rows, rows)
-        hit = (at < len(block.rows)) & (block.rows[np.minimum(at, len(block.rows) - 1)] == rows)
-        codes[hit] = block.codes[at[hit]]
-        out[:, column:column + width] = block.vectors[codes]
-        column += width
-    return out
+def read_gene_blocks(genes: pd.DataFrame, vectors: pd.DataFrame, matrix: np.ndarray,
+                     assignments: pd.DataFrame) -> list[GeneBlock]:
+    """The blocks as subject_matrix stores them: its gene table, vectors (gene_index, code ↔ matrix rows) and
+    assignments (row, gene_index, code)."""
+    blocks = []
+    by_gene_vectors = vectors.groupby("gene_index").indices
+    by_gene_rows = assignments.groupby("gene_index").indices
+    for gene in genes.itertuples():
+        at = by_gene_vectors[gene.gene_index]
+        ordered = at[np.argsort(vectors["code"].to_numpy()[at])]
+        rows = by_gene_rows.get(gene.gene_index, np.empty(0, np.int64))
+        order = np.argsort(assignments["row"].to_numpy()[rows], kind="stable")
+        blocks.append(GeneBlock(gene_id=gene.gene_id, vectors=matrix[ordered],
+                                rows=assignments["row"].to_numpy(np.int64)[rows][order],
+                                codes=assignments["code"].to_numpy(np.int32)[rows][order]))
+    return blocks

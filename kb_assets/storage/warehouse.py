@@ -28,7 +28,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -121,6 +121,20 @@ class Warehouse:
         paths = self.write_tables(tables, facts) if partition is None else self.write_partitions(tables, partition,
                                                                                                    facts)
         return paths, content_version(*paths.values()), facts
+
+    def write_stream(self, dataset: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+                     facts: Mapping[str, object]) -> Path:
+        """Write an unpartitioned dataset batch by batch (never whole in memory), atomically, with its facts."""
+        target = self.table_file(dataset)
+        encoded = json.dumps(facts, sort_keys=True, default=str).encode()
+        schema = schema.with_metadata({**(schema.metadata or {}), FACTS_KEY: encoded})
+        with self.staged(target) as temporary:
+            with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+                for batch in batches:
+                    writer.write_batch(batch.replace_schema_metadata(schema.metadata))
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+        return target
 
     def write_table(self, dataset: str, table: pa.Table) -> Path:
         return self._write_atomically({dataset: table}, {dataset: self.table_file(dataset)})[dataset]
