@@ -78,7 +78,8 @@ def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict:
     return shared_settings(facts, EMBEDDING_SETTINGS, newest, str(warehouse.dataset_dir("gene_embeddings")))
 
 
-def _subject_matrix(store: Warehouse, genes_to_subject: str) -> tuple[list[str], FactoredSubjectMatrix | np.ndarray]:
+def read_subject_matrix(store: Warehouse,
+                        genes_to_subject: str) -> tuple[list[str], FactoredSubjectMatrix | np.ndarray]:
     """The subject matrix as subject_matrix stored it: factored (concat), or its N × H mean or max."""
     subjects = store.read_table("subject_matrix").column("subject_id").to_pylist()
     vectors = store.read_table("subject_matrix/vectors")
@@ -237,7 +238,7 @@ def build_cohort_assets(recipe: Recipe) -> list:
         NULL stands for a missing one — and each fold's fitted model with its coder (.npz)."""
         settings = recipe.checked()
         store = warehouse.get()
-        subjects, matrix = _subject_matrix(store, settings.aggregation.genes_to_subject)
+        subjects, matrix = read_subject_matrix(store, settings.aggregation.genes_to_subject)
         frame = read_covariates(store).set_index("subject_id").loc[subjects].reset_index()
         folds = store.read_table("cv_folds").to_pandas()
         folds = folds[folds["subject_id"].isin(set(subjects))]

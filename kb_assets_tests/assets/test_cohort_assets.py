@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 import numpy as np
-import pyarrow.parquet as pq
+import pandas as pd
 import pytest
 from tokenizers import Tokenizer
 
-from kb_assets.assets.cohort import covariate_names, read_covariates
+from kb_assets.assets.cohort import read_covariates, read_subject_matrix
 from kb_assets.definitions import build_definitions
 from kb_assets.encoders import write_checkpoint
 from kb_assets.errors import InputError
-from kb_assets.stats import Projector, design_matrix
-from kb_assets.storage import Warehouse, to_matrix
+from kb_assets.stats import ResidualizedPCA
+from kb_assets.stats.covariates import CovariateCoder
+from kb_assets.storage import Warehouse
 from kb_assets_tests.assets.helpers import metadata
 from kb_assets_tests.conftest import SMALL_GENE_SET, materialize_on, write_recipe
 
@@ -27,25 +28,30 @@ def built(demo_recipe, tmp_path_factory):
     return recipe, materialize_on(dg.DagsterInstance.ephemeral())(recipe), Warehouse(recipe.warehouse.root)
 
 
+def gene_view(warehouse: Warehouse) -> pd.DataFrame:
+    with warehouse.catalog(read_only=True) as catalog:
+        return catalog.execute("select subject_id, gene_name, vector from gene_embeddings").df()
+
+
 def test_subject_matrix_concatenates_genes_in_manifest_order(built):
     recipe, results, warehouse = built
-    matrix = np.load(warehouse.array_file("subject_matrix"))
-    subjects = warehouse.read_table("subject_matrix").column("subject_id").to_pylist()
+    subjects, matrix = read_subject_matrix(warehouse, "concat")
     hidden = 64
     assert matrix.shape == (len(subjects), len(SMALL_GENE_SET) * hidden)
     assert "REF" not in subjects
     covariate_subjects = set(warehouse.read_table("covariates").column("subject_id").to_pylist())
     assert set(subjects) == covariate_subjects
-
-    subject = subjects[7]
-    for position, gene in enumerate(SMALL_GENE_SET):
-        chrom = {"SCN2A_demo": "chr2", "CHD8_demo": "chr2", "DLG4_demo": "chr1", "MECP2_demo": "chrX"}[gene]
-        table = pq.read_table(warehouse.partition_file("gene_embeddings", chrom))
-        keys = table.select(["subject_id", "gene_name"]).to_pandas()
-        row = np.flatnonzero((keys["subject_id"] == subject) & (keys["gene_name"] == gene))[0]
-        expected = to_matrix(table.column("vector"))[row]
-        np.testing.assert_array_equal(matrix[7, position * hidden:(position + 1) * hidden], expected)
-    assert metadata(results, "subject_matrix")["genes"] == SMALL_GENE_SET
+    # Row by row, the factored matrix is the gene vectors the view lists, concatenated in manifest order.
+    view = gene_view(warehouse).set_index(["subject_id", "gene_name"])["vector"]
+    rows = np.arange(0, len(subjects), 17)
+    dense = matrix.dense_rows(rows)
+    for row in rows:
+        expected = np.concatenate([view[(subjects[row], gene)] for gene in SMALL_GENE_SET])
+        np.testing.assert_array_equal(dense[list(rows).index(row)], expected.astype(np.float32))
+    meta = metadata(results, "subject_matrix")
+    assert meta["genes"] == SMALL_GENE_SET and meta["shape"] == [len(subjects), len(SMALL_GENE_SET) * hidden]
+    # What is stored follows what subjects do not share: far fewer vectors than subjects × genes.
+    assert meta["stored_vectors"] < len(subjects) * len(SMALL_GENE_SET) / 4
 
 
 def test_covariates_report_the_subjects_of_only_one_source(built):
@@ -62,30 +68,32 @@ def test_every_subject_is_held_out_once_and_folds_are_group_disjoint(built):
     assert heldout["subject_id"].is_unique
     assert len(heldout) == 218
     assert scores.groupby("fold").size().eq(218).all()
+    # Each fold's own number of components, never padded.
+    assert (scores["embedding"].map(len) == scores["n_components"]).all()
     folds = warehouse.read_table("cv_folds").to_pandas()
     assert folds.groupby("group")["fold"].nunique().eq(1).all()
 
 
-def test_pca_metadata_and_saved_projectors_reproduce_the_scores(built):
+def test_pca_metadata_and_saved_models_reproduce_the_scores(built):
     recipe, results, warehouse = built
     meta = metadata(results, "subject_embeddings_pca")
-    assert meta["n_components"] == 16
-    assert len(meta["explained_variance_ratio"]) == 16
-    assert meta["covariates"][:3] == ["intercept", "age", "sex[M]"]
+    assert meta["n_components_per_fold"] == {str(f): 16 for f in range(5)}
+    assert set(meta["n_components_reason"].values()) == {"requested"}
+    assert meta["captured_variance_vs_exact"] >= 0.999
+    assert meta["covariates"][:3] == ["age", "sex", "pc1"] and meta["scale"] == "none"
     assert "training subjects" in meta["fit_on"]
     assert meta["scree_plot"].startswith("![scree plot")
 
-    matrix = np.load(warehouse.array_file("subject_matrix"), mmap_mode="r")
-    subjects = warehouse.read_table("subject_matrix").column("subject_id").to_pylist()
+    subjects, matrix = read_subject_matrix(warehouse, "concat")
     frame = read_covariates(warehouse).set_index("subject_id").loc[subjects].reset_index()
-    design, _ = design_matrix(frame, covariate_names(frame))
     scores = warehouse.read_table("subject_embeddings_pca").to_pandas()
     held_out = scores[(scores["fold"] == 2) & (scores["split"] == "heldout")]
     rows = np.array([subjects.index(s) for s in held_out["subject_id"]])
-    projector = Projector.load(meta["projectors"]["2"])
-    again = projector.transform(matrix, design[rows], rows=rows)
-    pcs = held_out[[f"pc_{i}" for i in range(1, 17)]].to_numpy()
-    np.testing.assert_allclose(again, pcs, rtol=1e-5, atol=1e-5)
+    folds = warehouse.read_table("subject_embeddings_pca/folds").to_pandas().set_index("fold")
+    model = ResidualizedPCA.load(folds.loc[2, "model"])
+    coder = CovariateCoder.from_json(ResidualizedPCA.saved_coder_json(folds.loc[2, "model"]))
+    again = model.transform(matrix.take_rows(rows), coder.transform(frame.iloc[rows]))
+    np.testing.assert_allclose(again, np.stack(held_out["embedding"]), rtol=1e-5, atol=1e-5)
 
 
 def test_subject_matrix_refuses_vectors_of_two_models(make_recipe, materialize, tmp_path):

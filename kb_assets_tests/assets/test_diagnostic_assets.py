@@ -11,10 +11,12 @@ import pytest
 
 from kb_assets.assets.diagnostics import MAX_COHORT_SUBJECTS, build_diagnostic_assets
 from kb_assets.definitions import build_definitions, build_resources
-from kb_assets.diagnostics import WindowVectors, pool_regions, sequence_vectors
-from kb_assets.encoders import Encoder
+from kb_assets.diagnostics import gene_table, pool_regions, reference_stats
+from kb_assets.encoders import chromosome as chromosome_module
+from kb_assets.encoders import engine as engine_module
+from kb_assets.encoders.chromosome import embedding_key
 from kb_assets.encoders.identity import checkpoint_identity
-from kb_assets.storage import EmbeddingKey, Warehouse, to_matrix
+from kb_assets.storage import EmbeddingCache, Warehouse
 from kb_assets_tests.assets.helpers import metadata
 from kb_assets_tests.conftest import SMALL_GENE_SET, materialize_on, write_recipe
 
@@ -47,9 +49,11 @@ def test_diagnostics_are_their_own_group_downstream_of_what_they_read(demo_recip
         assert graph.get(dg.AssetKey(name)).group_name == "diagnostics"
         assert graph.get(dg.AssetKey(name)).partitions_def is None
     parents = {name: {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys} for name in DIAGNOSTICS}
-    assert parents["rc_stability"] == {"reference_sequences", "gene_embeddings"}
-    assert parents["pooling_comparison"] == {"reference_sequences", "subject_haplotypes", "gene_embeddings"}
-    assert parents["bpe_token_report"] == {"gene_annotations", "gene_set"}
+    assert parents["rc_stability"] == {"reference_sequences", "tokenized_genes", "gene_embeddings",
+                                       "inputs/checkpoint"}
+    assert parents["pooling_comparison"] == {"reference_sequences", "subject_haplotypes", "tokenized_genes",
+                                             "gene_embeddings", "inputs/checkpoint"}
+    assert parents["bpe_token_report"] == {"gene_annotations", "gene_set", "inputs/tokenizer"}
     assert defs.resolve_assets_def("rc_stability").op.pool == "gpu"
     assert defs.resolve_assets_def("pooling_comparison").op.pool == "gpu"
     assert defs.resolve_assets_def("bpe_token_report").op.pool is None  # tokenizer only, no model
@@ -74,8 +78,8 @@ def test_tables_are_in_the_catalog(built):
     summary = catalog(warehouse, "select * from rc_stability_summary where grouping = 'chromosome'")
     assert sorted(summary["group"]) == list(CHROMOSOMES)
     half = catalog(warehouse, "select * from pooling_comparison_half_split")
-    assert (half.loc[half["n_windows"] == 1, "half_split_cosine"] == 1.0).all()
-    assert (half["n_windows"] > 1).any()
+    assert (half.loc[half["n_tiles"] == 1, "half_split_cosine"] == 1.0).all()
+    assert (half["n_tiles"] > 1).any()
     agreement = catalog(warehouse, "select * from pooling_comparison_distance_agreement")
     assert agreement["n_subjects"].tolist() == [N_SUBJECTS] * 3
     assert agreement["n_pairs"].tolist() == [N_SUBJECTS * (N_SUBJECTS - 1) // 2] * 3
@@ -109,22 +113,24 @@ def test_rc_average_is_the_gene_embeddings_reference_vector(built):
     regions as the recipe does gives gene_embeddings' REF vectors. Read from the cache alone: no model."""
     recipe, _, warehouse = built
     identity = checkpoint_identity(recipe.inputs.checkpoint, dtype="float32")
-    options = recipe.encoder
-    key = EmbeddingKey(identity.model_sha256, identity.tokenizer_version, options.rc, options.pooling,
-                       options.window_tokens, options.window_overlap, identity.dtype)
+    cache = EmbeddingCache(warehouse, embedding_key(identity, recipe.encoder))
 
-    def no_model() -> Encoder:
+    def no_model(missing):
         raise AssertionError("the diagnostics left windows uncached")
 
-    vectors = WindowVectors(warehouse, key, identity.tokenizer, no_model, identity.hidden_size, options.batch_tokens)
+    with warehouse.catalog(read_only=True) as connection:
+        view = connection.execute("select gene_name, vector from gene_embeddings where subject_id = 'REF'").df()
+    stored = view.set_index("gene_name")["vector"]
     for chrom in CHROMOSOMES:
-        regions = pq.read_table(warehouse.partition_file("reference_sequences", chrom)).to_pandas()
-        windows = vectors.both_strands(regions["sequence"].tolist(), chrom)["mean"]
-        genes = pool_regions(regions, sequence_vectors(windows, len(regions), "average"),
-                             recipe.aggregation.region_to_gene)
-        table = pq.read_table(warehouse.partition_file("gene_embeddings", chrom))
-        reference = (table.column("subject_id").to_numpy() == "REF")
-        np.testing.assert_allclose(genes, to_matrix(table.column("vector"))[reference], atol=1e-5, rtol=0)
+        regions = warehouse.read_partition("reference_sequences", chrom).to_pandas()
+        reference, embedded = reference_stats(
+            regions, warehouse.read_partition("tokenized_genes/tiles", chrom).to_pandas(),
+            warehouse.read_partition("tokenized_genes/allele_tiles", chrom).to_pandas(), identity.tokenizer, cache,
+            no_model, identity.hidden_size, recipe.encoder.window_tokens, recipe.encoder.window_overlap)
+        assert embedded == 0
+        genes = pool_regions(regions, reference.vectors("mean", "average"), recipe.aggregation.region_to_gene)
+        expected = np.stack([stored[name] for name in gene_table(regions)["gene_name"]])
+        np.testing.assert_allclose(genes, expected, atol=1e-5, rtol=0)
 
 
 def test_exon_token_counts_are_the_embedded_regions_tokens(built):
@@ -144,23 +150,19 @@ def test_a_rerun_with_nothing_changed_runs_no_forward_pass(built, monkeypatch):
     before = {name: pq.read_table(warehouse.table_file(name)) for name in ("rc_stability", "pooling_comparison")}
 
     def forbidden(*args, **kwargs):
-        raise AssertionError("a forward pass ran although every vector was cached")
+        raise AssertionError("a forward pass ran although every window was cached")
 
-    for method in ("embed", "embed_windows", "embed_windows_pooled"):
-        monkeypatch.setattr(Encoder, method, forbidden)
+    monkeypatch.setattr(engine_module, "run_windows", forbidden)
+    monkeypatch.setattr(chromosome_module, "run_windows", forbidden)
     results = materialize_on(dg.DagsterInstance.ephemeral())(recipe)
     for name in ("rc_stability", "pooling_comparison"):
-        meta = metadata(results, name)
-        assert meta["embedded_windows"] == 0 and meta["cached_windows"] > 0
+        assert metadata(results, name)["embedded_windows"] == 0
         assert pq.read_table(warehouse.table_file(name)).equals(before[name])
 
 
 def test_the_cohort_part_takes_the_first_subjects_by_id(built):
     recipe, _, warehouse = built
-    defs = build_definitions(recipe)
-    upstream = {name: defs.resolve_assets_def(name) for name in (
-        "gene_annotations", "gene_set", "reference_sequences", "subject_haplotypes", "gene_embeddings")}
-    capped = build_diagnostic_assets(recipe, **upstream, max_subjects=7)[1]
+    capped = build_diagnostic_assets(recipe, max_subjects=7)[1]
     result = dg.materialize([capped], resources=build_resources(recipe), instance=dg.DagsterInstance.ephemeral())
     meta = {k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node(
         "pooling_comparison")[0].metadata.items()}
