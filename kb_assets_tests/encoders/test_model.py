@@ -2,6 +2,8 @@
 one sequence at a time, float64, explicit ALiBi distances and a loop over heads and query positions."""
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,3 +124,30 @@ def test_flops_per_token_counts_linear_layers_and_attention():
     assert config.flops_per_token(0) == linear_only
     assert linear_only == pytest.approx(226.5e6, rel=1e-3)
     assert config.flops_per_token(512) - linear_only == 2 * 12 * 2 * 512 * 768
+
+
+UPSTREAM_ENV = "KB_ASSETS_DNABERT2_UPSTREAM"
+
+
+def test_parity_with_the_upstream_code_when_present():
+    """The upstream MosaicBERT code of zhihan1996/DNABERT-2-117M (bert_layers.py, bert_padding.py,
+    configuration_bert.py; never committed here), fp32, its plain PyTorch attention: set KB_ASSETS_DNABERT2_UPSTREAM
+    to a folder holding them (transformers and einops importable). Elsewhere, CI included, this skips."""
+    folder = os.environ.get(UPSTREAM_ENV)
+    if not folder:
+        pytest.skip(f"{UPSTREAM_ENV} is not set")
+    pytest.importorskip("einops")
+    pytest.importorskip("transformers")
+    from kb_assets.benchmarks.encoder import load_upstream
+
+    config = DnaBert2Config(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=96)
+    state = random_state_dict(config.vocab_size, config.hidden_size, config.num_hidden_layers,
+                              config.intermediate_size, seed=8)
+    upstream = load_upstream(Path(folder), state, config, torch.device("cpu"))
+    model = model_from_state(config, state)
+    ids, mask = padded_batch(random_sequences([40, 3, 17, 29], config.vocab_size, seed=9))
+    with torch.inference_mode():
+        expected = upstream(ids, attention_mask=mask)[0]
+        hidden = model(ids, mask)
+    torch.testing.assert_close(hidden, expected, atol=2e-6, rtol=0)
