@@ -864,6 +864,7 @@ class CohortInputs:
     covariates: Path
     contigs: dict[str, int]
     gene_set_genes: list[str]
+    gene_set_contigs: list[str]  # the contigs holding gene-set genes, in contig order
     n_subjects: int
     seconds: dict[str, float] = field(default_factory=dict)  # input name → seconds (absent: already there)
 
@@ -970,7 +971,10 @@ def generate_cohort_inputs(
             started = time.perf_counter()
             write()
             seconds[name] = time.perf_counter() - started
-    return CohortInputs(**paths, contigs=contigs, gene_set_genes=names, n_subjects=n_subjects, seconds=seconds)
+    held = {spec.chrom for spec in gene_set}
+    return CohortInputs(**paths, contigs=contigs, gene_set_genes=names,
+                        gene_set_contigs=[chrom for chrom in contigs if chrom in held], n_subjects=n_subjects,
+                        seconds=seconds)
 
 
 def _contig_chunks(rng: np.random.Generator, length: int, n_runs: Sequence[Interval]) -> Iterator[np.ndarray]:
