@@ -1,5 +1,5 @@
 """Helpers of the reliability tests: child processes that run kb_assets the way a cluster job would, inputs with
-hostile names, and a snapshot of everything a warehouse holds."""
+hostile names, and a snapshot of everything a warehouse holds and Dagster recorded."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 from kb_assets.cli import materialize_all
 from kb_assets.definitions import build_definitions
+from kb_assets.encoders.chromosome import DATASETS as GENE_EMBEDDING_FILES
 from kb_assets.settings import PROJECT_ROOT
 from kb_assets.storage import Warehouse
 from kb_assets_tests.conftest import SMALL_GENE_SET, write_recipe
@@ -61,10 +62,26 @@ def run_assets(recipe, instance, *assets: str, partition: str | None = None):
     )
 
 
+def partition_bytes(warehouse: Warehouse, chrom: str) -> dict[str, bytes]:
+    """The bytes of the four files of a gene_embeddings partition, by dataset."""
+    return {name: warehouse.partition_file(name, chrom).read_bytes() for name in GENE_EMBEDDING_FILES}
+
+
+def partition_facts(warehouse: Warehouse, chrom: str) -> dict[str, dict]:
+    """The facts written into each of the four files of a gene_embeddings partition, by dataset."""
+    return {name: warehouse.read_facts(name, chrom) for name in GENE_EMBEDDING_FILES}
+
+
+def one_fact(warehouse: Warehouse, chrom: str, key: str):
+    """A fact of a gene_embeddings partition, which its four files must agree on."""
+    values = {str(facts.get(key)) for facts in partition_facts(warehouse, chrom).values()}
+    assert len(values) == 1, f"the files of gene_embeddings[{chrom}] disagree on {key}: {values}"
+    return warehouse.read_facts(GENE_EMBEDDING_FILES[0], chrom)[key]
+
+
 HOSTILE_SUBJECT = "O'Brien;--\"x"
 HOSTILE_GENE = "O'DLG4;demo"  # GTF values cannot hold a double quote; ' and ; are what a gene name may carry
 GENES = [HOSTILE_GENE if gene == "DLG4_demo" else gene for gene in SMALL_GENE_SET]
-COHORT_ASSETS = ("covariates", "cv_folds", "subject_matrix", "subject_embeddings_pca")
 
 
 def bgzip_vcf(text: str, path: Path) -> Path:
@@ -110,15 +127,22 @@ def hostile(demo_recipe, tmp_path_factory):
     changes = {"vcf": str(vcf), "covariates": str(covariate_file), "gtf": str(gtf)}
     recipe = write_recipe(folder / "run", demo_recipe, GENES, inputs=changes, **FAST)
     instance = dg.DagsterInstance.ephemeral()
-    materialize_all(build_definitions(recipe), recipe.reference.chromosomes, instance=instance, log=lambda _: None)
-    run_assets(recipe, instance, *COHORT_ASSETS)
+    # The whole graph: every chromosome partition, then the cohort and diagnostic assets.
+    materialize_all(build_definitions(recipe), None, instance=instance, log=lambda _: None)
     return recipe, instance, changes, folder
 
 
-def snapshot(warehouse: Warehouse) -> dict:
-    """Every output file's sha256 (temporaries included, so a leftover shows) and the lineage rows."""
+def snapshot(warehouse: Warehouse, instance: dg.DagsterInstance | None = None) -> dict:
+    """Everything a failed run must leave as it was: every warehouse file's sha256 (temporaries included, so a
+    leftover shows), the facts the catalog's `facts` view reads from the files, and the materializations Dagster
+    recorded on `instance` (asset, partition, event id)."""
     files = {str(p.relative_to(warehouse.root)): hashlib.sha256(p.read_bytes()).hexdigest()
              for p in sorted(warehouse.root.rglob("*")) if p.is_file() and not p.name.startswith("catalog.duckdb")}
     with warehouse.catalog(read_only=True) as catalog:
-        lineage = catalog.execute("select asset, partition, run_id from lineage order by all").fetchall()
-    return {"files": files, "lineage": lineage}
+        facts = catalog.execute("select file_name, facts::varchar from facts order by file_name").fetchall()
+    materializations = sorted(
+        (key.to_user_string(), record.partition_key, record.storage_id)
+        for key in (instance.get_asset_keys() if instance is not None else [])
+        for record in instance.fetch_materializations(key, limit=100_000).records
+    )
+    return {"files": files, "facts": facts, "materializations": materializations}
