@@ -13,6 +13,7 @@ import dagster as dg
 from kb_assets.assets.cohort import build_cohort_assets
 from kb_assets.assets.diagnostics import build_diagnostic_assets
 from kb_assets.assets.embeddings import build_embedding_assets
+from kb_assets.assets.evaluation import build_evaluation_assets
 from kb_assets.assets.haplotypes import build_haplotype_assets
 from kb_assets.assets.inputs import build_input_sources
 from kb_assets.assets.reference import build_reference_assets
@@ -56,6 +57,7 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
         *build_embedding_assets(recipe, chromosomes, slurm="slurm" in resources),
         *build_cohort_assets(recipe),
         *build_diagnostic_assets(recipe),
+        *build_evaluation_assets(recipe),
     ]
     return dg.Definitions(assets=assets, resources=resources, executor=deployment_executor(),
                           **build_automation(recipe))

@@ -41,6 +41,9 @@ class Inputs(_Section):
                                                "FASTA's build")
     covariates: Path | None = Field(None, description="covariates table (CSV, TSV or parquet); name its columns "
                                                       "under covariates.columns")
+    brain: Path | None = Field(None, description="brain feature table per subject (CSV, TSV or parquet: imaging-"
+                                                 "derived phenotypes or a brain model's embedding); turns on the "
+                                                 "gene-brain evaluation stage")
 
 
 class ReferenceSettings(_Section):
@@ -154,6 +157,24 @@ class PcaSettings(_Section):
                             "unit variance first, which lets a gene varying through a few carriers dominate")
 
 
+class BrainColumns(_Section):
+    subject_id: str = Field("subject_id", description="the brain table's subject id column")
+    features: list[str] | None = Field(None, description="the feature columns, in order; null: every other column")
+
+
+class EvaluationSettings(_Section):
+    columns: BrainColumns = BrainColumns()
+    missing: Literal["fail", "drop"] = Field("fail", description="a missing brain value stops the run, or drops "
+                                                                  "the subject (counted)")
+    n_brain_components: int = Field(10, ge=1, description="brain PCs kept per fold (fitted on training subjects)")
+    n_canonical_components: int = Field(3, ge=1, description="canonical components of the gene-brain CCA")
+    n_permutations: int = Field(1000, ge=0, description="permutations (within site and batch blocks) per fold")
+    attribution_permutations: int = Field(
+        0, ge=0, description="permutations for each gene's leave-one-gene-out test (0: the change only)")
+    predict_brain_pcs: bool = Field(False, description="also predict each brain PC from the gene PCs")
+    seed: int = Field(0, description="seed of the permutations")
+
+
 class WarehouseSettings(_Section):
     root: Path = Field(Path("warehouse"), description="where the tables, the DuckDB catalog and this recipe's "
                                                       "Dagster history (dagster/) go")
@@ -174,6 +195,7 @@ class Recipe(_Section):
     covariates: CovariateSettings = CovariateSettings()
     folds: FoldSettings = FoldSettings()
     pca: PcaSettings = PcaSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     source: Path | None = Field(default=None, exclude=True)

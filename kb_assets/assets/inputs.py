@@ -28,6 +28,7 @@ DESCRIPTIONS = {
     "covariates": "the covariates table (recipe inputs.covariates)",
     "checkpoint": "the model weights of the checkpoint folder (recipe inputs.checkpoint)",
     "tokenizer": "the checkpoint's tokenizer.json (recipe inputs.checkpoint)",
+    "brain": "the brain feature table (recipe inputs.brain)",
 }
 
 
@@ -37,7 +38,7 @@ def input_key(name: str) -> dg.AssetKey:
 
 def input_names(recipe: Recipe) -> list[str]:
     """The inputs this recipe names (vcf and covariates are optional)."""
-    optional = {"vcf": recipe.inputs.vcf, "covariates": recipe.inputs.covariates}
+    optional = {"vcf": recipe.inputs.vcf, "covariates": recipe.inputs.covariates, "brain": recipe.inputs.brain}
     return [name for name in DESCRIPTIONS if name not in optional or optional[name] is not None]
 
 

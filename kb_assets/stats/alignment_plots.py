@@ -6,6 +6,7 @@ import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -87,6 +88,22 @@ def encoder_comparison_png(results: Mapping[str, Sequence[FoldAlignment]]) -> by
         axis.set_xticks(range(len(encoders)), encoders, rotation=20)
         axis.set_ylabel(title)
         axis.axhline(0, color="black", linewidth=0.8)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def gene_loadings_png(gene_loadings: pd.DataFrame) -> bytes:
+    """Per gene, its share of the first canonical variate's gene-side weight (mean over folds, with the folds'
+    range), genes in gene-set order (kb_assets.stats.evaluation.gene_loadings)."""
+    first = gene_loadings[gene_loadings["component"] == 1]
+    by_gene = first.groupby("gene_name", sort=False)["weight_share"]
+    mean, low, high = by_gene.mean(), by_gene.min(), by_gene.max()
+    figure = Figure(figsize=(max(4.0, 0.35 * len(mean) + 1.5), 3.2), dpi=100)
+    axis = figure.subplots()
+    x = np.arange(len(mean))
+    axis.bar(x, mean.to_numpy(), yerr=[mean - low, high - mean], capsize=2, color="#4c72b0")
+    axis.set_xticks(x, mean.index, rotation=60, ha="right", fontsize=8)
+    axis.set_ylabel("share of gene weight (r₁)")
     figure.tight_layout()
     return _png(figure)
 

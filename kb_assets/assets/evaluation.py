@@ -1,0 +1,150 @@
+"""The evaluation stage (a recipe with inputs.brain): the brain feature table, and per fold the gene–brain CCA, the
+label prediction and the leave-one-gene-out attribution, each with block-permutation p-values, all fitted on the
+training subjects of the fold only (kb_assets.stats.alignment)."""
+
+# No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from kb_assets.assets.cohort import read_covariates
+from kb_assets.assets.inputs import input_key
+from kb_assets.assets.publishing import arrow_table, input_facts, png_markdown, publish
+from kb_assets.resources import WarehouseResource
+from kb_assets.schedules import after_upstream_data_changes
+from kb_assets.settings import Recipe
+from kb_assets.stats.alignment import AlignmentSettings, align_fold, alignment_tables, attribute_genes
+from kb_assets.stats.alignment_plots import fold_bars_png, gene_loadings_png, null_distribution_png
+from kb_assets.stats.brain import BrainTable, load_brain_table
+from kb_assets.stats.evaluation import fold_data, folds_of, gene_loadings, gene_pcs_without
+from kb_assets.stats.gene_blocks import read_gene_blocks
+from kb_assets.storage import Warehouse, to_matrix
+
+CODE_VERSION = "1"
+GROUP = "evaluation"
+
+
+def read_brain(store: Warehouse) -> BrainTable:
+    """The brain table as brain_features wrote it."""
+    frame = store.read_table("brain_features").to_pandas()
+    return BrainTable(frame=frame, source=store.table_file("brain_features"),
+                      features=[c for c in frame.columns if c != "subject_id"])
+
+
+def build_evaluation_assets(recipe: Recipe) -> list:
+    if recipe.inputs.brain is None:
+        return []
+    settings_code = f"{CODE_VERSION}-{recipe.fingerprint('evaluation')}"
+
+    @dg.asset(
+        automation_condition=after_upstream_data_changes(),
+        group_name=GROUP, code_version=settings_code, deps=[input_key("brain"), "covariates"], kinds={"parquet"},
+    )
+    def brain_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        """The validated brain feature table of the analysis subjects (those in the covariates table too)."""
+        settings = recipe.checked()
+        options = settings.evaluation
+        store = warehouse.get()
+        table = load_brain_table(settings.inputs.brain, options.columns.subject_id, options.columns.features,
+                                 options.missing)
+        cohort = set(store.read_table("covariates", columns=["subject_id"]).column("subject_id").to_pylist())
+        kept = table.frame[table.frame["subject_id"].isin(cohort)]
+        return publish(
+            context, store, settings, {"brain_features": arrow_table(kept)},
+            facts={"brain_features": table.features, "missing_policy": options.missing},
+            metadata={"n_subjects": len(kept), "n_features": len(table.features),
+                      "only_in_brain_table": len(table.frame) - len(kept),
+                      "covariates_subjects_without_brain_data": len(cohort - set(kept["subject_id"])),
+                      "dropped": dg.MetadataValue.json(table.dropped)},
+            inputs=input_facts(store, brain=settings.inputs.brain),
+        )
+
+    @dg.asset(
+        automation_condition=after_upstream_data_changes(),
+        group_name=GROUP, code_version=f"{settings_code}-{recipe.fingerprint('pca', 'folds', 'covariates')}",
+        deps=[brain_features, "subject_embeddings_pca", "subject_matrix", "covariates"], kinds={"parquet"},
+    )
+    def gene_brain_alignment(context: dg.AssetExecutionContext,
+                             warehouse: WarehouseResource) -> dg.MaterializeResult:
+        """Per fold, fitted on its training subjects only: brain features residualized on the covariates (the
+        gene side's coding) and reduced by PCA; ridge CCA between gene PCs and brain PCs (penalty by inner CV);
+        the label predicted from the gene PCs (ridge); leave-one-gene-out attribution; p-values from permutations
+        of training subjects within site and batch blocks, refitting what was fitted (family-wise over components
+        by the max statistic)."""
+        settings = recipe.checked()
+        options = settings.evaluation
+        store = warehouse.get()
+        covariates = read_covariates(store)
+        brain = read_brain(store)
+        label = "label" if "label" in covariates else None
+        scores = store.read_table("subject_embeddings_pca").to_pandas()
+        models = store.read_table("subject_embeddings_pca/folds", columns=["fold", "model"]).to_pandas()
+        genes = store.read_table("subject_matrix/genes").to_pandas()
+        vectors = store.read_table("subject_matrix/vectors")
+        blocks = read_gene_blocks(genes, vectors.drop_columns(["vector"]).to_pandas(),
+                                  to_matrix(vectors.column("vector")),
+                                  store.read_table("subject_matrix/assignments").to_pandas())
+        subjects = store.read_table("subject_matrix").column("subject_id").to_pylist()
+        subject_rows = pd.Series(np.arange(len(subjects)), index=subjects)
+        alignment = AlignmentSettings(
+            n_brain_components=options.n_brain_components, n_canonical_components=options.n_canonical_components,
+            n_permutations=options.n_permutations, seed=options.seed, predict_brain_pcs=options.predict_brain_pcs)
+
+        results, attributions, loadings = [], [], []
+        for model in folds_of(scores, models):
+            data = fold_data(model, covariates, brain, label)
+
+            def progress(done: int, total: int, fold: int = model.fold) -> None:
+                context.log.info(f"fold {fold}: {done}/{total} permutations")
+
+            result = align_fold(data, alignment, progress)
+            results.append(result)
+            attributions.append(attribute_genes(
+                data, genes["gene_id"].tolist(), gene_pcs_without(blocks, len(subjects), subject_rows, covariates,
+                                                                  model, data),
+                result, options.attribution_permutations))
+            loadings.append(gene_loadings(model, result.gene_weights, genes, blocks[0].vectors.shape[1]))
+        tables = alignment_tables(results)
+        attribution = pd.concat(attributions, ignore_index=True).merge(
+            genes[["gene_id", "gene_name"]], left_on="gene", right_on="gene_id").drop(columns=["gene"])
+        gene_weights = pd.concat(loadings, ignore_index=True)
+        canonical = tables["canonical_correlations"]
+        first = canonical[canonical["component"] == 1]
+        prediction = tables["prediction"]
+        label_rows = prediction[prediction["target"] == "label"]
+        return publish(
+            context, store, settings,
+            {"gene_brain_alignment": pa.Table.from_pandas(canonical, preserve_index=False),
+             **{f"gene_brain_alignment/{name}": pa.Table.from_pandas(frame, preserve_index=False)
+                for name, frame in tables.items() if name != "canonical_correlations"},
+             "gene_brain_alignment/attribution": pa.Table.from_pandas(attribution, preserve_index=False),
+             "gene_brain_alignment/gene_loadings": pa.Table.from_pandas(gene_weights, preserve_index=False)},
+            facts={"brain_features": brain.features, "label": label or "none",
+                   "n_permutations": options.n_permutations, "permutation_seed": options.seed,
+                   "blocks": [name for name in ("site", "batch") if name in covariates],
+                   "n_brain_components": options.n_brain_components,
+                   "n_canonical_components": options.n_canonical_components,
+                   "fit_on": "training subjects of each fold; held-out subjects projected with that fit",
+                   **{key: value for key, value in store.read_facts("subject_embeddings_pca").items()
+                      if key in ("model_sha256", "model_id", "tokenizer_version", "rc_mode", "pooling_strategy",
+                                 "covariates", "coding", "n_components_requested")}},
+            metadata={
+                "heldout_r1_mean": round(float(first["heldout_r"].mean()), 4),
+                "heldout_r1_by_fold": [round(float(r), 4) for r in first["heldout_r"]],
+                "p_value_r1_by_fold": [float(p) for p in first["p_value"]],
+                **({"label_metric": str(label_rows["metric"].iloc[0]),
+                    "label_metric_mean": round(float(label_rows["value"].mean()), 4),
+                    "label_p_value_by_fold": [float(p) for p in label_rows["p_value"]]} if len(label_rows) else {}),
+                "top_genes_by_attribution": attribution.groupby("gene_name")["delta_r1"].mean().sort_values(
+                    ascending=False).head(10).round(4).to_dict(),
+                "null_distribution": png_markdown(null_distribution_png(results),
+                                                  "held-out first canonical correlation against its permutation null"),
+                "folds": png_markdown(fold_bars_png(results),
+                                      "held-out canonical correlations and prediction per fold"),
+                "gene_loadings": png_markdown(gene_loadings_png(gene_weights),
+                                              "share of the first canonical variate's gene weights, per gene"),
+            },
+        )
+
+    return [brain_features, gene_brain_alignment]
