@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import dagster as dg
+import pyarrow as pa
 import pytest
+from dagster._core.definitions.data_version import extract_data_provenance_from_entry
 
 from kb_assets.genome import vcf_samples
 from kb_assets.storage import Warehouse
@@ -17,6 +19,7 @@ from kb_assets_tests.reliability.conftest import FAST, child_env, console_script
 
 CHROMOSOMES = ["chr1", "chr2", "chrX"]
 GENES_ON = {"chr1": 1, "chr2": 2, "chrX": 1}  # of SMALL_GENE_SET: DLG4 | SCN2A, CHD8 | MECP2
+CHAIN = ("reference_sequences", "subject_haplotypes", "tokenized_genes", "gene_embeddings")
 LOCK_TROUBLE = re.compile(r"Traceback|database is locked|Could not set lock|Conflicting lock|IO Error|catalog lock",
                           re.IGNORECASE)
 
@@ -58,21 +61,32 @@ def test_three_partitions_in_three_processes_at_once(make_recipe, tmp_path):
         assert per_chrom == {c: n * rows_per_gene for c, n in GENES_ON.items()}
         assert catalog.execute(
             "select count(*) = count(distinct (subject_id, gene_id)) from gene_embeddings").fetchone() == (True,)
-        assert catalog.execute("select distinct chrom from reference_sequences order by chrom").fetchall() == [
-            (c,) for c in CHROMOSOMES]
-        assert catalog.execute("select distinct chrom from tokenized_genes order by chrom").fetchall() == [
-            (c,) for c in CHROMOSOMES]
-        lineage = catalog.execute(
-            "select partition, count(*) from lineage where asset = ? group by partition order by partition",
-            ["gene_embeddings"]).fetchall()
-        assert lineage == [(c, 1) for c in CHROMOSOMES]
+        for view in ("reference_sequences", "subject_haplotypes_assignments", "tokenized_genes",
+                     "gene_embeddings_vectors"):
+            assert catalog.execute(f"select distinct chrom from {view} order by chrom").fetchall() == [
+                (c,) for c in CHROMOSOMES], view
+        # Each partition's four gene_embeddings files carry the facts of one write.
+        written = dict(catalog.execute(
+            "select regexp_extract(file_name, 'chrom=(\\w+)/', 1), count(distinct facts->>'write_id') from facts "
+            "where file_name like ? group by all", ["%/gene_embeddings/%"]).fetchall())
+        assert written == {c: 1 for c in CHROMOSOMES}
 
-    # The Dagster instance recorded every run (the upstream one and each process's two) as a success.
+    # The Dagster instance recorded every run as a success: the upstream one, and each process's three (observing
+    # the inputs, the unpartitioned assets, its partition). Each partition run's own events hold its partition of
+    # every asset of the chain, gene_embeddings with the checkpoint observation it read.
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         runs = instance.get_runs()
-        assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS] * (1 + 2 * len(CHROMOSOMES))
+        assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS] * (1 + 3 * len(CHROMOSOMES))
         assert instance.get_materialized_partitions(dg.AssetKey("gene_embeddings")) == set(CHROMOSOMES)
+        for chrom in CHROMOSOMES:
+            [run] = [r for r in runs if r.tags.get("dagster/partition") == chrom]
+            events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+            assert {(e.asset_materialization.asset_key.to_user_string(), e.asset_materialization.partition)
+                    for e in events} == {(asset, chrom) for asset in CHAIN}
+            [embedded] = [e for e in events if e.asset_materialization.asset_key == dg.AssetKey("gene_embeddings")]
+            provenance = extract_data_provenance_from_entry(embedded)
+            assert dg.AssetKey(["inputs", "checkpoint"]) in provenance.input_data_versions
     finally:
         instance.dispose()
 
@@ -82,9 +96,16 @@ HOLD_CATALOG = ("import duckdb, sys, time; connection = duckdb.connect(sys.argv[
                 "print('open', flush=True); time.sleep(float(sys.argv[2]))")
 
 
-def _record(warehouse: Warehouse, asset: str) -> None:
-    warehouse.record_lineage(asset, partition=None, run_id="r", recipe_id="x", code_version="1",
-                             data_version="d", path=None, facts={})
+def _catalog(warehouse: Warehouse, dataset: str) -> None:
+    """Write a small table and catalog it: a catalog write, as every materialization ends with."""
+    warehouse.write_table(dataset, pa.table({"name": [dataset]}))
+    warehouse.register_views([dataset])
+
+
+def _cataloged(warehouse: Warehouse) -> list[str]:
+    with warehouse.catalog(read_only=True) as catalog:
+        return [row[0] for row in catalog.execute(
+            "select view_name from duckdb_views() where not internal and view_name <> 'facts' order by 1").fetchall()]
 
 
 def _hold_catalog(warehouse: Warehouse, seconds: float) -> subprocess.Popen:
@@ -96,28 +117,26 @@ def _hold_catalog(warehouse: Warehouse, seconds: float) -> subprocess.Popen:
 
 def test_catalog_writes_wait_for_another_program_holding_the_file(tmp_path):
     warehouse = Warehouse(tmp_path)
-    _record(warehouse, "before")
+    _catalog(warehouse, "before")
     holder = _hold_catalog(warehouse, 2)
     try:
-        _record(warehouse, "while held")  # waits for the holder instead of failing on DuckDB's lock
+        _catalog(warehouse, "while_held")  # waits for the holder instead of failing on DuckDB's lock
         assert holder.poll() is not None
     finally:
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    with warehouse.catalog(read_only=True) as catalog:
-        assert catalog.execute("select asset from lineage order by materialized_at").fetchall() == [
-            ("before",), ("while held",)]
+    assert _cataloged(warehouse) == ["before", "while_held"]
 
 
 def test_catalog_held_too_long_is_one_clear_error(tmp_path, monkeypatch):
     warehouse = Warehouse(tmp_path)
-    _record(warehouse, "before")
+    _catalog(warehouse, "before")
     monkeypatch.setattr(warehouse_module, "_BUSY_TIMEOUT_S", 0.5)
     holder = _hold_catalog(warehouse, 60)
     try:
         with pytest.raises(RuntimeError) as caught:
-            _record(warehouse, "while held")
+            _catalog(warehouse, "while_held")
     finally:
         holder.kill()
         holder.wait()
@@ -129,3 +148,4 @@ def test_catalog_held_too_long_is_one_clear_error(tmp_path, monkeypatch):
         + re.escape("). Fix: close it; query the catalog with short-lived connections (kb_assets waits for "
                     "them), or query a copy of the file"),
         str(caught.value)), str(caught.value)
+    assert _cataloged(warehouse) == ["before"]
