@@ -134,7 +134,7 @@ def input_error_in(err: BaseException) -> InputError | None:
 def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
     """What a materialization did, read from the assets' metadata: subjects analysed and left out, components
     kept per fold and why, and checks that did not pass."""
-    from kb_assets.report import fold_fits, latest_materialization
+    from kb_assets.report import fold_lines, latest_materialization
 
     lines = []
     covariates = latest_materialization(instance, "covariates")
@@ -153,12 +153,11 @@ def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
         lines.append(f"  {matrix.metadata['subjects_without_every_chromosome']} covariates subject(s) without "
                      "gene vectors on every chromosome left out of the subject matrix")
     pca = latest_materialization(instance, "subject_embeddings_pca")
-    if pca is not None and isinstance(pca.metadata.get("projectors"), dict):
-        fits = fold_fits(pca.metadata["projectors"])
-        order = pca.metadata.get("order", recipe.pca.order)
-        lines.append(f"PCA ({order}): a fold keeps at most its training subjects minus the covariate directions "
-                     "(intercept, age, sex, ancestry PCs, batch levels)")
-        lines += [f"  {fit.describe()}" for fit in fits]
+    folds = fold_lines(pca.metadata) if pca is not None else []
+    if folds:
+        lines.append(f"PCA ({pca.metadata.get('order', recipe.pca.order)}): components kept per fold, and what bound "
+                     "them (a fold keeps at most its training subjects minus the design rank)")
+        lines += [f"  {line}" for line in folds]
     evaluations = [e for result in results for e in result.get_asset_check_evaluations()]
     failed = [e for e in evaluations if not e.passed]
     if evaluations:

@@ -111,9 +111,11 @@ def test_tables_match_the_warehouse(reported):
         folds = connection.execute("select count(distinct fold) from cv_folds").fetchone()[0]
         views = {row[0] for row in connection.execute(
             "select view_name from duckdb_views() where not internal").fetchall()}
-    fold_rows = [row for row in page.rows["pca"] if row[0].isdigit() and len(row) == 6]
-    assert [int(row[0]) for row in fold_rows] == list(range(folds))
-    assert all(row[2] == "512" and row[5].startswith("rank limit: ") for row in fold_rows)
+        pca_folds = connection.execute("select fold, n_components from subject_embeddings_pca_folds order by fold"
+                                       ).fetchall()
+    # The PCA section previews the per-fold table (fold first, components kept among its columns).
+    assert [int(row[0]) for row in page.rows["pca"]] == [fold for fold, _ in pca_folds] == list(range(folds))
+    assert all(str(n) in row for row, (_, n) in zip(page.rows["pca"], pca_folds))
     other = {row[0] for row in page.rows["tables"]}
     shown = {name for name in views if any(name.startswith(p) for s in SECTIONS for p in s.views)}
     assert other == views - shown
@@ -167,7 +169,7 @@ def test_an_evaluation_section_appears_once_its_table_exists(reported, tmp_path,
     recipe, _ = reported
     warehouse = Warehouse(recipe.warehouse.root)
     warehouse.write_table("evaluation_results", pa.table({"phenotype": ["asd"], "auc": [0.61]}))
-    warehouse.register_view("evaluation_results")
+    warehouse.register_views(["evaluation_results"])
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setenv(RECIPE_ENV, str(recipe.source))
     assert main(["report", "--recipe", str(recipe.source), "--out", str(tmp_path / "r.html")]) == 0

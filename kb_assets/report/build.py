@@ -19,13 +19,14 @@ from kb_assets.report.instance import (
     latest_materialization,
     materialized_partitions,
 )
-from kb_assets.report.pca import fold_fits, scree_per_fold_png
+from kb_assets.report.pca import fold_lines, fold_variance_ratios, scree_per_fold_png
 from kb_assets.report.tables import TablePreview, catalog_views, format_cell, preview
 from kb_assets.settings import Recipe
-from kb_assets.storage import Warehouse
+from kb_assets.storage import Warehouse, quote_identifier
 
 # The outputs whose lineage the report audits (kb-assets audit <asset>).
 AUDITED = ("subject_embeddings_pca", "rc_stability", "pooling_comparison", "bpe_token_report")
+PCA_FOLDS_VIEW = "subject_embeddings_pca_folds"  # one row per fold: components kept, why, the saved model
 _LONG_VALUE = 240  # metadata values longer than this are cut in the report
 
 
@@ -56,8 +57,9 @@ SECTIONS = (
     SectionSpec("bpe", "BPE token report", "Token lengths, bp per token by region type, exon vs intron "
                 "enrichment and token boundaries against the codon frame.", ("bpe_token_report",),
                 ("bpe_token_report",)),
-    SectionSpec("pca", "Residualized PCA", "Per fold, fitted on the training subjects only: z-score, residualize "
-                "on the covariates, PCA.", ("subject_embeddings_pca",)),
+    SectionSpec("pca", "Residualized PCA", "Per fold, fitted on the training subjects only: residualize on the "
+                "covariates, then PCA; held-out subjects projected with that fit.", ("subject_embeddings_pca",),
+                (PCA_FOLDS_VIEW,)),
     SectionSpec("evaluation", "Evaluation", "Gene–phenotype evaluation results.", (), ("evaluation",)),
 )
 
@@ -137,11 +139,11 @@ def build_report(recipe: Recipe, instance: dg.DagsterInstance, defs: dg.Definiti
         for asset in spec.assets:
             section.panels += _panels(instance, asset, recipe.reference.chromosomes)
         if spec.anchor == "pca":
-            _add_fold_fits(section)
-        shown = {table.name for table in section.tables}
+            _add_fold_fits(section, warehouse, views)
+        shown = [table.name for table in section.tables]
         for panel in section.panels:
-            # A markdown table that repeats a table previewed above goes; plots stay.
-            if panel.materialization.asset in shown:
+            # A markdown table that repeats one of the asset's tables previewed above goes; plots stay.
+            if any(name.startswith(panel.materialization.asset) for name in shown):
                 panel.markdown = [(key, text) for key, text in panel.markdown if "](data:image/" in text]
         if section.tables or section.panels:
             sections.append(section)
@@ -172,27 +174,21 @@ def _panel(materialization: Materialization) -> Panel:
     return Panel(title, materialization, markdown, values)
 
 
-def _add_fold_fits(section: Section) -> None:
-    """Scree per fold and what each fold kept, from the projectors named in the PCA metadata."""
-    projectors = next((p.materialization.metadata.get("projectors") for p in section.panels), None)
-    if not isinstance(projectors, dict):
-        return
-    fits = fold_fits(projectors)
-    if not fits:
-        return
-    section.figures.append(Figure("explained variance per component, per fold", scree_per_fold_png(fits)))
-    section.tables.insert(0, TablePreview(
-        name="components per fold", n_rows=len(fits),
-        columns=["fold", "components kept", "requested", "training subjects", "variance explained", "limited by"],
-        hidden_columns=0,
-        rows=[[str(f.fold), str(f.kept), str(f.requested), str(f.n_train),
-               f"{f.explained_variance_ratio.sum():.1%}", f.limit or "—"] for f in fits],
-        numeric=[True, True, True, True, True, False],
-    ))
-    limited = [f for f in fits if f.limit]
+def _add_fold_fits(section: Section, warehouse: Warehouse, views: dict[str, int]) -> None:
+    """What each fold kept and why (the PCA metadata), and the scree per fold (the models the folds view names)."""
+    pca = next((p.materialization for p in section.panels if p.materialization.asset == "subject_embeddings_pca"),
+               None)
+    lines = fold_lines(pca.metadata) if pca else []
+    limited = [line for line in lines if "limited by" in line]
     if limited:
-        section.notes.append(f"{len(limited)} of {len(fits)} folds kept fewer components than the "
-                             f"{limited[0].requested} requested; {limited[0].describe()}.")
+        section.notes.append(f"{len(limited)} of {len(lines)} folds kept fewer components than requested: "
+                             f"{'; '.join(limited)}.")
+    if PCA_FOLDS_VIEW in views:
+        with warehouse.catalog(read_only=True) as connection:
+            folds = connection.execute(f"select * from {quote_identifier(PCA_FOLDS_VIEW)}").df()
+        if {"fold", "model"} <= set(folds.columns):
+            ratios = fold_variance_ratios(dict(zip(folds["fold"], folds["model"])))
+            section.figures.append(Figure("explained variance per component, per fold", scree_per_fold_png(ratios)))
 
 
 def write_report(report: Report, out: str | Path) -> Path:
