@@ -26,6 +26,9 @@ AttentionBackend = Literal["auto", "by_length", "flex"]
 ATTENTION_BACKENDS: tuple[str, ...] = ("auto", "by_length", "flex")
 # FlexAttention works on tiles of this many queries × keys; a pack is padded to a whole number of them.
 FLEX_BLOCK = 128
+# The BlockMask tensors whose tile dimensions change with the pack size.
+_BLOCK_MASK_TENSORS = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices", "q_num_blocks",
+                       "q_indices", "full_q_num_blocks", "full_q_indices")
 # Token id of the filler that pads a pack for FlexAttention ([PAD]); the filler is a sequence of its own.
 _FILLER_TOKEN = 3
 
@@ -150,20 +153,22 @@ class FlexPackAttention:
         return alibi, same_sequence
 
     def block_mask(self, sequence_lengths: torch.Tensor):
-        """The BlockMask of a pack whose lengths (CPU int64, summing to a multiple of FLEX_BLOCK) are given; also
-        writes the pack's sequence ids for the mask function."""
+        """The BlockMask of a pack whose lengths (CPU int64) sum to a multiple of FLEX_BLOCK; also writes the pack's
+        sequence ids where the mask function reads them."""
         from torch.nn.attention.flex_attention import BlockMask
 
         tokens = int(sequence_lengths.sum())
         if self.sequence_ids.numel() < tokens:
-            self.sequence_ids = torch.zeros(max(tokens, 2 * self.sequence_ids.numel()), dtype=torch.int32,
+            # Room for twice the pack, so that packs up to that size reuse the compiled kernel; an odd size, so that
+            # the compiler never takes it for the pack's own size.
+            self.sequence_ids = torch.zeros(2 * max(tokens, self.sequence_ids.numel()) + 1, dtype=torch.int32,
                                             device=self.device)
             self.score_mod, self.mask_mod = self._functions()
         ids = torch.repeat_interleave(torch.arange(len(sequence_lengths), dtype=torch.int32), sequence_lengths)
-        self.sequence_ids[:tokens].copy_(ids, non_blocking=True)
-        blocks = document_blocks(sequence_lengths, FLEX_BLOCK)
-        return BlockMask.from_kv_blocks(*(tensor.to(self.device, non_blocking=True) for tensor in blocks),
-                                        BLOCK_SIZE=FLEX_BLOCK, mask_mod=self.mask_mod, seq_lengths=(tokens, tokens))
+        self.sequence_ids[:tokens].copy_(ids)
+        blocks = (tensor.to(self.device) for tensor in document_blocks(sequence_lengths, FLEX_BLOCK))
+        return BlockMask.from_kv_blocks(*blocks, BLOCK_SIZE=FLEX_BLOCK, mask_mod=self.mask_mod,
+                                        seq_lengths=(tokens, tokens))
 
     def __call__(self, qkv: torch.Tensor, block_mask, num_heads: int) -> torch.Tensor:
         """qkv [T, 3·H] → context [T, H] (T a multiple of FLEX_BLOCK, the pack `block_mask` was made for)."""
@@ -315,8 +320,8 @@ class DnaBert2Model(nn.Module):
         return self.attention_backend == "flex" or (self.attention_backend == "auto" and device.type == "cuda")
 
     def run_layers(self, hidden: torch.Tensor, sequence_lengths: torch.Tensor, block_mask=None) -> torch.Tensor:
-        """The encoder layers over packed hidden states [T, H] → [T, H]. With a block mask, attention is
-        FlexAttention over the pack; without, per run of equal `sequence_lengths` (CPU int64 [B])."""
+        """The encoder layers over packed hidden states [T, H] → [T, H]. With a BlockMask (FlexPackAttention), attention
+        is FlexAttention over the pack; without, per run of equal `sequence_lengths` (CPU int64 [B])."""
         if block_mask is not None:
             flex, heads = self._flex, self.config.num_attention_heads
 
@@ -390,8 +395,14 @@ class DnaBert2Model(nn.Module):
 
         def run_compiled_or_eager(hidden: torch.Tensor, sequence_lengths: torch.Tensor,
                                   block_mask=None) -> torch.Tensor:
-            # Without this, a pack of one sequence (size 1 is special to the compiler) would compile a second time.
+            # Without these, a pack of one sequence or of one FlexAttention tile (size 1 is special to the compiler)
+            # would compile a second time.
             torch._dynamo.decorators.mark_unbacked(sequence_lengths, 0)
+            for name in _BLOCK_MASK_TENSORS if block_mask is not None else ():
+                blocks = getattr(block_mask, name, None)
+                if isinstance(blocks, torch.Tensor):
+                    for dim in range(2, blocks.dim()):
+                        torch._dynamo.decorators.mark_unbacked(blocks, dim)
             try:
                 # Freezing (weights as constants, prepacked) is read when the first call compiles; patched per call
                 # so the setting stays local to this model. CPU only: it would fold FlexAttention's buffers too.

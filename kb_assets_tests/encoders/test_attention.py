@@ -184,3 +184,26 @@ def test_a_failing_flex_attention_falls_back_to_attention_by_length(monkeypatch:
         expected = small_model("by_length").forward_packed(ids, lengths)
     assert model.attention_backend == "by_length"
     torch.testing.assert_close(hidden, expected, atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_compiled_flex_layers_trace_once_for_every_pack_size(monkeypatch: pytest.MonkeyPatch):
+    # What CUDA compiles with inductor, traced here with aot_eager (dynamo's graph capture, no code generation):
+    # one graph, no break, whatever the pack size or tile count, so a run compiles once.
+    from torch._dynamo.utils import counters
+
+    compile_function = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda function, **options: compile_function(
+        function, dynamic=True, backend="aot_eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    model = small_model("flex")
+    model.compile_layers()
+    reference = small_model("by_length")
+    for lengths in ([5, 5, 30, 2], [64, 64, 1, 3, 300], [7], [513, 2]):
+        ids, sequence_lengths = random_pack(lengths, seed=len(lengths))
+        with torch.inference_mode():
+            torch.testing.assert_close(model.forward_packed(ids, sequence_lengths),
+                                       reference.forward_packed(ids, sequence_lengths), atol=2e-5, rtol=0)
+    assert model.compiled and model.attention_backend == "flex"
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
