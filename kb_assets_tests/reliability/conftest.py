@@ -143,6 +143,6 @@ def snapshot(warehouse: Warehouse, instance: dg.DagsterInstance | None = None) -
     materializations = sorted(
         (key.to_user_string(), record.partition_key, record.storage_id)
         for key in (instance.get_asset_keys() if instance is not None else [])
-        for record in instance.fetch_materializations(key, limit=100_000).records
+        for record in instance.fetch_materializations(key, limit=10_000).records
     )
     return {"files": files, "facts": facts, "materializations": materializations}

@@ -1,5 +1,5 @@
 """A full disk, an exceeded quota or a read-only warehouse while an asset writes: one clear error, nothing replaced,
-nothing half-written left behind, lineage untouched."""
+nothing half-written left behind, the files' facts and Dagster's records untouched."""
 
 from __future__ import annotations
 
@@ -30,37 +30,78 @@ def _failing_writes(monkeypatch, error: int, where: str = "") -> None:
     monkeypatch.setattr(pq, "write_table", refuse)
 
 
-def test_disk_full_while_writing_a_partition_fails_the_run_and_replaces_nothing(hostile, tmp_path, monkeypatch):
+DISK_FULL = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+}
+
+
+def _disk_full(root, error: int) -> str:
+    return (f"{root}: disk full while writing; nothing was replaced ({DISK_FULL[error]}). Free space (or raise the "
+            "quota) and rerun")
+
+
+@pytest.mark.parametrize("error", list(DISK_FULL), ids=["disk_full", "quota_exceeded"])
+def test_disk_full_while_writing_a_partition_fails_the_run_and_replaces_nothing(hostile, tmp_path, monkeypatch,
+                                                                                 error):
     recipe, instance, _, _ = hostile
     warehouse = Warehouse(recipe.warehouse.root)
-    before = snapshot(warehouse)
-    # Another pooling: new vectors to embed and cache, and a different gene_embeddings[chr1] to write.
+    before = snapshot(warehouse, instance)
+    # Another pooling: a different gene_embeddings[chr1] to write, from the windows already cached.
     rerun = write_recipe(tmp_path / "cls", recipe, GENES, warehouse={"root": str(warehouse.root)},
                          **{**FAST, "encoder": {"dtype": "float32", "pooling": "cls"}})
-    _failing_writes(monkeypatch, errno.ENOSPC, where="/gene_embeddings/")
+    _failing_writes(monkeypatch, error, where="/gene_embeddings/")
     with pytest.raises(RuntimeError) as caught:
         run_assets(rerun, instance, "gene_embeddings", partition="chr1")
-    assert str(caught.value) == (f"{warehouse.root}: disk full while writing; nothing was replaced (No space left "
-                                 "on device). Free space (or raise the quota) and rerun")
-    after = snapshot(warehouse)
-    assert after["lineage"] == before["lineage"]
-    # Every earlier file as it was, no temporary left; only the (complete) cache file of the new pooling is new.
-    assert {k: v for k, v in after["files"].items() if k in before["files"]} == before["files"]
-    added = sorted(set(after["files"]) - set(before["files"]))
-    assert [name.split("/")[0] for name in added] == ["embedding_cache", "embedding_cache"]
-    assert sorted(name.rsplit("/", 1)[1] for name in added) == ["key.json", "part-0.parquet"]
+    assert str(caught.value) == _disk_full(warehouse.root, error)
+    # Every file as it was (no temporary left, no cache part added), the same facts, no materialization recorded.
+    assert snapshot(warehouse, instance) == before
 
 
 def test_read_only_warehouse_fails_the_run_with_one_clear_error(hostile, monkeypatch):
     recipe, instance, _, _ = hostile
     warehouse = Warehouse(recipe.warehouse.root)
-    before = snapshot(warehouse)
+    before = snapshot(warehouse, instance)
     _failing_writes(monkeypatch, errno.EROFS)
     with pytest.raises(RuntimeError) as caught:
         run_assets(recipe, instance, "covariates")
     assert str(caught.value) == (f"{warehouse.root}: warehouse not writable (Read-only file system); nothing was "
                                  "replaced. Fix the permissions or point warehouse.root at a writable folder")
-    assert snapshot(warehouse) == before
+    assert snapshot(warehouse, instance) == before
+
+
+def _failing_stream(monkeypatch, error: int) -> None:
+    """The file system refuses the batches of every streamed parquet write (ParquetWriter) with `error`."""
+
+    def refuse(self, batch, *args, **kwargs):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", refuse)
+
+
+DISK_FULL_IN_PCA = {
+    "scores": lambda monkeypatch: _failing_stream(monkeypatch, errno.ENOSPC),
+    "fold table": lambda monkeypatch: _failing_writes(monkeypatch, errno.ENOSPC, where="/subject_embeddings_pca/"),
+}
+
+
+@pytest.mark.parametrize("written", list(DISK_FULL_IN_PCA))
+def test_disk_full_while_writing_the_pca_replaces_none_of_its_files(hostile, tmp_path, monkeypatch, written):
+    """subject_embeddings_pca writes several files (the fold models, the scores, the fold table): a full disk at any
+    of them leaves every one as it was, as for a partition's files."""
+    recipe, instance, _, _ = hostile
+    warehouse = Warehouse(recipe.warehouse.root)
+    before = snapshot(warehouse, instance)
+    rerun = write_recipe(tmp_path / "pca4", recipe, GENES, warehouse={"root": str(warehouse.root)},
+                         **{**FAST, "pca": {"n_components": 4}})
+    DISK_FULL_IN_PCA[written](monkeypatch)
+    with pytest.raises(RuntimeError) as caught:
+        run_assets(rerun, instance, "subject_embeddings_pca")
+    assert str(caught.value) == _disk_full(warehouse.root, errno.ENOSPC)
+    after = snapshot(warehouse, instance)
+    replaced = sorted(name for name, digest in after["files"].items() if before["files"].get(name) != digest)
+    assert replaced == [], f"replaced although the run failed: {replaced}"
+    assert after == before
 
 
 # A real write failure from the kernel, not a stand-in: the child may not grow any file past 64 KiB (EFBIG, as a
