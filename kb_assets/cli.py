@@ -389,9 +389,15 @@ def recipe_yaml(recipe: Recipe) -> str:
 
 def _yaml_value(value) -> str:
     """One value in YAML flow style, on one line (paths as strings)."""
-    plain = [str(v) if isinstance(v, Path) else v for v in value] if isinstance(value, list) else (
-        str(value) if isinstance(value, Path) else value)
-    return yaml.safe_dump(plain, default_flow_style=True, width=1_000_000).removesuffix("...\n").strip()
+
+    def plain(item):
+        if isinstance(item, Path):
+            return str(item)
+        if isinstance(item, dict):
+            return {key: plain(v) for key, v in item.items()}
+        return [plain(v) for v in item] if isinstance(item, list) else item
+
+    return yaml.safe_dump(plain(value), default_flow_style=True, width=1_000_000).removesuffix("...\n").strip()
 
 
 def _field_comment(field) -> str:
@@ -406,6 +412,17 @@ def _field_comment(field) -> str:
     else:
         parts.append(f"default: {_yaml_value(field.get_default(call_default_factory=True))}")
     return "; ".join(parts)
+
+
+def input_paths(recipe: Recipe) -> dict[str, Path]:
+    """Every input path the recipe names, by key (`compare_with.<name>` for the encoders compared side by side)."""
+    paths: dict[str, Path] = {}
+    for name, value in recipe.inputs.model_dump().items():
+        if isinstance(value, dict):
+            paths |= {f"{name}.{key}": Path(item) for key, item in value.items()}
+        elif value is not None:
+            paths[name] = Path(value)
+    return paths
 
 
 def new_recipe(path: Path, inputs: Mapping[str, str | None], warehouse: str | None = None,
@@ -437,7 +454,7 @@ def _cmd_recipe_new(args) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(recipe_yaml(recipe))
     written = load_recipe(path, require_inputs=False)  # the generated file is a valid recipe, or this says why
-    missing = [name for name, value in written.inputs.model_dump().items() if value and not Path(value).exists()]
+    missing = [name for name, path in input_paths(written).items() if not path.exists()]
     print(f"recipe written: {path}")
     print(f"  warehouse and Dagster history: {written.warehouse.root}")
     if missing:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from kb_assets.cli import main
+from kb_assets.cli import input_paths, main
 from kb_assets.settings import DEMO_RECIPE, PRIMARY_ASSEMBLY, RECIPE_ENV, Recipe, load_recipe
 
 KEY = re.compile(r"^(?P<indent> *)(?P<key>\w+):(?P<value>.*)$")
@@ -62,8 +62,10 @@ def test_a_new_recipe_points_at_the_demo_inputs_with_absolute_paths(tmp_path, ca
     assert recipe.recipe_id == "my_recipe"
     assert recipe.inputs == demo.inputs
     assert recipe.warehouse.root == path.parent / "warehouse"  # its own warehouse and Dagster history
-    for name, value in {**recipe.inputs.model_dump(), "warehouse.root": recipe.warehouse.root}.items():
-        assert Path(value).is_absolute(), name
+    paths = {**input_paths(recipe), "warehouse.root": recipe.warehouse.root}
+    assert {"fasta", "gtf", "gene_set", "vcf", "covariates", "checkpoint"} <= set(paths)
+    for name, value in paths.items():
+        assert value.is_absolute(), name
         written = re.search(rf"^ *{name.split('.')[-1]}: (.*)$", path.read_text(), re.MULTILINE)[1]
         assert written == str(value)
     for section in ("reference", "regions", "encoder", "aggregation", "haplotypes", "covariates", "folds", "pca",
