@@ -5,6 +5,7 @@ earlier output stays byte-identical. (Each parser's own messages are tested in g
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ import yaml
 
 from kb_assets.cli import catalog_summary
 from kb_assets.errors import InputError
-from kb_assets.storage import Warehouse
+from kb_assets.storage import Warehouse, quote_identifier
 from kb_assets_tests.conftest import write_recipe
 from kb_assets_tests.reliability.conftest import (
     FAST,
@@ -28,29 +29,58 @@ from kb_assets_tests.reliability.conftest import (
     write_covariates_text,
 )
 
+# Views that must name the hostile subject (subject_id) and gene (gene_name) at least: the derived gene_embeddings
+# view, and the tables of every stage. Any other view with such a column is checked too.
+NAMED_IN_AT_LEAST = {
+    "subject_id": {"covariates", "cv_folds", "subject_haplotypes_subjects", "gene_embeddings_subjects",
+                   "gene_embeddings", "subject_matrix", "subject_embeddings_pca"},
+    "gene_name": {"gene_annotations_genes", "gene_set", "reference_sequences", "gene_embeddings_vectors",
+                  "gene_embeddings", "subject_matrix_genes"},
+}
+HOSTILE = {"subject_id": HOSTILE_SUBJECT, "gene_name": HOSTILE_GENE}
+
 
 def test_names_with_quotes_and_semicolons_round_trip(hostile):
     recipe, _, _, _ = hostile
     warehouse = Warehouse(recipe.warehouse.root)
-    table = warehouse.read_partition("gene_embeddings", "chr1", columns=["subject_id", "gene_name"]).to_pandas()
-    assert ((table["subject_id"] == HOSTILE_SUBJECT) & (table["gene_name"] == HOSTILE_GENE)).sum() == 1
+    # Parquet: the files that hold names hold them unchanged.
+    assert HOSTILE_SUBJECT in warehouse.read_partition("gene_embeddings/subjects", "chr1").column(
+        "subject_id").to_pylist()
+    assert HOSTILE_GENE in warehouse.read_partition("gene_embeddings/vectors", "chr1").column("gene_name").to_pylist()
+    assert HOSTILE_SUBJECT in warehouse.read_table("subject_matrix").column("subject_id").to_pylist()
+    assert HOSTILE_GENE in warehouse.read_table("subject_matrix/genes").column("gene_name").to_pylist()
+    # ... and so do the facts written into the files (read directly, and through the catalog's facts view).
+    assert HOSTILE_GENE in warehouse.read_facts("subject_matrix")["genes"]
 
     with warehouse.catalog(read_only=True) as catalog:
         def values(sql: str, *parameters) -> list:
             return [row[0] for row in catalog.execute(sql, list(parameters)).fetchall()]
 
-        assert values("select subject_id || '|' || gene_name from gene_embeddings where subject_id = ? "
-                      "and gene_name = ?", HOSTILE_SUBJECT, HOSTILE_GENE) == [f"{HOSTILE_SUBJECT}|{HOSTILE_GENE}"]
-        assert values("select query from gene_set where gene_name = ?", HOSTILE_GENE) == [HOSTILE_GENE]
-        assert values("select subject_id from covariates where subject_id = ?", HOSTILE_SUBJECT) == [HOSTILE_SUBJECT]
-        assert values("select count(*) from cv_folds where subject_id = ?", HOSTILE_SUBJECT) == [1]
-        assert values("select subject_id from subject_matrix where subject_id = ?", HOSTILE_SUBJECT) == [
-            HOSTILE_SUBJECT]
-        assert values("select count(distinct fold) from subject_embeddings_pca where subject_id = ?",
-                      HOSTILE_SUBJECT) == [recipe.folds.k]
-        assert values("select distinct subject_id from subject_haplotypes_assignments where subject_id = ?",
-                      HOSTILE_SUBJECT) == [HOSTILE_SUBJECT]
-    assert HOSTILE_GENE in warehouse.latest_lineage("subject_matrix")["facts"]["genes"]
+        named = {column: set(values("select table_name from duckdb_columns() where column_name = ? and not internal",
+                                    column)) for column in HOSTILE}
+        for column, views in NAMED_IN_AT_LEAST.items():
+            assert views <= named[column], f"views without a {column} column: {views - named[column]}"
+        missing = [f"{view}.{column}" for column, views in named.items() for view in sorted(views)
+                   if values(f"select count(*) from {quote_identifier(view)} where {quote_identifier(column)} = ?",
+                             HOSTILE[column]) == [0]]
+        assert missing == [], f"views that lost {HOSTILE_SUBJECT} or {HOSTILE_GENE}: {missing}"
+
+        # The derived view gives the hostile subject's vector of the hostile gene exactly once: the vector of the
+        # code it carries (or the reference's, code 0), as read from the three parquet files here.
+        derived = values("select vector from gene_embeddings where subject_id = ? and gene_name = ?",
+                         HOSTILE_SUBJECT, HOSTILE_GENE)
+        [genes] = values("select facts->'genes' from facts where file_name like ?", "%/subject_matrix/data.parquet")
+        assert HOSTILE_GENE in json.loads(genes)
+    subjects = warehouse.read_partition("gene_embeddings/subjects", "chr1").to_pandas()
+    vectors = warehouse.read_partition("gene_embeddings/vectors", "chr1").to_pandas()
+    assignments = warehouse.read_partition("gene_embeddings/assignments", "chr1").to_pandas()
+    [index] = subjects.loc[subjects["subject_id"] == HOSTILE_SUBJECT, "subject_index"]
+    [gene_order] = vectors.loc[(vectors["gene_name"] == HOSTILE_GENE) & (vectors["code"] == 0), "gene_order"]
+    carried = assignments.loc[(assignments["subject_index"] == index) & (assignments["gene_order"] == gene_order),
+                              "code"].tolist()
+    [expected] = vectors.loc[(vectors["gene_order"] == gene_order) & (vectors["code"] == (carried or [0])[0]),
+                             "vector"]
+    assert len(derived) == 1 and derived[0] == list(expected)
     assert dict(catalog_summary(warehouse))["gene_set"] == len(GENES)
 
 
@@ -90,7 +120,7 @@ BROKEN_VCFS = {
 def test_a_broken_vcf_fails_its_partition_and_leaves_earlier_outputs_intact(hostile, tmp_path, defect):
     recipe, instance, changes, _ = hostile
     warehouse = Warehouse(recipe.warehouse.root)
-    before = snapshot(warehouse)
+    before = snapshot(warehouse, instance)
     make, expected = BROKEN_VCFS[defect]
     good = gzip.open(changes["vcf"], "rt").read()
     vcf = bgzip_vcf(make(good) if make else good, tmp_path / "broken.vcf.gz")
@@ -101,7 +131,7 @@ def test_a_broken_vcf_fails_its_partition_and_leaves_earlier_outputs_intact(host
     with pytest.raises(InputError) as caught:
         run_assets(broken, instance, "subject_haplotypes", partition="chr1")
     assert str(caught.value) == expected.format(vcf=vcf)
-    assert snapshot(warehouse) == before
+    assert snapshot(warehouse, instance) == before
 
 
 # Each broken covariates table: (how to make it from the good one, the message it must give).
@@ -129,7 +159,7 @@ BROKEN_COVARIATES = {
 def test_a_broken_covariates_table_fails_and_leaves_earlier_outputs_intact(hostile, tmp_path, defect):
     recipe, instance, changes, _ = hostile
     warehouse = Warehouse(recipe.warehouse.root)
-    before = snapshot(warehouse)
+    before = snapshot(warehouse, instance)
     make, expected = BROKEN_COVARIATES[defect]
     frame = make(read_covariates_text(Path(changes["covariates"])))
     path = write_covariates_text(frame, tmp_path / "broken.tsv")
@@ -138,20 +168,20 @@ def test_a_broken_covariates_table_fails_and_leaves_earlier_outputs_intact(hosti
     with pytest.raises(InputError) as caught:
         run_assets(broken, instance, "covariates")
     assert str(caught.value) == expected.format(path=path, n=len(frame), rows=len(frame))
-    assert snapshot(warehouse) == before
+    assert snapshot(warehouse, instance) == before
 
 
 def test_a_gene_listed_twice_fails_the_gene_set_and_leaves_earlier_outputs_intact(hostile, tmp_path):
     recipe, instance, _, _ = hostile
     warehouse = Warehouse(recipe.warehouse.root)
-    before = snapshot(warehouse)
+    before = snapshot(warehouse, instance)
     broken = write_recipe(tmp_path / "broken", recipe, [*GENES, HOSTILE_GENE], warehouse={"root": str(warehouse.root)},
                           **FAST)
     with pytest.raises(InputError) as caught:
         run_assets(broken, instance, "gene_set")
     assert str(caught.value) == (f"{broken.inputs.gene_set}: O'DLG4;demo on lines 3 and 6: 1 gene(s) listed twice. "
                                  "Fix: list each gene once")
-    assert snapshot(warehouse) == before
+    assert snapshot(warehouse, instance) == before
 
 
 def test_windows_line_endings_an_empty_contig_and_iupac_codes_give_the_same_regions(hostile, tmp_path):
@@ -174,14 +204,13 @@ def test_windows_line_endings_an_empty_contig_and_iupac_codes_give_the_same_regi
 RECIPE_DEFECTS = {
     "unknown key": (
         {"encoder": {"poolling": "mean"}},
-        "error: {recipe}: encoder.poolling: unknown key: 1 invalid setting(s). Fix: correct the key(s); "
-        "data/demo/recipe.yaml lists every key with its allowed values\n",
+        "error: {recipe}: encoder.poolling: unknown key (did you mean `pooling`?): 1 invalid setting(s). Fix: "
+        "correct the key(s); `kb-assets recipe new PATH` writes a recipe listing every key with its allowed values\n",
     ),
     "path that does not exist": (
         {"inputs": {"vcf": "cohort/nowhere.vcf.gz"}},
         "error: {recipe}: inputs.vcf = {folder}/cohort/nowhere.vcf.gz: 1 input path(s) do not exist. Fix: correct "
-        "the path(s) in the recipe (relative paths are relative to the recipe file), or run `kb-assets demo init` "
-        "for the demo inputs\n",
+        "the path(s) in the recipe (relative paths are relative to the recipe file)\n",
     ),
 }
 
