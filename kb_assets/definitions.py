@@ -13,6 +13,7 @@ import dagster as dg
 from kb_assets.assets.cohort import build_cohort_assets
 from kb_assets.assets.diagnostics import build_diagnostic_assets
 from kb_assets.assets.embeddings import build_embedding_assets
+from kb_assets.assets.encoders import recipe_encoders
 from kb_assets.assets.evaluation import build_evaluation_assets
 from kb_assets.assets.haplotypes import build_haplotype_assets
 from kb_assets.assets.inputs import build_input_sources
@@ -32,14 +33,16 @@ GPU_DEVICES_ENV = "KB_ASSETS_GPU_DEVICES"
 
 
 def build_resources(recipe: Recipe) -> dict[str, object]:
+    """The warehouse, one encoder resource per encoder of the recipe (sharing the node's GPUs), SLURM if set."""
     devices = [d.strip() for d in os.environ.get(GPU_DEVICES_ENV, "").split(",") if d.strip()]
     resources: dict[str, object] = {
-        "encoder": EncoderResource(
-            checkpoint=str(recipe.inputs.checkpoint), device=recipe.encoder.device, dtype=recipe.encoder.dtype,
+        encoder.resource_key: EncoderResource(
+            checkpoint=str(encoder.checkpoint), device=recipe.encoder.device, dtype=recipe.encoder.dtype,
             compile=recipe.encoder.compile, devices=devices,
-        ),
-        "warehouse": WarehouseResource(root=str(recipe.warehouse.root)),
+        )
+        for encoder in recipe_encoders(recipe)
     }
+    resources["warehouse"] = WarehouseResource(root=str(recipe.warehouse.root))
     slurm = slurm_settings_from_env()
     if slurm is not None:
         resources["slurm"] = SlurmPipesClient(slurm)
@@ -49,15 +52,17 @@ def build_resources(recipe: Recipe) -> dict[str, object]:
 def build_definitions(recipe: Recipe) -> dg.Definitions:
     chromosomes = chromosome_partitions(recipe)
     resources = build_resources(recipe)
+    encoders = recipe_encoders(recipe)
     # Each stage names the assets it reads by key: no stage needs another's objects.
     assets = [
         *build_input_sources(recipe),
         *build_reference_assets(recipe, chromosomes),
         *build_haplotype_assets(recipe, chromosomes),
-        *build_embedding_assets(recipe, chromosomes, slurm="slurm" in resources),
-        *build_cohort_assets(recipe),
-        *build_diagnostic_assets(recipe),
-        *build_evaluation_assets(recipe),
+        *(asset for encoder in encoders
+          for asset in build_embedding_assets(recipe, chromosomes, encoder, slurm="slurm" in resources)),
+        *build_cohort_assets(recipe, encoders),
+        *build_diagnostic_assets(recipe, encoders),
+        *build_evaluation_assets(recipe, encoders),
     ]
     return dg.Definitions(assets=assets, resources=resources, executor=deployment_executor(),
                           **build_automation(recipe))

@@ -10,16 +10,17 @@ from functools import lru_cache
 
 import dagster as dg
 
-from kb_assets.encoders import Encoder, load_encoder
+from kb_assets.encoders import Encoder
+from kb_assets.encoders.families import FamilyEncoder, load_any_encoder
 from kb_assets.encoders.identity import CheckpointIdentity, checkpoint_identity
 from kb_assets.errors import InputError
 from kb_assets.storage import Warehouse
 
 
-@lru_cache(maxsize=2)
-def _cached_encoder(checkpoint: str, device: str, dtype: str, compile_layers: bool, model_sha256: str) -> Encoder:
+@lru_cache(maxsize=4)
+def _cached_encoder(checkpoint: str, device: str, dtype: str, compile_layers: bool, model_sha256: str):
     # Keyed by the weights' hash as well as the path: a checkpoint folder replaced in place loads again.
-    encoder = load_encoder(checkpoint, device=device, dtype=dtype, compile=compile_layers)
+    encoder = load_any_encoder(checkpoint, device=device, dtype=dtype, compile=compile_layers)
     if encoder.model_sha256 != model_sha256:
         raise InputError(
             encoder.model_id, "weights",
@@ -41,7 +42,7 @@ class EncoderResource(dg.ConfigurableResource):
     # One node, N GPUs: each running partition leases one of these (kb_assets.cluster.gpu_slots); empty: `device`.
     devices: list[str] = []
 
-    def encoder(self, model_sha256: str | None = None, device: str | None = None) -> Encoder:
+    def encoder(self, model_sha256: str | None = None, device: str | None = None) -> Encoder | FamilyEncoder:
         """The loaded model whose weights hash `model_sha256` (default: the weights there now), on `device`
         (default: the configured one)."""
         return _cached_encoder(self.checkpoint, device or self.device, self.dtype, self.compile,

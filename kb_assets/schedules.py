@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import dagster as dg
 
+from kb_assets.assets.encoders import recipe_encoders
 from kb_assets.assets.inputs import input_key, input_names
 from kb_assets.settings import Recipe
 
-EMBEDDING_CHAIN = ("reference_sequences", "subject_haplotypes", "tokenized_genes", "gene_embeddings")
-FOLLOWING_GROUPS = ("reference", "subjects", "embeddings")
-COHORT_GROUP = "cohort"
+SHARED_CHAIN = ("reference_sequences", "subject_haplotypes")
+ENCODER_CHAIN = ("tokenized_genes", "gene_embeddings")  # per encoder of the recipe
+FOLLOWING_GROUPS = ("reference", "subjects")
+EMBEDDING_GROUP = "embeddings"  # per encoder
+COHORT_GROUP = "cohort"  # per encoder; covariates and folds in the primary encoder's
 
 
 def after_upstream_data_changes() -> dg.AutomationCondition:
@@ -37,8 +40,11 @@ def after_upstream_data_changes() -> dg.AutomationCondition:
 def build_automation(recipe: Recipe) -> dict:
     """The jobs, schedule and sensors of the code location, for `build_definitions`."""
     inputs = dg.AssetSelection.assets(*(input_key(name) for name in input_names(recipe)))
-    chromosome_job = dg.define_asset_job("chromosome_embeddings", selection=list(EMBEDDING_CHAIN),
-                                         description="one chromosome partition of the embedding chain")
+    encoders = recipe_encoders(recipe)
+    chain = [*SHARED_CHAIN, *(encoder.key(name) for encoder in encoders for name in ENCODER_CHAIN)]
+    chromosome_job = dg.define_asset_job("chromosome_embeddings", selection=dg.AssetSelection.assets(*chain),
+                                         description="one chromosome partition of the embedding chain, every "
+                                                     "encoder of the recipe")
     observe_job = dg.define_asset_job("observe_inputs", selection=inputs,
                                       description="hash every input file the recipe names")
 
@@ -57,12 +63,14 @@ def build_automation(recipe: Recipe) -> dict:
             description="Observes the input files every minute (a stat each; a hash only when one changed)",
         ),
         dg.AutomationConditionSensorDefinition(
-            "follow_inputs", target=dg.AssetSelection.groups(*FOLLOWING_GROUPS),
+            "follow_inputs", target=dg.AssetSelection.groups(
+                *FOLLOWING_GROUPS, *(encoder.group(EMBEDDING_GROUP) for encoder in encoders)),
             default_status=dg.DefaultSensorStatus.STOPPED,
             description="Re-materializes the reference, subject and embedding stages after an input changed",
         ),
         dg.AutomationConditionSensorDefinition(
-            "cohort_follows_embeddings", target=dg.AssetSelection.groups(COHORT_GROUP),
+            "cohort_follows_embeddings",
+            target=dg.AssetSelection.groups(*(encoder.group(COHORT_GROUP) for encoder in encoders)),
             default_status=dg.DefaultSensorStatus.RUNNING,
             description="Materializes the cohort assets once every embedding partition is present and one changed",
         ),

@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -41,9 +42,22 @@ class Inputs(_Section):
                                                "FASTA's build")
     covariates: Path | None = Field(None, description="covariates table (CSV, TSV or parquet); name its columns "
                                                       "under covariates.columns")
+    compare_with: dict[str, Path] = Field(
+        default_factory=dict, description="further encoders side by side, by name (lowercase letters, digits, _): "
+                                          "checkpoint folders of any supported family; each gets its own embedding, "
+                                          "cohort, diagnostic and evaluation assets, prefixed with its name")
     brain: Path | None = Field(None, description="brain feature table per subject (CSV, TSV or parquet: imaging-"
                                                  "derived phenotypes or a brain model's embedding); turns on the "
                                                  "gene-brain evaluation stage")
+
+    @field_validator("compare_with")
+    @classmethod
+    def _encoder_names(cls, encoders: dict[str, Path]) -> dict[str, Path]:
+        bad = [name for name in encoders if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name == "primary"]
+        if bad:
+            raise ValueError(f"encoder names must be lowercase letters, digits and _, and not 'primary' (the "
+                             f"checkpoint's own name; got {', '.join(bad)})")
+        return encoders
 
 
 class ReferenceSettings(_Section):
@@ -212,11 +226,10 @@ class Recipe(_Section):
 
     def check_inputs(self) -> None:
         """Every input the recipe names exists; raised as one error listing all missing ones."""
-        missing = [
-            f"inputs.{name} = {path}"
-            for name, path in self.inputs.model_dump().items()
-            if path is not None and not Path(path).exists()
-        ]
+        named = [(f"inputs.{name}", path) for name, path in self.inputs.model_dump().items()
+                 if not isinstance(path, dict)]
+        named += [(f"inputs.compare_with.{name}", path) for name, path in self.inputs.compare_with.items()]
+        missing = [f"{key} = {path}" for key, path in named if path is not None and not Path(path).exists()]
         if missing:
             raise InputError(
                 self.source,
@@ -234,7 +247,9 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
         path = Path(os.path.expanduser(path))
         return path if path.is_absolute() else (base / path).resolve()
 
-    inputs = recipe.inputs.model_copy(update={k: resolve(v) for k, v in recipe.inputs.model_dump().items()})
+    inputs = recipe.inputs.model_copy(update={
+        k: {name: resolve(path) for name, path in v.items()} if isinstance(v, dict) else resolve(v)
+        for k, v in recipe.inputs.model_dump().items()})
     warehouse = recipe.warehouse.model_copy(update={"root": resolve(recipe.warehouse.root)})
     return recipe.model_copy(update={"inputs": inputs, "warehouse": warehouse})
 

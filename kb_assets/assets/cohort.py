@@ -1,4 +1,5 @@
-"""The cohort half of the graph: covariates, folds, the subject matrix and residualized PCA per fold."""
+"""The cohort half of the graph: covariates and folds (shared), and per encoder the subject matrix and the residualized
+PCA per fold."""
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 import json
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from kb_assets.assets.encoders import EncoderAssets
 from kb_assets.assets.inputs import input_key, input_names
 from kb_assets.assets.publishing import (
     ANNOTATION_FACTS,
@@ -69,39 +71,55 @@ def covariate_names(frame: pd.DataFrame) -> list[str]:
     return ["age", "sex", *[c for c in frame.columns if c.startswith("pc") and c[2:].isdigit()], "batch"]
 
 
-def _embedding_settings(warehouse: Warehouse, chromosomes: list[str]) -> dict:
+def _embedding_settings(warehouse: Warehouse, chromosomes: list[str], encoder: EncoderAssets) -> dict:
     """The settings every gene_embeddings partition was made with (read from its own files); refuses a mix."""
-    files = {chrom: warehouse.partition_file(DATASETS[0], chrom) for chrom in chromosomes}
-    facts = {chrom: {dataset: warehouse.read_facts(dataset, chrom) for dataset in DATASETS}
+    datasets = [encoder.dataset(dataset) for dataset in DATASETS]
+    files = {chrom: warehouse.partition_file(datasets[0], chrom) for chrom in chromosomes}
+    facts = {chrom: {dataset: warehouse.read_facts(dataset, chrom) for dataset in datasets}
              for chrom in chromosomes}
     newest = max(chromosomes, key=lambda chrom: files[chrom].stat().st_mtime_ns)
-    return shared_settings(facts, EMBEDDING_SETTINGS, newest, str(warehouse.dataset_dir("gene_embeddings")))
+    return shared_settings(facts, EMBEDDING_SETTINGS, newest,
+                           str(warehouse.dataset_dir(encoder.dataset("gene_embeddings"))))
 
 
-def read_subject_matrix(store: Warehouse,
-                        genes_to_subject: str) -> tuple[list[str], FactoredSubjectMatrix | np.ndarray]:
-    """The subject matrix as subject_matrix stored it: factored (concat), or its N × H mean or max."""
-    subjects = store.read_table("subject_matrix").column("subject_id").to_pylist()
-    vectors = store.read_table("subject_matrix/vectors")
-    blocks = read_gene_blocks(store.read_table("subject_matrix/genes").to_pandas(),
+def read_factored_subject_matrix(store: Warehouse, encoder: EncoderAssets) -> tuple[list[str], list]:
+    """(subject ids, per gene its GeneBlock) of an encoder's subject matrix as subject_matrix stored it."""
+    dataset = encoder.dataset("subject_matrix")
+    subjects = store.read_table(dataset).column("subject_id").to_pylist()
+    vectors = store.read_table(f"{dataset}/vectors")
+    blocks = read_gene_blocks(store.read_table(f"{dataset}/genes").to_pandas(),
                               vectors.drop_columns(["vector"]).to_pandas(), to_matrix(vectors.column("vector")),
-                              store.read_table("subject_matrix/assignments").to_pandas())
-    matrix = FactoredSubjectMatrix(len(subjects), blocks, source=str(store.dataset_dir("subject_matrix")))
+                              store.read_table(f"{dataset}/assignments").to_pandas())
+    return subjects, blocks
+
+
+def read_subject_matrix(store: Warehouse, genes_to_subject: str, encoder: EncoderAssets
+                        ) -> tuple[list[str], FactoredSubjectMatrix | np.ndarray]:
+    """The subject matrix as subject_matrix stored it: factored (concat), or its N × H mean or max."""
+    subjects, blocks = read_factored_subject_matrix(store, encoder)
+    matrix = FactoredSubjectMatrix(len(subjects), blocks,
+                                   source=str(store.dataset_dir(encoder.dataset("subject_matrix"))))
     return subjects, matrix if genes_to_subject == "concat" else matrix.genes_to_subject(genes_to_subject)
 
 
-def _chromosome_vectors(store: Warehouse, chrom: str) -> ChromosomeVectors:
-    table = store.read_partition("gene_embeddings/vectors", chrom)
+def _chromosome_vectors(store: Warehouse, chrom: str, encoder: EncoderAssets) -> ChromosomeVectors:
+    table = store.read_partition(encoder.dataset("gene_embeddings/vectors"), chrom)
     return ChromosomeVectors(
         chrom=chrom,
         vectors=table.drop_columns(["vector"]).to_pandas(),
         matrix=to_matrix(table.column("vector")),
-        assignments=store.read_partition("gene_embeddings/assignments", chrom).to_pandas(),
-        subjects=store.read_partition("gene_embeddings/subjects", chrom).to_pandas(),
+        assignments=store.read_partition(encoder.dataset("gene_embeddings/assignments"), chrom).to_pandas(),
+        subjects=store.read_partition(encoder.dataset("gene_embeddings/subjects"), chrom).to_pandas(),
     )
 
 
-def build_cohort_assets(recipe: Recipe) -> list:
+def build_cohort_assets(recipe: Recipe, encoders: list[EncoderAssets]) -> list:
+    """covariates and cv_folds, shared by every encoder; each encoder's subject_matrix and subject_embeddings_pca."""
+    shared = _shared_cohort_assets(recipe)
+    return [*shared, *(asset for encoder in encoders for asset in _encoder_cohort_assets(recipe, encoder))]
+
+
+def _shared_cohort_assets(recipe: Recipe) -> list:
     @dg.asset(
         automation_condition=after_upstream_data_changes(),
         group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('covariates')}",
@@ -158,14 +176,19 @@ def build_cohort_assets(recipe: Recipe) -> list:
             metadata={"fold_sizes": [int(n) for n in sizes], "folds": dg.MetadataValue.md("\n".join(summary))},
         )
 
+    return [covariates, cv_folds]
+
+
+def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
+    matrix_dataset, pca_dataset = encoder.dataset("subject_matrix"), encoder.dataset("subject_embeddings_pca")
+
     @dg.asset(
-        group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}",
-        deps=["gene_embeddings", "gene_set", covariates], kinds={"parquet"},
+        key=encoder.key("subject_matrix"), group_name=encoder.group(GROUP),
+        code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}",
+        deps=[encoder.key("gene_embeddings"), "gene_set", "covariates"], kinds={"parquet"},
         automation_condition=after_upstream_data_changes(),
     )
-    def subject_matrix(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
+    def subject_matrix(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         """Subjects × (genes·H) in factored form: the analysis subjects (rows), and per gene of the gene set (in
         manifest order) its distinct vectors and the rows that carry a non-reference one. Row i is the
         concatenation of its genes' vectors (or their mean or max, per the recipe); the dense matrix is never
@@ -173,19 +196,19 @@ def build_cohort_assets(recipe: Recipe) -> list:
         settings = recipe.checked()
         store = warehouse.get()
         genes = store.read_table("gene_set").to_pandas().sort_values("gene_order")
-        chromosomes = gene_chromosomes(store, settings, ["gene_embeddings/vectors"])
-        embedding_settings = _embedding_settings(store, chromosomes)
-        partitions = [_chromosome_vectors(store, chrom) for chrom in chromosomes]
+        chromosomes = gene_chromosomes(store, settings, [encoder.dataset("gene_embeddings/vectors")])
+        embedding_settings = _embedding_settings(store, chromosomes, encoder)
+        partitions = [_chromosome_vectors(store, chrom, encoder) for chrom in chromosomes]
         embedded = set().union(*(set(p.vectors["gene_id"]) for p in partitions)) if partitions else set()
         genes = genes[genes["gene_id"].isin(embedded)]
         subjects, without_every_chromosome = analysis_subjects(read_covariates(store)["subject_id"],
                                                                (p.subjects for p in partitions))
         if subjects.empty:
-            raise InputError(store.dataset_dir("gene_embeddings"), None,
+            raise InputError(store.dataset_dir(encoder.dataset("gene_embeddings")), None,
                              "no covariates subject has gene vectors on every chromosome",
                              "check that the VCF and covariates name the same subjects")
         blocks, gene_table = assemble_gene_blocks(subjects, genes, partitions,
-                                                  str(store.dataset_dir("gene_embeddings")))
+                                                  str(store.dataset_dir(encoder.dataset("gene_embeddings"))))
         hidden = blocks[0].vectors.shape[1]
         mode = settings.aggregation.genes_to_subject
         vectors = pa.table({
@@ -203,10 +226,12 @@ def build_cohort_assets(recipe: Recipe) -> list:
         width = len(blocks) * hidden if mode == "concat" else hidden
         return publish(
             context, store, settings,
-            {"subject_matrix": index, "subject_matrix/genes": pa.Table.from_pandas(gene_table, preserve_index=False),
-             "subject_matrix/vectors": vectors,
-             "subject_matrix/assignments": assignments},
+            {matrix_dataset: index,
+             f"{matrix_dataset}/genes": pa.Table.from_pandas(gene_table, preserve_index=False),
+             f"{matrix_dataset}/vectors": vectors,
+             f"{matrix_dataset}/assignments": assignments},
             facts={
+                "encoder": encoder.label,
                 **embedding_settings,
                 "genes_to_subject": mode,
                 "genes": gene_table["gene_name"].tolist(),
@@ -224,8 +249,9 @@ def build_cohort_assets(recipe: Recipe) -> list:
         )
 
     @dg.asset(
-        group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('pca', 'folds', 'covariates')}",
-        deps=[subject_matrix, cv_folds, covariates], kinds={"numpy", "parquet"},
+        key=encoder.key("subject_embeddings_pca"), group_name=encoder.group(GROUP),
+        code_version=f"{CODE_VERSION}-{recipe.fingerprint('pca', 'folds', 'covariates')}",
+        deps=[subject_matrix, "cv_folds", "covariates"], kinds={"numpy", "parquet"},
         automation_condition=after_upstream_data_changes(),
     )
     def subject_embeddings_pca(
@@ -238,7 +264,7 @@ def build_cohort_assets(recipe: Recipe) -> list:
         NULL stands for a missing one — and each fold's fitted model with its coder (.npz)."""
         settings = recipe.checked()
         store = warehouse.get()
-        subjects, matrix = read_subject_matrix(store, settings.aggregation.genes_to_subject)
+        subjects, matrix = read_subject_matrix(store, settings.aggregation.genes_to_subject, encoder)
         frame = read_covariates(store).set_index("subject_id").loc[subjects].reset_index()
         folds = store.read_table("cv_folds").to_pandas()
         folds = folds[folds["subject_id"].isin(set(subjects))]
@@ -249,7 +275,7 @@ def build_cohort_assets(recipe: Recipe) -> list:
         def batches():
             nonlocal first_fold
             for fit in fit_folds(matrix, frame, folds, covariate_coder(frame), template):
-                target = store.dataset_dir("subject_embeddings_pca") / "models" / f"fold-{fit.fold}.npz"
+                target = store.dataset_dir(pca_dataset) / "models" / f"fold-{fit.fold}.npz"
                 with store.staged(target) as temporary:
                     fit.save(temporary)
                 summary = fit.summary()
@@ -271,18 +297,18 @@ def build_cohort_assets(recipe: Recipe) -> list:
             "coding": "effect (sum-to-zero) coding of sex and batch over the levels of each training fold",
             "fit_on": f"training subjects of each fold ({settings.folds.k - 1} of {settings.folds.k} folds); "
                       "held-out subjects projected with that fit",
-            **store.read_facts("subject_matrix"),
+            **store.read_facts(matrix_dataset),
         }
         facts.pop("write_id", None)
-        path = store.write_stream("subject_embeddings_pca", FOLD_SCORES_SCHEMA, batches(), facts)
+        path = store.write_stream(pca_dataset, FOLD_SCORES_SCHEMA, batches(), facts)
         folds_table = pa.Table.from_pylist([{k: (json.dumps(v) if isinstance(v, dict) else v)
                                               for k, v in fit.items()} for fit in fits])
-        paths, _, _ = store.write_outputs({"subject_embeddings_pca/folds": folds_table}, None, facts)
-        store.register_views(["subject_embeddings_pca", "subject_embeddings_pca/folds"])
+        paths, _, _ = store.write_outputs({f"{pca_dataset}/folds": folds_table}, None, facts)
+        store.register_views([pca_dataset, f"{pca_dataset}/folds"])
         kept = {fit["fold"]: fit["n_components"] for fit in fits}
         n_common = min(kept.values())
         mean_ratio = np.mean([ratios[f][:n_common] for f in sorted(ratios)], axis=0)
-        written = {"subject_embeddings_pca": path, **paths}
+        written = {pca_dataset: path, **paths}
         return report(
             written_shapes(written), written, content_version(*written.values()), facts,
             metadata={
@@ -305,4 +331,4 @@ def build_cohort_assets(recipe: Recipe) -> list:
             },
         )
 
-    return [covariates, cv_folds, subject_matrix, subject_embeddings_pca]
+    return [subject_matrix, subject_embeddings_pca]

@@ -1,7 +1,8 @@
 """Recipe diagnostics, materialized on demand in their own group: RC-averaging stability, the pooling comparison
 and the BPE token report. Each reads the warehouse, calls kb_assets.diagnostics and publishes a table in DuckDB,
 extra tables and plots, with the tokenizer and model that made it, so a diagnostic is never read against another
-model. Forward passes go through the embedding cache: an unchanged rerun runs none."""
+model. Forward passes go through the embedding cache: an unchanged rerun runs none. Each encoder of the recipe has
+its own three (kb_assets.assets.encoders); with two or more, `encoder_comparison` sets them side by side."""
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 from dataclasses import dataclass
@@ -11,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from kb_assets import diagnostics
+from kb_assets.assets.cohort import read_factored_subject_matrix
 from kb_assets.assets.embeddings import embedding_key, window_embedder
+from kb_assets.assets.encoders import EncoderAssets
 from kb_assets.assets.inputs import input_key
 from kb_assets.assets.publishing import (
     ANNOTATION_FACTS,
@@ -30,12 +33,13 @@ from kb_assets.encoders.identity import CheckpointIdentity
 from kb_assets.encoders.pooling import POOLINGS
 from kb_assets.encoders.tokenized import model_windows
 from kb_assets.genome import ReferenceGenome
-from kb_assets.resources import EncoderResource, WarehouseResource
+from kb_assets.resources import EncoderResource
 from kb_assets.settings import Recipe
 from kb_assets.storage import EmbeddingCache, Warehouse
 
 CODE_VERSION = "1"
 GROUP = "diagnostics"
+COMPARISON_GROUP = "comparison"
 # pooling_comparison's cohort part uses the first this many subjects by id: 500 subjects give 124,750 pairs, enough
 # for a stable rank correlation, while a 20,000-subject cohort would give 2·10^8 and a forward pass per variant.
 MAX_COHORT_SUBJECTS = 500
@@ -56,21 +60,23 @@ def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
 
 
 def _reference_stats(store: Warehouse, chrom: str, settings: Recipe, identity: CheckpointIdentity,
-                     encoder: EncoderResource) -> tuple[diagnostics.ReferenceStats, int]:
+                     resource: EncoderResource, encoder: EncoderAssets) -> tuple[diagnostics.ReferenceStats, int]:
     """Both strands of the chromosome's reference regions, from the windows gene_embeddings cached."""
     options = settings.encoder
     return diagnostics.reference_stats(
         store.read_partition("reference_sequences", chrom).to_pandas(),
-        store.read_partition("tokenized_genes/tiles", chrom).to_pandas(),
-        store.read_partition("tokenized_genes/allele_tiles", chrom).to_pandas(),
+        store.read_partition(encoder.dataset("tokenized_genes/tiles"), chrom).to_pandas(),
+        store.read_partition(encoder.dataset("tokenized_genes/allele_tiles"), chrom).to_pandas(),
         identity.tokenizer, EmbeddingCache(store, embedding_key(identity, options)),
-        window_embedder(encoder, identity, options), identity.hidden_size, options.window_tokens,
+        window_embedder(resource, identity, options), identity.hidden_size, options.window_tokens,
         options.window_overlap)
 
 
-def _model_facts(identity: CheckpointIdentity, settings: Recipe) -> dict:
+def _model_facts(identity: CheckpointIdentity, settings: Recipe, encoder: EncoderAssets) -> dict:
     options = settings.encoder
     return {
+        "encoder": encoder.label,
+        "model_family": identity.family,
         "model_id": identity.model_id,
         "model_sha256": identity.model_sha256,
         "tokenizer_version": identity.tokenizer_version,
@@ -82,29 +88,39 @@ def _model_facts(identity: CheckpointIdentity, settings: Recipe) -> dict:
     }
 
 
-def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJECTS) -> list:
+def build_diagnostic_assets(recipe: Recipe, encoders: list[EncoderAssets],
+                            max_subjects: int = MAX_COHORT_SUBJECTS) -> list:
+    """Each encoder's diagnostics, and the comparison of the encoders when there are several."""
+    assets = [asset for encoder in encoders for asset in _encoder_diagnostics(recipe, encoder, max_subjects)]
+    if len(encoders) > 1:
+        assets.append(_encoder_comparison(recipe, encoders, max_subjects))
+    return assets
+
+
+def _encoder_diagnostics(recipe: Recipe, encoder: EncoderAssets, max_subjects: int) -> list:
     embedding_code = (f"{CODE_VERSION}-"
                       f"{recipe.fingerprint('reference', 'regions', 'haplotypes', 'encoder', 'aggregation')}")
     kinds = {"pytorch", "parquet"}
+    tokenized, embedded_key = encoder.key("tokenized_genes"), encoder.key("gene_embeddings")
+    resources = {encoder.resource_key, "warehouse"}
 
-    @dg.asset(group_name=GROUP, code_version=embedding_code,
-              deps=["reference_sequences", "tokenized_genes", "gene_embeddings", input_key("checkpoint")],
-              pool="gpu", kinds=kinds)
-    def rc_stability(
-        context: dg.AssetExecutionContext, encoder: EncoderResource,
-        warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
+    @dg.asset(key=encoder.key("rc_stability"), group_name=encoder.group(GROUP), code_version=embedding_code,
+              deps=["reference_sequences", tokenized, embedded_key, input_key(encoder.input("checkpoint"))],
+              pool="gpu", kinds=kinds, required_resource_keys=resources)
+    def rc_stability(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """How much RC averaging changes the reference vectors, and where: per gene (and region) the cosine between
         embed(forward) and embed(reverse complement), each embedded alone, and between embed(forward) and their
         average (the recipe's vector); summaries by chromosome and gene length; the genes that move most."""
         settings = recipe.checked()
-        store = warehouse.get()
-        identity = encoder.identity()
-        chromosomes = gene_chromosomes(store, settings, ("reference_sequences", "tokenized_genes/tiles"))
+        store = context.resources.warehouse.get()
+        resource = getattr(context.resources, encoder.resource_key)
+        identity = resource.identity()
+        chromosomes = gene_chromosomes(store, settings, ("reference_sequences",
+                                                         encoder.dataset("tokenized_genes/tiles")))
         pooling = settings.encoder.pooling
         frames, forward, reverse, embedded = [], [], [], 0
         for chrom in chromosomes:
-            reference, embedded_now = _reference_stats(store, chrom, settings, identity, encoder)
+            reference, embedded_now = _reference_stats(store, chrom, settings, identity, resource, encoder)
             strands = reference.strand_vectors(pooling)
             frames.append(reference.regions)
             forward.append(strands[0])
@@ -122,10 +138,12 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
             "per-gene cosine, reference sequences")
         return publish(
             context, store, settings,
-            {"rc_stability": arrow_table(genes), "rc_stability/regions": arrow_table(result.regions),
-             "rc_stability/summary": arrow_table(result.summary)},
-            facts={**_model_facts(identity, settings), "pooling_strategy": settings.encoder.pooling,
-                   "rc_mode": settings.encoder.rc, "compared": "each strand embedded alone vs their average",
+            {encoder.dataset("rc_stability"): arrow_table(genes),
+             encoder.dataset("rc_stability/regions"): arrow_table(result.regions),
+             encoder.dataset("rc_stability/summary"): arrow_table(result.summary)},
+            facts={**_model_facts(identity, settings, encoder), "pooling_strategy": settings.encoder.pooling,
+                   "rc_mode": identity.rc_mode(settings.encoder.rc),
+                   "compared": "each strand embedded alone vs their average",
                    **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS)},
             metadata={
                 "n_genes": len(genes),
@@ -141,39 +159,42 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
             },
         )
 
-    @dg.asset(group_name=GROUP, code_version=f"{embedding_code}-s{max_subjects}",
-              deps=["reference_sequences", "subject_haplotypes", "tokenized_genes", "gene_embeddings",
-                    input_key("checkpoint")],
-              pool="gpu", kinds=kinds)
-    def pooling_comparison(
-        context: dg.AssetExecutionContext, encoder: EncoderResource,
-        warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
+    @dg.asset(key=encoder.key("pooling_comparison"), group_name=encoder.group(GROUP),
+              code_version=f"{embedding_code}-s{max_subjects}",
+              deps=["reference_sequences", "subject_haplotypes", tokenized, embedded_key,
+                    input_key(encoder.input("checkpoint"))],
+              pool="gpu", kinds=kinds, required_resource_keys=resources)
+    def pooling_comparison(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """Mean vs CLS vs max token pooling: per gene the cosine between the strategies' reference vectors; per gene
         and strategy the half-split window stability; per pair of strategies the Spearman correlation of
         subject-to-subject distances over the first `max_subjects` cohort subjects by id (see
-        kb_assets.diagnostics.pooling for the exact definitions)."""
+        kb_assets.diagnostics.pooling for the exact definitions). A model without a [CLS] token (Caduceus) is
+        compared on mean and max only."""
         settings = recipe.checked()
         options = settings.encoder
         region_to_gene = settings.aggregation.region_to_gene
-        store = warehouse.get()
-        identity = encoder.identity()
-        chromosomes = gene_chromosomes(store, settings, ("reference_sequences", "tokenized_genes",
-                                                         "gene_embeddings/subjects"))
+        store = context.resources.warehouse.get()
+        resource = getattr(context.resources, encoder.resource_key)
+        identity = resource.identity()
+        rc_mode = identity.rc_mode(options.rc)
+        strategies = tuple(p for p in POOLINGS if p != "cls" or identity.tokenizer.prefix_ids)
+        subjects_dataset = encoder.dataset("gene_embeddings/subjects")
+        chromosomes = gene_chromosomes(store, settings, ("reference_sequences", encoder.dataset("tokenized_genes"),
+                                                         subjects_dataset))
         subjects, n_eligible = diagnostics.cohort_subjects(
-            [store.read_partition("gene_embeddings/subjects", c).to_pandas() for c in chromosomes], max_subjects)
-        squared_distances = {p: np.zeros((len(subjects), len(subjects))) for p in POOLINGS}
-        gene_vectors = {p: [] for p in POOLINGS}
+            [store.read_partition(subjects_dataset, c).to_pandas() for c in chromosomes], max_subjects)
+        squared_distances = {p: np.zeros((len(subjects), len(subjects))) for p in strategies}
+        gene_vectors = {p: [] for p in strategies}
         region_frames, half_splits, embedded = [], [], 0
         for chrom in chromosomes:
-            reference, embedded_now = _reference_stats(store, chrom, settings, identity, encoder)
+            reference, embedded_now = _reference_stats(store, chrom, settings, identity, resource, encoder)
             embedded += embedded_now
             regions = reference.regions
-            sample = _sampled_alleles(store, chrom, subjects, identity, options, encoder)
-            for pooling in POOLINGS:
+            sample = _sampled_alleles(store, chrom, subjects, identity, options, resource, encoder)
+            for pooling in strategies:
                 # Gene and subject vectors as the recipe makes them (its RC mode), half splits on the forward strand.
                 gene_vectors[pooling].append(diagnostics.pool_regions(
-                    regions, reference.vectors(pooling, options.rc), region_to_gene))
+                    regions, reference.vectors(pooling, rc_mode), region_to_gene))
                 _add_subject_distances(squared_distances[pooling], regions, sample, pooling, region_to_gene)
                 half_splits.append(diagnostics.half_split_cosines(
                     regions, reference.tile_region, reference.tile_order, reference.tiles.vectors(pooling),
@@ -189,9 +210,10 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
         mean_half_split = half_split.groupby("strategy", sort=False)["half_split_cosine"].mean()
         return publish(
             context, store, settings,
-            {"pooling_comparison": arrow_table(pair_cosines), "pooling_comparison/half_split": arrow_table(half_split),
-             "pooling_comparison/distance_agreement": arrow_table(agreement)},
-            facts={**_model_facts(identity, settings), "rc_mode": options.rc, "strategies": list(POOLINGS),
+            {encoder.dataset("pooling_comparison"): arrow_table(pair_cosines),
+             encoder.dataset("pooling_comparison/half_split"): arrow_table(half_split),
+             encoder.dataset("pooling_comparison/distance_agreement"): arrow_table(agreement)},
+            facts={**_model_facts(identity, settings, encoder), "rc_mode": rc_mode, "strategies": list(strategies),
                    "pooling_strategy": options.pooling, "max_subjects": max_subjects,
                    "subjects": f"the first {len(subjects)} of {n_eligible} cohort subjects by id",
                    **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS)},
@@ -203,31 +225,30 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
                 **{f"mean_half_split_cosine/{s}": round(float(v), 6) for s, v in mean_half_split.items()},
                 **{f"spearman_rho/{r.strategy_a}_vs_{r.strategy_b}": round(float(r.spearman_rho), 6)
                    for r in agreement.itertuples()},
-                "genes_with_one_tile": int((half_split.loc[half_split["strategy"] == POOLINGS[0], "n_tiles"]
+                "genes_with_one_tile": int((half_split.loc[half_split["strategy"] == strategies[0], "n_tiles"]
                                             == 1).sum()),
                 "distance_agreement": dg.MetadataValue.md(_markdown(agreement)),
                 "cosine_plot": png_markdown(plots.pooling_png(pair_cosines, half_split),
                                             "per-gene cosine between strategies, and half-split stability"),
-                "rank_agreement_plot": png_markdown(plots.rank_agreement_png(agreement, POOLINGS),
+                "rank_agreement_plot": png_markdown(plots.rank_agreement_png(agreement, strategies),
                                                     "Spearman ρ of subject-to-subject distances "
                                                     f"({len(subjects)} subjects)"),
                 "embedded_windows": embedded,
             },
         )
 
-    @dg.asset(group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('reference', 'regions')}",
-              deps=["gene_annotations", "gene_set", input_key("tokenizer")], kinds={"parquet"})
-    def bpe_token_report(
-        context: dg.AssetExecutionContext, encoder: EncoderResource,
-        warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
+    @dg.asset(key=encoder.key("bpe_token_report"), group_name=encoder.group(GROUP),
+              code_version=f"{CODE_VERSION}-{recipe.fingerprint('reference', 'regions')}",
+              deps=["gene_annotations", "gene_set", input_key(encoder.input("tokenizer"))], kinds={"parquet"},
+              required_resource_keys=resources)
+    def bpe_token_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """How the checkpoint's BPE tokenizer cuts the gene set's exons, UTRs, CDS, introns and promoters: token
         lengths, bp per token, the most frequent tokens, their enrichment in exons vs introns/promoters (log odds,
         chi-square or Fisher p, BH q) and whether token boundaries in CDS fall between codons (see
         kb_assets.diagnostics.tokens)."""
         settings = recipe.checked()
-        store = warehouse.get()
-        identity = encoder.identity()
+        store = context.resources.warehouse.get()
+        identity = getattr(context.resources, encoder.resource_key).identity()
         genes = store.read_table("gene_set").to_pandas()
         annotation = read_annotation(store, str(settings.inputs.gtf))
         reference = ReferenceGenome(settings.inputs.fasta)
@@ -241,10 +262,13 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
         top = tokens.head(SHOWN_ROWS)[["rank", "token", "length_bp", "count", "share", "log_odds_exon", "q_value"]]
         return publish(
             context, store, settings,
-            {"bpe_token_report": arrow_table(tokens), "bpe_token_report/region_types": arrow_table(report.region_types),
-             "bpe_token_report/token_lengths": arrow_table(report.token_lengths),
-             "bpe_token_report/codon_frame": arrow_table(report.codon_frame)},
+            {encoder.dataset("bpe_token_report"): arrow_table(tokens),
+             encoder.dataset("bpe_token_report/region_types"): arrow_table(report.region_types),
+             encoder.dataset("bpe_token_report/token_lengths"): arrow_table(report.token_lengths),
+             encoder.dataset("bpe_token_report/codon_frame"): arrow_table(report.codon_frame)},
             facts={
+                "encoder": encoder.label,
+                "model_family": identity.family,
                 "model_id": identity.model_id,
                 "model_sha256": identity.model_sha256,
                 "tokenizer_version": identity.tokenizer_version,
@@ -276,6 +300,60 @@ def build_diagnostic_assets(recipe: Recipe, max_subjects: int = MAX_COHORT_SUBJE
     return [rc_stability, pooling_comparison, bpe_token_report]
 
 
+def _encoder_comparison(recipe: Recipe, encoders: list[EncoderAssets], max_subjects: int):
+    names = [encoder.label for encoder in encoders]
+
+    @dg.asset(group_name=COMPARISON_GROUP, code_version=f"{CODE_VERSION}-s{max_subjects}",
+              deps=[encoder.key(name) for encoder in encoders
+                    for name in ("rc_stability", "pooling_comparison", "subject_matrix")],
+              kinds={"parquet"}, required_resource_keys={"warehouse"})
+    def encoder_comparison(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        """The recipe's encoders side by side on the same gene set and cohort: per gene and encoder, the cosine of
+        the forward and reverse-complement vectors each embedded alone (before any averaging) and between pooling
+        strategies; per gene and pair of encoders, the Spearman correlation of subject-to-subject distances over
+        the first `max_subjects` subjects by id, and over the whole gene set."""
+        settings = recipe.checked()
+        store = context.resources.warehouse.get()
+        outputs, facts = {}, {}
+        for encoder in encoders:
+            subjects, blocks = read_factored_subject_matrix(store, encoder)
+            outputs[encoder.label] = diagnostics.EncoderOutputs(
+                rc_stability=store.read_table(encoder.dataset("rc_stability")).to_pandas(),
+                pooling=store.read_table(encoder.dataset("pooling_comparison")).to_pandas(),
+                subjects=subjects, blocks=blocks)
+            made_with = store.read_facts(encoder.dataset("subject_matrix"))
+            facts[encoder.label] = {key: made_with[key] for key in ("model_sha256", "tokenizer_version", "rc_mode",
+                                                                    "pooling_strategy") if key in made_with}
+        result = diagnostics.compare_encoders(outputs, max_subjects)
+        overall = result.agreement[result.agreement["gene_id"] == diagnostics.ALL_GENES]
+        by_encoder = result.genes.groupby("encoder", sort=False)
+        return publish(
+            context, store, settings,
+            {"encoder_comparison": arrow_table(result.genes),
+             "encoder_comparison/distance_agreement": arrow_table(result.agreement)},
+            facts={"encoders": names, "made_with": facts, "max_subjects": max_subjects,
+                   "subjects": f"the first {len(result.subjects)} subjects by id of every encoder's subject matrix",
+                   **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS)},
+            metadata={
+                "n_genes": int(result.genes["gene_id"].nunique()),
+                "n_subjects_compared": len(result.subjects),
+                **{f"mean_cosine_forward_rc/{name}": round(float(v), 6)
+                   for name, v in by_encoder["cosine_forward_rc"].mean().items()},
+                **{f"mean_cosine_mean_max/{name}": round(float(v), 6)
+                   for name, v in by_encoder["cosine_mean_max"].mean().items()},
+                **{f"spearman_rho_all_genes/{r.encoder_a}_vs_{r.encoder_b}": round(float(r.spearman_rho), 6)
+                   for r in overall.itertuples()},
+                "distance_agreement": dg.MetadataValue.md(_markdown(overall[["encoder_a", "encoder_b",
+                                                                             "spearman_rho", "n_subjects"]])),
+                "comparison_plot": png_markdown(plots.encoder_comparison_png(result.genes, result.agreement),
+                                                "encoders side by side: RC movement, pooling movement, and agreement "
+                                                "on which subjects are alike"),
+            },
+        )
+
+    return encoder_comparison
+
+
 @dataclass(frozen=True)
 class _SampledAlleles:
     """The alleles the sampled subjects carry on one chromosome, their statistics, and who carries which."""
@@ -289,27 +367,27 @@ class _SampledAlleles:
 
 
 def _sampled_alleles(store: Warehouse, chrom: str, subjects: list[str], identity: CheckpointIdentity,
-                     options, encoder: EncoderResource) -> _SampledAlleles:
+                     options, resource: EncoderResource, encoder: EncoderAssets) -> _SampledAlleles:
     """Only the sampled subjects' rows and the windows of the alleles they carry are read."""
-    kept = store.read_partition("gene_embeddings/subjects", chrom).to_pandas()
+    kept = store.read_partition(encoder.dataset("gene_embeddings/subjects"), chrom).to_pandas()
     index_of = kept.set_index("subject_id")["subject_index"]
     rows = index_of.reindex(subjects).to_numpy(np.int64)
     indices = np.sort(rows)
     assignments = store.read_partition("subject_haplotypes/assignments", chrom,
                                        filters=[("subject_index", "in", indices.tolist())]).to_pandas()
-    allele_tiles = store.read_partition("tokenized_genes/allele_tiles", chrom).to_pandas()
+    allele_tiles = store.read_partition(encoder.dataset("tokenized_genes/allele_tiles"), chrom).to_pandas()
     carried = set(zip(assignments["region_id"].astype(str), assignments["allele"]))
     needed = allele_tiles[(allele_tiles["allele"] == 0) | pd.Series(
         list(zip(allele_tiles["region_id"], allele_tiles["allele"]))).isin(carried).to_numpy()].reset_index(drop=True)
     tile_numbers = sorted({int(t) for tiles in needed["tiles"] for t in tiles})
-    windows = store.read_partition("tokenized_genes", chrom, filters=[("tile", "in", tile_numbers)])
+    windows = store.read_partition(encoder.dataset("tokenized_genes"), chrom, filters=[("tile", "in", tile_numbers)])
     window_stats, _ = EmbeddingCache(store, embedding_key(identity, options)).fill(
-        model_windows(windows), identity.hidden_size, window_embedder(encoder, identity, options))
+        model_windows(windows), identity.hidden_size, window_embedder(resource, identity, options))
     local = pd.Series(np.arange(len(tile_numbers)), index=tile_numbers)
     frame = windows.select(["tile", "reverse_complement"]).to_pandas()
     frame["tile"] = local.reindex(frame["tile"]).to_numpy()
     stats = allele_stats(frame, window_stats, needed["tiles"].map(lambda t: local.reindex(list(t)).tolist()),
-                         len(tile_numbers), options.rc == "average")
+                         len(tile_numbers), identity.rc_mode(options.rc) == "average")
     ploidy = store.read_facts("subject_haplotypes/assignments", chrom)["ploidy"]
     return _SampledAlleles(needed[["region_id", "allele"]], stats, assignments, indices, rows, ploidy)
 

@@ -1,6 +1,7 @@
 """The evaluation stage (a recipe with inputs.brain): the brain feature table, and per fold the gene–brain CCA, the
 label prediction and the leave-one-gene-out attribution, each with block-permutation p-values, all fitted on the
-training subjects of the fold only (kb_assets.stats.alignment)."""
+training subjects of the fold only (kb_assets.stats.alignment). The brain table is shared; each encoder of the
+recipe has its own gene_brain_alignment, on the same folds and permutations, so their results compare directly."""
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 import dagster as dg
@@ -8,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from kb_assets.assets.cohort import read_covariates
+from kb_assets.assets.cohort import read_covariates, read_factored_subject_matrix
+from kb_assets.assets.encoders import EncoderAssets
 from kb_assets.assets.inputs import input_key
 from kb_assets.assets.publishing import arrow_table, input_facts, png_markdown, publish
 from kb_assets.resources import WarehouseResource
@@ -18,8 +20,7 @@ from kb_assets.stats.alignment import AlignmentSettings, align_fold, alignment_t
 from kb_assets.stats.alignment_plots import fold_bars_png, gene_loadings_png, null_distribution_png
 from kb_assets.stats.brain import BrainTable, load_brain_table
 from kb_assets.stats.evaluation import fold_data, folds_of, gene_loadings, gene_pcs_without
-from kb_assets.stats.gene_blocks import read_gene_blocks
-from kb_assets.storage import Warehouse, to_matrix
+from kb_assets.storage import Warehouse
 
 CODE_VERSION = "1"
 GROUP = "evaluation"
@@ -32,9 +33,14 @@ def read_brain(store: Warehouse) -> BrainTable:
                       features=[c for c in frame.columns if c != "subject_id"])
 
 
-def build_evaluation_assets(recipe: Recipe) -> list:
+def build_evaluation_assets(recipe: Recipe, encoders: list[EncoderAssets]) -> list:
+    """brain_features and each encoder's gene_brain_alignment, when the recipe names a brain table."""
     if recipe.inputs.brain is None:
         return []
+    return [_brain_features(recipe), *(_gene_brain_alignment(recipe, encoder) for encoder in encoders)]
+
+
+def _brain_features(recipe: Recipe):
     settings_code = f"{CODE_VERSION}-{recipe.fingerprint('evaluation')}"
 
     @dg.asset(
@@ -60,10 +66,19 @@ def build_evaluation_assets(recipe: Recipe) -> list:
             inputs=input_facts(store, brain=settings.inputs.brain),
         )
 
+    return brain_features
+
+
+def _gene_brain_alignment(recipe: Recipe, encoder: EncoderAssets):
+    settings_code = f"{CODE_VERSION}-{recipe.fingerprint('evaluation')}"
+    pca_dataset, alignment_dataset = encoder.dataset("subject_embeddings_pca"), encoder.dataset("gene_brain_alignment")
+
     @dg.asset(
-        automation_condition=after_upstream_data_changes(),
-        group_name=GROUP, code_version=f"{settings_code}-{recipe.fingerprint('pca', 'folds', 'covariates')}",
-        deps=[brain_features, "subject_embeddings_pca", "subject_matrix", "covariates"], kinds={"parquet"},
+        key=encoder.key("gene_brain_alignment"), automation_condition=after_upstream_data_changes(),
+        group_name=encoder.group(GROUP),
+        code_version=f"{settings_code}-{recipe.fingerprint('pca', 'folds', 'covariates')}",
+        deps=["brain_features", encoder.key("subject_embeddings_pca"), encoder.key("subject_matrix"), "covariates"],
+        kinds={"parquet"},
     )
     def gene_brain_alignment(context: dg.AssetExecutionContext,
                              warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -78,14 +93,10 @@ def build_evaluation_assets(recipe: Recipe) -> list:
         covariates = read_covariates(store)
         brain = read_brain(store)
         label = "label" if "label" in covariates else None
-        scores = store.read_table("subject_embeddings_pca").to_pandas()
-        models = store.read_table("subject_embeddings_pca/folds", columns=["fold", "model"]).to_pandas()
-        genes = store.read_table("subject_matrix/genes").to_pandas()
-        vectors = store.read_table("subject_matrix/vectors")
-        blocks = read_gene_blocks(genes, vectors.drop_columns(["vector"]).to_pandas(),
-                                  to_matrix(vectors.column("vector")),
-                                  store.read_table("subject_matrix/assignments").to_pandas())
-        subjects = store.read_table("subject_matrix").column("subject_id").to_pylist()
+        scores = store.read_table(pca_dataset).to_pandas()
+        models = store.read_table(f"{pca_dataset}/folds", columns=["fold", "model"]).to_pandas()
+        genes = store.read_table(encoder.dataset("subject_matrix/genes")).to_pandas()
+        subjects, blocks = read_factored_subject_matrix(store, encoder)
         subject_rows = pd.Series(np.arange(len(subjects)), index=subjects)
         alignment = AlignmentSettings(
             n_brain_components=options.n_brain_components, n_canonical_components=options.n_canonical_components,
@@ -115,18 +126,18 @@ def build_evaluation_assets(recipe: Recipe) -> list:
         label_rows = prediction[prediction["target"] == "label"]
         return publish(
             context, store, settings,
-            {"gene_brain_alignment": pa.Table.from_pandas(canonical, preserve_index=False),
-             **{f"gene_brain_alignment/{name}": pa.Table.from_pandas(frame, preserve_index=False)
+            {alignment_dataset: pa.Table.from_pandas(canonical, preserve_index=False),
+             **{f"{alignment_dataset}/{name}": pa.Table.from_pandas(frame, preserve_index=False)
                 for name, frame in tables.items() if name != "canonical_correlations"},
-             "gene_brain_alignment/attribution": pa.Table.from_pandas(attribution, preserve_index=False),
-             "gene_brain_alignment/gene_loadings": pa.Table.from_pandas(gene_weights, preserve_index=False)},
-            facts={"brain_features": brain.features, "label": label or "none",
+             f"{alignment_dataset}/attribution": pa.Table.from_pandas(attribution, preserve_index=False),
+             f"{alignment_dataset}/gene_loadings": pa.Table.from_pandas(gene_weights, preserve_index=False)},
+            facts={"encoder": encoder.label, "brain_features": brain.features, "label": label or "none",
                    "n_permutations": options.n_permutations, "permutation_seed": options.seed,
                    "blocks": [name for name in ("site", "batch") if name in covariates],
                    "n_brain_components": options.n_brain_components,
                    "n_canonical_components": options.n_canonical_components,
                    "fit_on": "training subjects of each fold; held-out subjects projected with that fit",
-                   **{key: value for key, value in store.read_facts("subject_embeddings_pca").items()
+                   **{key: value for key, value in store.read_facts(pca_dataset).items()
                       if key in ("model_sha256", "model_id", "tokenizer_version", "rc_mode", "pooling_strategy",
                                  "covariates", "coding", "n_components_requested")}},
             metadata={
@@ -147,4 +158,4 @@ def build_evaluation_assets(recipe: Recipe) -> list:
             },
         )
 
-    return [brain_features, gene_brain_alignment]
+    return gene_brain_alignment

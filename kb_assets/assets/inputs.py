@@ -11,9 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from kb_assets.encoders.checkpoint import weights_file
-from kb_assets.encoders.encoder import resolve_checkpoint
-from kb_assets.encoders.tokenizer import TOKENIZER_FILE
+from kb_assets.assets.encoders import recipe_encoders
+from kb_assets.encoders.identity import checkpoint_files
 from kb_assets.errors import InputError
 from kb_assets.settings import Recipe
 
@@ -37,24 +36,36 @@ def input_key(name: str) -> dg.AssetKey:
 
 
 def input_names(recipe: Recipe) -> list[str]:
-    """The inputs this recipe names (vcf and covariates are optional)."""
+    """The inputs this recipe names (vcf, covariates and brain are optional; each further encoder adds its
+    checkpoint and tokenizer)."""
     optional = {"vcf": recipe.inputs.vcf, "covariates": recipe.inputs.covariates, "brain": recipe.inputs.brain}
-    return [name for name in DESCRIPTIONS if name not in optional or optional[name] is not None]
+    names = [name for name in DESCRIPTIONS if name not in optional or optional[name] is not None]
+    return names + [f"{name}_{part}" for name in recipe.inputs.compare_with for part in ("checkpoint", "tokenizer")]
 
 
 def input_path(recipe: Recipe, name: str) -> Path:
-    """The file an input stands for (the checkpoint: its weights file; the tokenizer: its tokenizer.json)."""
-    if name in ("checkpoint", "tokenizer"):
-        folder, _ = resolve_checkpoint(recipe.inputs.checkpoint)
-        return weights_file(folder) if name == "checkpoint" else folder / TOKENIZER_FILE
+    """The file an input stands for (a checkpoint: its weights file; a tokenizer: the file that defines it)."""
+    encoders = {encoder.input(part): (encoder, part) for encoder in recipe_encoders(recipe)
+                for part in ("checkpoint", "tokenizer")}
+    if name in encoders:
+        encoder, part = encoders[name]
+        weights, tokenizer = checkpoint_files(encoder.checkpoint)
+        return weights if part == "checkpoint" else tokenizer
     return Path(getattr(recipe.inputs, name))
+
+
+def description(name: str) -> str:
+    if name in DESCRIPTIONS:
+        return DESCRIPTIONS[name]
+    encoder, _, part = name.rpartition("_")
+    return f"the {part} of encoder {encoder} (recipe inputs.compare_with.{encoder})"
 
 
 def build_input_sources(recipe: Recipe) -> list:
     names = input_names(recipe)
 
     @dg.multi_observable_source_asset(
-        specs=[dg.AssetSpec(input_key(name), group_name=GROUP, description=DESCRIPTIONS[name],
+        specs=[dg.AssetSpec(input_key(name), group_name=GROUP, description=description(name),
                             automation_condition=dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON))
                for name in names],
         can_subset=True, required_resource_keys={"warehouse"},

@@ -1,7 +1,7 @@
 """Recipe diagnostics (domain code, no Dagster): RC-averaging stability, pooling comparison, BPE token report."""
 
+from kb_assets.diagnostics.encoders import ALL_GENES, EncoderComparison, EncoderOutputs, compare_encoders
 from kb_assets.diagnostics.pooling import (
-    STRATEGY_PAIRS,
     add_squared_distances,
     cohort_subjects,
     distance_rank_agreement,
@@ -21,8 +21,11 @@ from kb_assets.diagnostics.tokens import (
 from kb_assets.diagnostics.vectors import ReferenceStats, cosine, gene_table, pool_regions, reference_stats
 
 __all__ = [
+    "ALL_GENES",
+    "EncoderComparison",
+    "EncoderOutputs",
+    "compare_encoders",
     "REGION_TYPES",
-    "STRATEGY_PAIRS",
     "RcStability",
     "ReferenceStats",
     "TokenReport",

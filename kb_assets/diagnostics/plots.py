@@ -10,6 +10,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from kb_assets.diagnostics.encoders import ALL_GENES
+
 
 def _png(figure: Figure) -> bytes:
     figure.tight_layout()
@@ -96,4 +98,30 @@ def enrichment_png(tokens: pd.DataFrame, q_threshold: float) -> bytes:
     axes.axhline(-np.log10(q_threshold), color="black", linewidth=0.5, linestyle="--")
     axes.set_xlabel("log odds ratio, exon vs intron/promoter")
     axes.set_ylabel("−log10 q (BH)")
+    return _png(figure)
+
+
+def encoder_comparison_png(genes: pd.DataFrame, agreement: pd.DataFrame) -> bytes:
+    """Per gene and encoder: forward vs reverse-complement cosine and mean vs max pooling cosine (boxes); per encoder
+    pair: the per-gene Spearman ρ of subject distances (box) and the whole gene set's (diamond)."""
+    figure = Figure(figsize=(11, 3.8), dpi=100)
+    rc_axes, pooling_axes, rank_axes = figure.subplots(1, 3)
+    encoders = list(dict.fromkeys(genes["encoder"]))
+    for axes, column, title in ((rc_axes, "cosine_forward_rc", "forward vs reverse complement"),
+                                (pooling_axes, "cosine_mean_max", "mean vs max pooling")):
+        axes.boxplot([genes.loc[genes["encoder"] == e, column].dropna() for e in encoders], tick_labels=encoders)
+        axes.set_ylabel("cosine of gene vectors")
+        axes.set_title(f"{title} (per gene)", fontsize="medium")
+    pairs = list(dict.fromkeys(zip(agreement["encoder_a"], agreement["encoder_b"])))
+    per_gene = agreement[agreement["gene_id"] != ALL_GENES]
+    rank_axes.boxplot([per_gene.loc[(per_gene["encoder_a"] == a) & (per_gene["encoder_b"] == b),
+                                    "spearman_rho"].dropna() for a, b in pairs],
+                      tick_labels=[f"{a}\nvs {b}" for a, b in pairs])
+    overall = agreement[agreement["gene_id"] == ALL_GENES]
+    rank_axes.scatter(np.arange(1, len(pairs) + 1), [
+        overall.loc[(overall["encoder_a"] == a) & (overall["encoder_b"] == b), "spearman_rho"].iloc[0]
+        for a, b in pairs], marker="D", color="tab:red", label="all genes", zorder=3)
+    rank_axes.set_ylabel("Spearman ρ of subject distances")
+    rank_axes.set_title("which subjects are alike (per gene)", fontsize="medium")
+    rank_axes.legend(fontsize="small")
     return _png(figure)

@@ -28,21 +28,18 @@ from scipy.stats import spearmanr
 
 from kb_assets.diagnostics.vectors import cosine, gene_table
 from kb_assets.encoders.gene_pooling import RegionToGene, region_weights
-from kb_assets.encoders.pooling import POOLINGS
 from kb_assets.genome import REFERENCE_SUBJECT
-
-STRATEGY_PAIRS: tuple[tuple[str, str], ...] = tuple(combinations(POOLINGS, 2))
 
 
 def strategy_cosines(genes: pd.DataFrame, gene_vectors: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Per gene × pair of strategies: the cosine between the gene's vectors under the two.
+    """Per gene × pair of strategies (in the mapping's order): the cosine between the gene's vectors under the two.
 
     genes: one row per gene (gene_id, gene_name, chrom); gene_vectors: strategy → [G, H] row-aligned with it.
     """
     frames = [
         genes[["gene_id", "gene_name", "chrom"]].assign(
             strategy_a=a, strategy_b=b, cosine=cosine(gene_vectors[a], gene_vectors[b]))
-        for a, b in STRATEGY_PAIRS
+        for a, b in combinations(gene_vectors, 2)
     ]
     return pd.concat(frames, ignore_index=True)
 
@@ -111,15 +108,16 @@ def add_squared_distances(total: np.ndarray, vectors: np.ndarray) -> None:
         total += between[np.ix_(inverse, inverse)]
 
 
-def distance_rank_agreement(squared_distances: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Per pair of strategies: spearman_rho of the subjects' pairwise distances, n_subjects, n_pairs.
-    NaN when there are fewer than two pairs or one strategy's distances are all equal."""
+def distance_rank_agreement(squared_distances: Mapping[str, np.ndarray], label: str = "strategy") -> pd.DataFrame:
+    """Per pair of the mapping's keys (pooling strategies, or encoders with label="encoder"): {label}_a, {label}_b,
+    spearman_rho of the subjects' pairwise distances, n_subjects, n_pairs. NaN when there are fewer than two pairs
+    or one side's distances are all equal."""
     rows = []
-    for a, b in STRATEGY_PAIRS:
+    for a, b in combinations(squared_distances, 2):
         n = len(squared_distances[a])
         upper = np.triu_indices(n, k=1)
         x, y = squared_distances[a][upper], squared_distances[b][upper]
         defined = len(x) >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0
         rho = float(spearmanr(x, y).statistic) if defined else float("nan")
-        rows.append({"strategy_a": a, "strategy_b": b, "spearman_rho": rho, "n_subjects": n, "n_pairs": len(x)})
+        rows.append({f"{label}_a": a, f"{label}_b": b, "spearman_rho": rho, "n_subjects": n, "n_pairs": len(x)})
     return pd.DataFrame(rows)

@@ -37,7 +37,7 @@ def allele_stats(windows: pd.DataFrame, window_stats: PooledStats, allele_tiles:
     allele the list of its tile numbers."""
     group = 2 * windows["tile"].to_numpy(np.int64) + windows["reverse_complement"].to_numpy(bool)
     per_tile_strand = window_stats.group(group, 2 * n_tiles)
-    lengths = allele_tiles.map(len).to_numpy()
+    lengths = allele_tiles.map(len).to_numpy(np.int64)
     members = np.concatenate([np.asarray(t, dtype=np.int64) for t in allele_tiles]) if len(allele_tiles) else \
         np.empty(0, np.int64)
     incidence = sp.csr_matrix((np.ones(len(members)), (np.repeat(np.arange(len(allele_tiles)), lengths), members)),

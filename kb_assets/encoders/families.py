@@ -130,15 +130,17 @@ def load_any_encoder(
     model: str | os.PathLike,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
+    compile: bool = False,
 ) -> Encoder | FamilyEncoder:
     """Load a checkpoint folder (or a hub id already in the local Hugging Face cache) with its family's loader.
 
-    DNABERT-2 comes back as `load_encoder` returns it (an `Encoder`); the other families as a `FamilyEncoder`.
+    DNABERT-2 comes back as `load_encoder` returns it (an `Encoder`, its layers compiled with `compile`); the other
+    families as a `FamilyEncoder` (`compile` does not apply to them).
     """
     folder, model_id = resolve_checkpoint(model)
     family = detect_family(folder)
     if family == "dnabert2":
-        return load_encoder(model, device, dtype)
+        return load_encoder(model, device, dtype, compile=compile)
     if family == "caduceus":
         from kb_assets.encoders.caduceus.checkpoint import load_caduceus_encoder
 

@@ -75,3 +75,15 @@ def tile_windows(ids: Sequence[int], offsets: Sequence[tuple[int, int]], core_st
         shift = len(prefix) - start
         windows.append(ModelWindow((*prefix, *ids[start:end], *suffix), count_start + shift, count_end + shift))
     return windows
+
+
+def mirrored_window(window: ModelWindow, complement: dict[int, int], n_prefix: int, n_suffix: int) -> ModelWindow:
+    """The window of the reverse-complement strand at the same place, for a character-level tokenizer: the content
+    ids reversed and complemented (`complement`: id → id of the complementary base), the specials kept in place, the
+    counted span mirrored. An RC-equivariant model gives it the same pooled statistics as `window`."""
+    ids = window.input_ids
+    end = len(ids) - n_suffix
+    content = [complement[token] for token in reversed(ids[n_prefix:end])]
+    count_start = n_prefix + (end - window.count_end)
+    count_end = n_prefix + (end - window.count_start)
+    return ModelWindow((*ids[:n_prefix], *content, *ids[end:]), count_start, count_end)

@@ -368,7 +368,9 @@ class _Builder:
             n_kept_units - int(per_region[r]) if a == 0 else int(carriers[(r, a)])
             for r, a in zip(alleles["region_id"], alleles["allele"])
         ]
-        alleles["edits"] = [[{"start": s, "end": e, "text": t} for s, e, t in key] for key in alleles["edits"]]
+        # A list per row, also with no row (a chromosome without gene-set regions): object, not float64.
+        alleles["edits"] = pd.Series([[{"start": s, "end": e, "text": t} for s, e, t in key]
+                                      for key in alleles["edits"]], index=alleles.index, dtype=object)
         subject_table = pd.DataFrame({
             "subject_index": np.arange(len(subjects), dtype=np.int32),
             "subject_id": pd.Series(subjects, dtype="str"),

@@ -39,7 +39,7 @@ from filelock import FileLock, Timeout
 
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256, remembered_file_sha256
-from kb_assets.storage.views import DERIVED_VIEWS
+from kb_assets.storage.views import derived_views
 
 CATALOG_FILE = "catalog.duckdb"
 PARTITION_COLUMN = "chrom"
@@ -269,9 +269,8 @@ class Warehouse:
                 )
             existing = {row[0] for row in connection.execute(
                 "select view_name from duckdb_views() where not internal").fetchall()}
-            for name, reads, query in DERIVED_VIEWS:
-                if set(reads) <= existing:
-                    connection.execute(f"create or replace view {quote_identifier(name)} as {query}")
+            for name, query in derived_views(existing):
+                connection.execute(f"create or replace view {quote_identifier(name)} as {query}")
             # Every table's facts, read from the files themselves (their parquet key-value metadata).
             pattern = _sql_string(str(self.root / "**" / "*.parquet"))
             connection.execute(

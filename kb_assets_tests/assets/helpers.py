@@ -11,7 +11,8 @@ def metadata(results: list[dg.ExecuteInProcessResult], asset: str, partition: st
     for result in results:
         for event in result.get_asset_materialization_events():
             materialization = event.materialization
-            if materialization.asset_key == dg.AssetKey(asset) and materialization.partition == partition:
+            if (materialization.asset_key == dg.AssetKey.from_user_string(asset)
+                    and materialization.partition == partition):
                 found = materialization
     assert found is not None, f"{asset} [{partition}] was not materialized"
     return {key: getattr(value, "value", value) for key, value in found.metadata.items()}
@@ -22,14 +23,14 @@ def check_evaluations(results: list[dg.ExecuteInProcessResult], asset: str) -> d
     found: dict[str, list] = {}
     for result in results:
         for evaluation in result.get_asset_check_evaluations():
-            if evaluation.asset_key == dg.AssetKey(asset):
+            if evaluation.asset_key == dg.AssetKey.from_user_string(asset):
                 found.setdefault(evaluation.check_name, []).append(evaluation)
     return found
 
 
 def latest_check_evaluation(instance: dg.DagsterInstance, asset: str, check: str):
     """The newest evaluation of a check as the instance recorded it (also when its run failed)."""
-    key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+    key = dg.AssetCheckKey(dg.AssetKey.from_user_string(asset), check)
     records = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
     assert records, f"{asset}:{check} never ran"
     return records[0].event.dagster_event.event_specific_data
