@@ -1,4 +1,5 @@
-"""The code location: loads from the recipe alone, and `dagster definitions validate` accepts it."""
+"""The code location: loads from the recipe alone (its input files as observable source assets, its resources the
+deployment's), and `dagster definitions validate` accepts it."""
 
 from __future__ import annotations
 
@@ -10,12 +11,21 @@ from pathlib import Path
 import dagster as dg
 
 from kb_assets.definitions import build_definitions
-from kb_assets.settings import PROJECT_ROOT, load_recipe
+from kb_assets.settings import DEMO_RECIPE, PROJECT_ROOT, load_recipe
 
 ASSETS = {
     "reference_genome", "gene_annotations", "gene_set", "reference_sequences", "subject_haplotypes",
     "tokenized_genes", "gene_embeddings", "covariates", "cv_folds", "subject_matrix", "subject_embeddings_pca",
     "rc_stability", "pooling_comparison", "bpe_token_report",
+}
+
+
+# The input files each asset reads, as observable source assets (kb_assets.assets.inputs): their observations are
+# what Dagster's provenance links every materialization to.
+READS = {
+    "fasta": {"reference_genome"}, "gtf": {"gene_annotations"}, "gene_set": {"gene_set"},
+    "vcf": {"subject_haplotypes", "covariates"}, "covariates": {"covariates"},
+    "tokenizer": {"tokenized_genes"}, "checkpoint": {"gene_embeddings"},
 }
 
 
@@ -27,10 +37,26 @@ def test_graph_loads_without_any_input_file(tmp_path):
     )
     defs = build_definitions(load_recipe(recipe_file, require_inputs=False))
     graph = defs.resolve_asset_graph()
-    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == ASSETS
+    assert {key.to_user_string() for key in graph.materializable_asset_keys} == ASSETS
+    # The recipe names no VCF and no covariates: only the inputs it names are observed.
+    inputs = {key for key in graph.get_all_asset_keys() if not graph.get(key).is_materializable}
+    assert {key.to_user_string() for key in inputs} == {
+        "inputs/fasta", "inputs/gtf", "inputs/gene_set", "inputs/tokenizer", "inputs/checkpoint"}
+    assert all(graph.get(key).is_observable for key in inputs)
     partitions = graph.get(dg.AssetKey("gene_embeddings")).partitions_def
     assert partitions.get_partition_keys() == ["chr7", "chr9"]
     assert defs.resolve_assets_def("gene_embeddings").op.pool == "gpu"
+
+
+def test_every_input_file_is_an_observed_source_of_the_assets_that_read_it():
+    """The recipe is no resource (the assets read the Recipe the definitions were built from); the resources are
+    the deployment's: the encoder and the warehouse."""
+    defs = build_definitions(load_recipe(DEMO_RECIPE, require_inputs=False))
+    graph = defs.resolve_asset_graph()
+    for name, readers in READS.items():
+        children = {key.to_user_string() for key in graph.get(dg.AssetKey(["inputs", name])).child_keys}
+        assert readers <= children, f"inputs/{name} feeds {children}, not {readers - children}"
+    assert set(defs.resources) == {"encoder", "warehouse"}
 
 
 def test_dagster_validates_the_workspace(tmp_path):
