@@ -83,6 +83,7 @@ def run_cohort_benchmark(
     if folder.exists():
         shutil.rmtree(folder)  # a cold run starts from an empty warehouse and Dagster instance
     recipe_path = write_recipe(inputs, folder, region_mode)
+    groups = _asset_groups(recipe_path)  # read before the runs: the code is then the code the runs use
     command = [sys.executable, "-m", "kb_assets.cli", "materialize", "--recipe", str(recipe_path)]
     cold = _run_child(command, folder / "cold.log")
     rerun = _run_child(command, folder / "rerun.log") if cold["returncode"] == 0 else None
@@ -93,19 +94,31 @@ def run_cohort_benchmark(
         "command": f"kb-assets bench cohort --subjects {n_subjects} --workdir {workdir}"
                    + (f" --region-mode {region_mode}" if region_mode != "exons" else ""),
         "materialize_command": " ".join(command[2:]).replace("kb_assets.cli", "kb-assets", 1),
+        "recipe": str(recipe_path),
+        "groups": groups,
         "inputs": {"seconds_now": inputs.seconds, "total_s": inputs_s, "bytes": inputs.sizes(),
-                   "contigs": len(inputs.contigs), "genome_bp": sum(inputs.contigs.values()),
-                   "gene_set_genes": len(inputs.gene_set_genes)},
+                   "contigs": len(inputs.contigs), "partitions": inputs.gene_set_contigs,
+                   "genome_bp": sum(inputs.contigs.values()), "gene_set_genes": len(inputs.gene_set_genes)},
         "cold": cold,
         "rerun": rerun,
     }
     if cold["returncode"] == 0:
         result["warehouse_bytes"] = _warehouse_bytes(folder / "warehouse")
-    _read_instance(recipe_path, result)
     results = workdir / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"cohort-n{n_subjects}-{region_mode}.json").write_text(json.dumps(result, indent=1))
+    path = results / f"cohort-n{n_subjects}-{region_mode}.json"
+    path.write_text(json.dumps(result, indent=1))  # the raw measurements, kept whatever happens next
+    read_instance(result)
+    path.write_text(json.dumps(result, indent=1))
     return result
+
+
+def _asset_groups(recipe_path: Path) -> dict[str, str]:
+    from kb_assets.definitions import build_definitions
+    from kb_assets.settings import load_recipe
+
+    graph = build_definitions(load_recipe(recipe_path)).resolve_asset_graph()
+    return {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
 
 
 def _run_child(command: list[str], log: Path) -> dict:
@@ -185,17 +198,16 @@ def _warehouse_bytes(root: Path) -> dict[str, int]:
     return sizes
 
 
-def _read_instance(recipe_path: Path, result: dict) -> None:
-    """Steps (wall, memory peak) and materialization metadata of every run, split into the cold run and the rerun."""
+def read_instance(result: dict) -> None:
+    """Add the steps (wall, memory peak within them) and materialization metadata of every run of the result's
+    Dagster instance, split into the cold run and the rerun (a result saved raw can be read again later)."""
     import dagster as dg
 
     from kb_assets.cli import open_instance
-    from kb_assets.definitions import build_definitions
     from kb_assets.settings import load_recipe
 
-    recipe = load_recipe(recipe_path)
-    graph = build_definitions(recipe).resolve_asset_graph()
-    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    recipe = load_recipe(result["recipe"])
+    groups = result["groups"]
     rerun_began = result["rerun"]["began"] if result["rerun"] else float("inf")
     with open_instance(recipe) as instance:
         for phase in ("cold", "rerun"):
@@ -242,7 +254,6 @@ def _read_instance(recipe_path: Path, result: dict) -> None:
         pipeline = [s for s in steps if s["group"] != "diagnostics"]
         result[phase]["pipeline_peak_rss"] = max((s["peak_rss"] for s in pipeline), default=0)
         result[phase]["diagnostics_s"] = sum(s["seconds"] for s in steps if s["group"] == "diagnostics")
-        del result[phase]["samples"]
 
 
 def non_reference_units(result: dict) -> dict[str, int]:

@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 import pysam
 
-from kb_assets.encoders.checkpoint import write_checkpoint
-from kb_assets.encoders.tokenizer import train_bpe_tokenizer
+from kb_assets.encoders.checkpoint import BIN_WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_CONFIG_FILE, write_checkpoint
+from kb_assets.encoders.tokenizer import TOKENIZER_FILE, train_bpe_tokenizer
 
 Interval = tuple[int, int]  # 0-based half-open
 
@@ -104,6 +104,8 @@ GENE_ID_BASE = 1_000_001  # ENSG00001000001…: far above real Ensembl ids
 # Tiny DNABERT-2 shape (embeddings of the demo take about a minute on 2 CPU cores) and its BPE vocabulary.
 CHECKPOINT_SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 VOCAB_SIZE = 4096
+# A checkpoint folder missing any of these is one an interrupted write left behind (the tokenizer files come last).
+CHECKPOINT_FILES = (CONFIG_FILE, BIN_WEIGHTS_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE)
 TOKENIZER_TRAINING_BP = 1_000_000
 
 N_BATCHES = 40
@@ -961,7 +963,8 @@ def generate_cohort_inputs(
                   lambda: write_fasta(paths["fasta"], genome_records())),
         "gtf": ([paths["gtf"]], lambda: write_gtf(paths["gtf"], layout.genes, GTF_HEADER, compresslevel=6)),
         "gene_set": ([paths["gene_set"]], lambda: write_gene_set(paths["gene_set"], names)),
-        "checkpoint": ([paths["checkpoint"] / "tokenizer_config.json"], with_reference(write_checkpoint_from)),
+        "checkpoint": ([paths["checkpoint"] / name for name in CHECKPOINT_FILES],
+                       with_reference(write_checkpoint_from)),
         "vcf": ([paths["vcf"], Path(f"{paths['vcf']}.tbi")], with_reference(write_vcf_from)),
         "covariates": ([paths["covariates"]], lambda: write_covariates(paths["covariates"], samples, males, seed)),
     }

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kb_assets.benchmarks.synthetic import write_tiny_checkpoint
+from kb_assets.benchmarks.synthetic import CHECKPOINT_FILES, write_tiny_checkpoint
 from kb_assets.demo.layout import DEMO_SEED
-from kb_assets.encoders.checkpoint import BIN_WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_CONFIG_FILE
-from kb_assets.encoders.tokenizer import TOKENIZER_FILE
 
-CHECKPOINT_FILES = (CONFIG_FILE, BIN_WEIGHTS_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE)
+__all__ = ["CHECKPOINT_FILES", "write_demo_checkpoint"]
 
 
 def write_demo_checkpoint(folder: Path, genome: dict[str, str]) -> None:
