@@ -247,14 +247,31 @@ SAFE_SQL_CALLS = {"quote_identifier", "_sql_string", "int"}
 SAFE_SQL_FRAGMENTS = {
     ("storage/warehouse.py", "source"): "read_parquet(<_sql_string(path)>, hive_partitioning = <true|false>)",
     ("storage/warehouse.py", "pattern"): "_sql_string(<the warehouse's parquet glob>), for the facts view",
-    ("storage/warehouse.py", "query"): "a derived view's query: constant text of storage/views.py DERIVED_VIEWS "
-                                       "(checked below)",
+    ("storage/warehouse.py", "query"): "a derived view's query: the literal text of storage/views.py DERIVED_VIEWS "
+                                       "(checked below), filled in with str.format (whose values this scan checks)",
 }
 # SQL handed over whole, reviewed.
 REVIEWED_SQL = {
     ("cli.py", "query"): "the user's own statement (`kb-assets sql`), run on a read-only connection",
 }
 SQL_METHODS = {"execute", "executemany", "sql", "query", "read_sql", "from_query"}
+# Variables that hold SQL templates (storage/views.py fills its derived views' queries with str.format).
+SQL_TEMPLATE_NAMES = {"query", "sql", "statement"}
+
+
+def _safe_sql_call(value: ast.expr) -> bool:
+    return isinstance(value, ast.Call) and getattr(value.func, "id", None) in SAFE_SQL_CALLS
+
+
+def _formats_sql(node: ast.AST) -> bool:
+    """A `.format(...)` call on SQL text: a variable named as SQL, or a string constant that reads as SQL."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"):
+        return False
+    template = node.func.value
+    if isinstance(template, ast.Name):
+        return template.id.lower() in SQL_TEMPLATE_NAMES
+    return isinstance(template, ast.Constant) and isinstance(template.value, str) and bool(
+        re.search(r"\b(select|from|create|insert|update|delete)\b", template.value, re.IGNORECASE))
 
 
 def _sql_offenders(where: str, tree: ast.Module) -> tuple[int, list[str], set[tuple[str, str]]]:
@@ -262,6 +279,12 @@ def _sql_offenders(where: str, tree: ast.Module) -> tuple[int, list[str], set[tu
     the reviewed fragments and statements used)."""
     seen, offenders, reviewed = 0, [], set()
     for node in ast.walk(tree):
+        if _formats_sql(node):
+            # A SQL template filled with str.format: the same rule as an f-string, for every value filled in.
+            values = [*node.args, *(keyword.value for keyword in node.keywords)]
+            offenders += [f"{where}:{node.lineno}: {{{ast.unparse(value)}}} in SQL ({ast.unparse(node.func)})"
+                          for value in values if not _safe_sql_call(value)]
+            continue
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr in SQL_METHODS and node.args):
             continue
@@ -279,7 +302,7 @@ def _sql_offenders(where: str, tree: ast.Module) -> tuple[int, list[str], set[tu
             if not isinstance(part, ast.FormattedValue):
                 continue
             value = part.value
-            if isinstance(value, ast.Call) and getattr(value.func, "id", None) in SAFE_SQL_CALLS:
+            if _safe_sql_call(value):
                 continue
             if isinstance(value, ast.Name) and (where, value.id) in SAFE_SQL_FRAGMENTS:
                 reviewed.add((where, value.id))
@@ -317,10 +340,13 @@ def test_the_sql_check_catches_interpolated_values():
                     "c.execute('select * from ' + name)\n"
                     "c.execute(f'select * from {quote_identifier(name)} where id = ?', [subject])\n"
                     "c.execute(f'select * from t limit {int(limit)}')\n"
-                    "c.sql(query)\n")
-    assert _sql_offenders("x.py", bad) == (
-        5, ["x.py:1: {subject} in SQL", "x.py:2: SQL built as 'select * from ' + name", "x.py:5: SQL built as query"],
-        set())
+                    "c.sql(query)\n"
+                    "text = query.format(p=prefix, q=quote_identifier(name))\n"
+                    "text = 'select * from {t}'.format(t=table)\n")
+    seen, offenders, reviewed = _sql_offenders("x.py", bad)
+    assert (seen, sorted(offenders), reviewed) == (5, [
+        "x.py:1: {subject} in SQL", "x.py:2: SQL built as 'select * from ' + name", "x.py:5: SQL built as query",
+        "x.py:6: {prefix} in SQL (query.format)", "x.py:7: {table} in SQL ('select * from {t}'.format)"], set())
 
 
 def test_the_ui_binds_to_127_0_0_1_and_the_readme_says_how_to_reach_it_safely(demo_recipe, tmp_path, monkeypatch):
