@@ -22,10 +22,8 @@ from pathlib import Path
 import yaml
 
 from kb_assets.errors import InputError
-from kb_assets.settings import DEMO_RECIPE, PROJECT_ROOT, RECIPE_ENV, Recipe, load_recipe
+from kb_assets.settings import DEMO_RECIPE, PROJECT_ROOT, RECIPE_ENV, Recipe, load_recipe, recipe_run_tags
 
-RECIPE_ID_TAG = "kb_assets/recipe_id"
-RECIPE_PATH_TAG = "kb_assets/recipe"
 INSTANCE_SETTINGS = PROJECT_ROOT / "data" / "dagster.yaml"
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 # Ctrl-C / SIGTERM on `kb-assets ui`: its processes get this long to shut down on SIGTERM, then SIGKILL.
@@ -33,11 +31,6 @@ UI_GRACE_S = 5.0
 
 
 # ---- one Dagster instance per recipe -----------------------------------------------------------------------------
-def recipe_run_tags(recipe: Recipe) -> dict[str, str]:
-    """The tags that say which recipe a run belongs to (shown in the UI's runs list)."""
-    return {RECIPE_ID_TAG: recipe.recipe_id, RECIPE_PATH_TAG: str(recipe.source)}
-
-
 def dagster_home(recipe: Recipe) -> Path:
     """The recipe's Dagster home: $DAGSTER_HOME when set (respected as it is), else `<warehouse root>/dagster/`,
     created on first use with data/dagster.yaml's settings (run queue, the `gpu` pool, no telemetry)."""
@@ -552,10 +545,19 @@ def group_members(group: int) -> list[int]:
 
 # ---- benchmarks --------------------------------------------------------------------------------------------------
 def _cmd_bench(args) -> None:
-    if args.which == "encoder":
+    if args.which == "encoder" and args.family == "dnabert2":
         from kb_assets.benchmarks.encoder import format_report, run_encoder_benchmark
 
         print(format_report(run_encoder_benchmark(device=args.device)))
+    elif args.which == "encoder":
+        # One benchmark measures both non-DNABERT-2 families side by side (Caduceus PS/PH and a transformers ESM).
+        from kb_assets.benchmarks.caduceus import format_report, run_caduceus_benchmark
+
+        print(format_report(run_caduceus_benchmark(seed=args.seed)))
+    elif args.which == "alignment":
+        from kb_assets.benchmarks.alignment import format_report, run_alignment_benchmark
+
+        print(format_report(run_alignment_benchmark(args.subjects, 512, 100, args.permutations, 5)))
     elif args.which == "dedup":
         from kb_assets.benchmarks.dedup import format_report, run_dedup_benchmark
 
@@ -642,9 +644,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=_cmd_audit)
 
     bench = commands.add_parser("bench", help="benchmarks (apart from the tests)")
-    bench.add_argument("which", choices=["encoder", "pca", "dedup", "cohort"])
+    bench.add_argument("which", choices=["encoder", "pca", "dedup", "cohort", "alignment"])
     bench.add_argument("--device", default="cpu", help="encoder benchmark device: cpu, cuda or auto")
-    bench.add_argument("--subjects", type=int, default=20000, help="pca, dedup and cohort benchmarks' cohort size")
+    bench.add_argument("--family", default="dnabert2", choices=["dnabert2", "caduceus", "transformers"],
+                       help="encoder benchmark: DNABERT-2 at the 117M shape, or Caduceus PS/PH at the 131k "
+                            "checkpoints' shape beside a transformers-family ESM (CPU, one thread)")
+    bench.add_argument("--permutations", type=int, default=1000, help="alignment benchmark: permutations per fold")
+    bench.add_argument("--subjects", type=int, default=20000,
+                       help="pca, dedup, cohort and alignment benchmarks' cohort size")
     bench.add_argument("--seed", type=int, default=0, help="dedup and cohort benchmarks' seed (synthetic inputs)")
     bench.add_argument("--workdir", help="cohort benchmark: where the synthetic inputs, runs and results go "
                                          "(default /tmp/kb_assets_cohort_bench; the hg38-sized inputs take ~4 GB)")

@@ -24,7 +24,7 @@ from kb_assets.cluster.slurm_pipes import SlurmPipesClient
 from kb_assets.partitions import chromosome_partitions
 from kb_assets.resources import EncoderResource, WarehouseResource
 from kb_assets.schedules import build_automation
-from kb_assets.settings import Recipe, load_recipe
+from kb_assets.settings import Recipe, load_recipe, recipe_run_tags
 
 # Deployment settings, per machine rather than per recipe (resources per deployment): the GPUs a node lends to
 # gene_embeddings partitions, e.g. "cuda:0,cuda:1"; KB_ASSETS_SLURM and KB_ASSETS_EXECUTOR are read by
@@ -42,7 +42,7 @@ def build_resources(recipe: Recipe) -> dict[str, object]:
         )
         for encoder in recipe_encoders(recipe)
     }
-    resources["warehouse"] = WarehouseResource(root=str(recipe.warehouse.root))
+    resources["warehouse"] = WarehouseResource(root=str(recipe.warehouse.root), run_tags=recipe_run_tags(recipe))
     slurm = slurm_settings_from_env()
     if slurm is not None:
         resources["slurm"] = SlurmPipesClient(slurm)

@@ -53,9 +53,17 @@ class EncoderResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The warehouse root: parquet datasets and the DuckDB catalog."""
+    """The warehouse root: parquet datasets and the DuckDB catalog; and the recipe's run tags, which it adds to a run
+    launched without them (the UI's and backfills' runs of the implicit asset job, which takes no definition-level
+    tags), so every run says which recipe it belongs to."""
 
     root: str
+    run_tags: dict[str, str] = {}
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        if run is not None and context.instance is not None and not self.run_tags.items() <= run.tags.items():
+            context.instance.add_run_tags(run.run_id, self.run_tags)
 
     def get(self) -> Warehouse:
         return Warehouse(self.root)

@@ -18,7 +18,7 @@ import dagster as dg
 
 from kb_assets.assets.encoders import recipe_encoders
 from kb_assets.assets.inputs import input_key, input_names
-from kb_assets.settings import Recipe
+from kb_assets.settings import Recipe, recipe_run_tags
 
 SHARED_CHAIN = ("reference_sequences", "subject_haplotypes")
 ENCODER_CHAIN = ("tokenized_genes", "gene_embeddings")  # per encoder of the recipe
@@ -42,10 +42,11 @@ def build_automation(recipe: Recipe) -> dict:
     inputs = dg.AssetSelection.assets(*(input_key(name) for name in input_names(recipe)))
     encoders = recipe_encoders(recipe)
     chain = [*SHARED_CHAIN, *(encoder.key(name) for encoder in encoders for name in ENCODER_CHAIN)]
+    tags = recipe_run_tags(recipe)
     chromosome_job = dg.define_asset_job("chromosome_embeddings", selection=dg.AssetSelection.assets(*chain),
                                          description="one chromosome partition of the embedding chain, every "
-                                                     "encoder of the recipe")
-    observe_job = dg.define_asset_job("observe_inputs", selection=inputs,
+                                                     "encoder of the recipe", tags=tags)
+    observe_job = dg.define_asset_job("observe_inputs", selection=inputs, tags=tags,
                                       description="hash every input file the recipe names")
 
     @dg.schedule(job=chromosome_job, cron_schedule=recipe.schedule.cron,
@@ -55,23 +56,23 @@ def build_automation(recipe: Recipe) -> dict:
         tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
         for chrom in recipe.reference.chromosomes:
             yield dg.RunRequest(run_key=f"{tick}:{chrom}", partition_key=chrom,
-                                tags={"kb_assets/trigger": "chromosome_refresh"})
+                                tags={**tags, "kb_assets/trigger": "chromosome_refresh"})
 
     sensors = [
         dg.AutomationConditionSensorDefinition(
-            "observe_inputs", target=inputs, default_status=dg.DefaultSensorStatus.RUNNING,
+            "observe_inputs", target=inputs, default_status=dg.DefaultSensorStatus.RUNNING, run_tags=tags,
             description="Observes the input files every minute (a stat each; a hash only when one changed)",
         ),
         dg.AutomationConditionSensorDefinition(
             "follow_inputs", target=dg.AssetSelection.groups(
                 *FOLLOWING_GROUPS, *(encoder.group(EMBEDDING_GROUP) for encoder in encoders)),
-            default_status=dg.DefaultSensorStatus.STOPPED,
+            default_status=dg.DefaultSensorStatus.STOPPED, run_tags=tags,
             description="Re-materializes the reference, subject and embedding stages after an input changed",
         ),
         dg.AutomationConditionSensorDefinition(
             "cohort_follows_embeddings",
             target=dg.AssetSelection.groups(*(encoder.group(COHORT_GROUP) for encoder in encoders)),
-            default_status=dg.DefaultSensorStatus.RUNNING,
+            default_status=dg.DefaultSensorStatus.RUNNING, run_tags=tags,
             description="Materializes the cohort assets once every embedding partition is present and one changed",
         ),
     ]

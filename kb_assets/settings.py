@@ -240,6 +240,15 @@ class Recipe(_Section):
             )
 
 
+RECIPE_ID_TAG = "kb_assets/recipe_id"
+RECIPE_PATH_TAG = "kb_assets/recipe"
+
+
+def recipe_run_tags(recipe: Recipe) -> dict[str, str]:
+    """The tags that say which recipe a run belongs to (shown in the UI's runs list)."""
+    return {RECIPE_ID_TAG: recipe.recipe_id, RECIPE_PATH_TAG: str(recipe.source)}
+
+
 def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     def resolve(path: Path | None) -> Path | None:
         if path is None:

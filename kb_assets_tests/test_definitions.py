@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from kb_assets.definitions import build_definitions
-from kb_assets.settings import DEMO_RECIPE, PROJECT_ROOT, load_recipe
+from kb_assets.settings import DEMO_RECIPE, PROJECT_ROOT, RECIPE_ID_TAG, RECIPE_PATH_TAG, load_recipe
 
 ASSETS = {
     "reference_genome", "gene_annotations", "gene_set", "reference_sequences", "subject_haplotypes",
@@ -66,3 +66,16 @@ def test_dagster_validates_the_workspace(tmp_path):
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
+
+
+def test_a_run_launched_without_tags_is_tagged_with_its_recipe(make_recipe):
+    """The UI's and backfills' runs use the implicit asset job, which carries no definition-level tags: the
+    warehouse resource adds the recipe's, so the runs list says which recipe each run belongs to."""
+    recipe = make_recipe("tagged")
+    defs = build_definitions(recipe)
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey("gene_set")], instance=instance, raise_on_error=False)
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags[RECIPE_ID_TAG] == recipe.recipe_id and tags[RECIPE_PATH_TAG] == str(recipe.source)
+    assert defs.resolve_job_def("chromosome_embeddings").tags[RECIPE_ID_TAG] == recipe.recipe_id

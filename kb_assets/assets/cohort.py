@@ -23,7 +23,7 @@ from kb_assets.assets.publishing import (
     upstream_facts,
     written_shapes,
 )
-from kb_assets.encoders.chromosome import DATASETS
+from kb_assets.encoders.chromosome import DATASETS, encoder_dataset
 from kb_assets.errors import InputError
 from kb_assets.genome import vcf_samples
 from kb_assets.resources import WarehouseResource
@@ -82,9 +82,10 @@ def _embedding_settings(warehouse: Warehouse, chromosomes: list[str], encoder: E
                            str(warehouse.dataset_dir(encoder.dataset("gene_embeddings"))))
 
 
-def read_factored_subject_matrix(store: Warehouse, encoder: EncoderAssets) -> tuple[list[str], list]:
-    """(subject ids, per gene its GeneBlock) of an encoder's subject matrix as subject_matrix stored it."""
-    dataset = encoder.dataset("subject_matrix")
+def read_factored_subject_matrix(store: Warehouse, encoder_name: str = "") -> tuple[list[str], list]:
+    """(subject ids, per gene its GeneBlock) of an encoder's subject matrix ("" the recipe's primary encoder) as
+    subject_matrix stored it."""
+    dataset = encoder_dataset(encoder_name, "subject_matrix")
     subjects = store.read_table(dataset).column("subject_id").to_pylist()
     vectors = store.read_table(f"{dataset}/vectors")
     blocks = read_gene_blocks(store.read_table(f"{dataset}/genes").to_pandas(),
@@ -93,12 +94,12 @@ def read_factored_subject_matrix(store: Warehouse, encoder: EncoderAssets) -> tu
     return subjects, blocks
 
 
-def read_subject_matrix(store: Warehouse, genes_to_subject: str, encoder: EncoderAssets
+def read_subject_matrix(store: Warehouse, genes_to_subject: str, encoder_name: str = ""
                         ) -> tuple[list[str], FactoredSubjectMatrix | np.ndarray]:
     """The subject matrix as subject_matrix stored it: factored (concat), or its N × H mean or max."""
-    subjects, blocks = read_factored_subject_matrix(store, encoder)
+    subjects, blocks = read_factored_subject_matrix(store, encoder_name)
     matrix = FactoredSubjectMatrix(len(subjects), blocks,
-                                   source=str(store.dataset_dir(encoder.dataset("subject_matrix"))))
+                                   source=str(store.dataset_dir(encoder_dataset(encoder_name, "subject_matrix"))))
     return subjects, matrix if genes_to_subject == "concat" else matrix.genes_to_subject(genes_to_subject)
 
 
@@ -264,7 +265,7 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
         NULL stands for a missing one — and each fold's fitted model with its coder (.npz)."""
         settings = recipe.checked()
         store = warehouse.get()
-        subjects, matrix = read_subject_matrix(store, settings.aggregation.genes_to_subject, encoder)
+        subjects, matrix = read_subject_matrix(store, settings.aggregation.genes_to_subject, encoder.name)
         frame = read_covariates(store).set_index("subject_id").loc[subjects].reset_index()
         folds = store.read_table("cv_folds").to_pandas()
         folds = folds[folds["subject_id"].isin(set(subjects))]

@@ -316,7 +316,7 @@ def _encoder_comparison(recipe: Recipe, encoders: list[EncoderAssets], max_subje
         store = context.resources.warehouse.get()
         outputs, facts = {}, {}
         for encoder in encoders:
-            subjects, blocks = read_factored_subject_matrix(store, encoder)
+            subjects, blocks = read_factored_subject_matrix(store, encoder.name)
             outputs[encoder.label] = diagnostics.EncoderOutputs(
                 rc_stability=store.read_table(encoder.dataset("rc_stability")).to_pandas(),
                 pooling=store.read_table(encoder.dataset("pooling_comparison")).to_pandas(),

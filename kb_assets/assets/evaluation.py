@@ -96,7 +96,7 @@ def _gene_brain_alignment(recipe: Recipe, encoder: EncoderAssets):
         scores = store.read_table(pca_dataset).to_pandas()
         models = store.read_table(f"{pca_dataset}/folds", columns=["fold", "model"]).to_pandas()
         genes = store.read_table(encoder.dataset("subject_matrix/genes")).to_pandas()
-        subjects, blocks = read_factored_subject_matrix(store, encoder)
+        subjects, blocks = read_factored_subject_matrix(store, encoder.name)
         subject_rows = pd.Series(np.arange(len(subjects)), index=subjects)
         alignment = AlignmentSettings(
             n_brain_components=options.n_brain_components, n_canonical_components=options.n_canonical_components,

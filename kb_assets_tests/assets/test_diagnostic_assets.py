@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kb_assets.assets.diagnostics import MAX_COHORT_SUBJECTS, build_diagnostic_assets
+from kb_assets.assets.encoders import recipe_encoders
 from kb_assets.definitions import build_definitions, build_resources
 from kb_assets.diagnostics import gene_table, pool_regions, reference_stats
 from kb_assets.encoders import chromosome as chromosome_module
@@ -162,7 +163,7 @@ def test_a_rerun_with_nothing_changed_runs_no_forward_pass(built, monkeypatch):
 
 def test_the_cohort_part_takes_the_first_subjects_by_id(built):
     recipe, _, warehouse = built
-    capped = build_diagnostic_assets(recipe, max_subjects=7)[1]
+    capped = build_diagnostic_assets(recipe, recipe_encoders(recipe), max_subjects=7)[1]
     result = dg.materialize([capped], resources=build_resources(recipe), instance=dg.DagsterInstance.ephemeral())
     meta = {k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node(
         "pooling_comparison")[0].metadata.items()}

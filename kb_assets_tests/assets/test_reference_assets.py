@@ -55,8 +55,11 @@ def test_chromosome_without_genes_is_an_empty_partition(make_recipe, materialize
     results = materialize(recipe)
     assert metadata(results, "reference_sequences", "chrX")["dagster/row_count"] == 0
     assert metadata(results, "gene_embeddings", "chrX")["dagster/row_count"] == 0
-    # REF and the 220 VCF subjects, one gene.
-    assert metadata(results, "gene_embeddings", "chr1")["dagster/row_count"] == 221
+    # One gene on chr1: its distinct vectors are stored, and the view lists REF and the 220 VCF subjects.
+    chr1 = metadata(results, "gene_embeddings", "chr1")
+    assert chr1["dagster/row_count"] == chr1["distinct_gene_vectors"] and chr1["n_subjects"] == 220
+    with duckdb.connect(str(Warehouse(recipe.warehouse.root).catalog_path), read_only=True) as catalog:
+        assert catalog.execute("select count(*), count(distinct chrom) from gene_embeddings").fetchone() == (221, 1)
 
 
 @pytest.mark.parametrize("mode", ["gene_body", "cds", "promoter"])
