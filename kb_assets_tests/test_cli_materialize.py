@@ -19,9 +19,8 @@ import pytest
 from filelock import FileLock
 
 from kb_assets.cli import dagster_home, main
-from kb_assets.settings import RECIPE_ID_TAG, RECIPE_PATH_TAG
 from kb_assets.definitions import build_definitions
-from kb_assets.settings import RECIPE_ENV
+from kb_assets.settings import RECIPE_ENV, RECIPE_ID_TAG, RECIPE_PATH_TAG
 from kb_assets.storage import Warehouse
 from kb_assets_tests.conftest import SMALL_GENE_SET, write_recipe
 

@@ -1,27 +1,40 @@
-"""Views computed on demand over the shared tables: what users query, never materialized per subject."""
+"""The catalog's views: one per dataset (named by `view_name`), and views computed on demand over them, what users
+query, never materialized per subject."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-# (view name, the dataset views it reads, its query), each name a template over the encoder's view prefix ("" for
-# the recipe's primary encoder, "<name>_" for a further one). Created once every dataset view it reads exists.
-DERIVED_VIEWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+
+def view_name(dataset: str) -> str:
+    return dataset.replace("/", "_")
+
+
+def quote_identifier(name: str) -> str:
+    """A DuckDB identifier in double quotes, embedded quotes doubled: names never become SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# (view name, the dataset views it reads by placeholder, its query), names given without the encoder's view prefix
+# ("" for the recipe's primary encoder, "<name>_" for a further one). Created per encoder once every view it reads
+# exists; the placeholders are filled with quoted identifiers.
+DERIVED_VIEWS: tuple[tuple[str, dict[str, str], str], ...] = (
     (
-        "{p}gene_embeddings",
-        ("{p}gene_embeddings_vectors", "{p}gene_embeddings_subjects", "{p}gene_embeddings_assignments"),
+        "gene_embeddings",
+        {"vectors": "gene_embeddings_vectors", "subjects": "gene_embeddings_subjects",
+         "assignments": "gene_embeddings_assignments"},
         # Every subject × gene: the subject's code (0, the reference's vector, unless assigned), then its vector.
         """
         select 'REF' as subject_id, v.gene_id, v.gene_name, v.gene_order, v.vector, v.chrom
-        from {p}gene_embeddings_vectors v
+        from {vectors} v
         where v.code = 0
         union all
         select s.subject_id, g.gene_id, g.gene_name, g.gene_order, v.vector, s.chrom
-        from {p}gene_embeddings_subjects s
-        join {p}gene_embeddings_vectors g on g.chrom = s.chrom and g.code = 0
-        left join {p}gene_embeddings_assignments a
+        from {subjects} s
+        join {vectors} g on g.chrom = s.chrom and g.code = 0
+        left join {assignments} a
             on a.chrom = s.chrom and a.subject_index = s.subject_index and a.gene_order = g.gene_order
-        join {p}gene_embeddings_vectors v on v.gene_order = g.gene_order and v.code = coalesce(a.code, 0)
+        join {vectors} v on v.gene_order = g.gene_order and v.code = coalesce(a.code, 0)
         """,
     ),
 )
@@ -33,5 +46,5 @@ def derived_views(existing: set[str]) -> Iterator[tuple[str, str]]:
     prefixes = sorted(name.removesuffix(ANCHOR) for name in existing if name.endswith(ANCHOR))
     for prefix in prefixes:
         for name, reads, query in DERIVED_VIEWS:
-            if {read.format(p=prefix) for read in reads} <= existing:
-                yield name.format(p=prefix), query.format(p=prefix)
+            if {prefix + read for read in reads.values()} <= existing:
+                yield prefix + name, query.format(**{key: quote_identifier(prefix + read) for key, read in reads.items()})

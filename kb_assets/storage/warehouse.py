@@ -39,7 +39,7 @@ from filelock import FileLock, Timeout
 
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256, remembered_file_sha256
-from kb_assets.storage.views import derived_views
+from kb_assets.storage.views import derived_views, quote_identifier, view_name
 
 CATALOG_FILE = "catalog.duckdb"
 PARTITION_COLUMN = "chrom"
@@ -52,15 +52,6 @@ _HOST = socket.gethostname()
 
 # Key of the schema metadata entry that holds a file's facts (JSON): how it was made, readable from the file alone.
 FACTS_KEY = b"kb_assets"
-
-
-def view_name(dataset: str) -> str:
-    return dataset.replace("/", "_")
-
-
-def quote_identifier(name: str) -> str:
-    """A DuckDB identifier in double quotes, embedded quotes doubled: names never become SQL."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 class Warehouse:

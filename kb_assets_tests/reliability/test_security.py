@@ -260,6 +260,9 @@ SQL_TEMPLATE_NAMES = {"query", "sql", "statement"}
 
 
 def _safe_sql_call(value: ast.expr) -> bool:
+    """A safe call, or a mapping of names to safe calls (`**{key: quote_identifier(…) for …}` filling a template)."""
+    if isinstance(value, ast.DictComp):
+        return _safe_sql_call(value.value)
     return isinstance(value, ast.Call) and getattr(value.func, "id", None) in SAFE_SQL_CALLS
 
 
