@@ -50,13 +50,14 @@ def test_graph_loads_without_any_input_file(tmp_path):
 
 def test_every_input_file_is_an_observed_source_of_the_assets_that_read_it():
     """The recipe is no resource (the assets read the Recipe the definitions were built from); the resources are
-    the deployment's: the encoder and the warehouse."""
-    defs = build_definitions(load_recipe(DEMO_RECIPE, require_inputs=False))
+    the deployment's: the warehouse and an encoder per checkpoint (the recipe's, and each one compared with it)."""
+    recipe = load_recipe(DEMO_RECIPE, require_inputs=False)
+    defs = build_definitions(recipe)
     graph = defs.resolve_asset_graph()
     for name, readers in READS.items():
         children = {key.to_user_string() for key in graph.get(dg.AssetKey(["inputs", name])).child_keys}
         assert readers <= children, f"inputs/{name} feeds {children}, not {readers - children}"
-    assert set(defs.resources) == {"encoder", "warehouse"}
+    assert set(defs.resources) == {"encoder", "warehouse", *(f"encoder_{name}" for name in recipe.inputs.compare_with)}
 
 
 def test_dagster_validates_the_workspace(tmp_path):
