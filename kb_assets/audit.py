@@ -143,7 +143,7 @@ class Auditor:
             if not self.graph.has(parent):
                 continue
             if not self.graph.get(parent).is_materializable:
-                self._input(node, parent, storage_id)
+                self._input(node, parent, storage_id, metadata.get("inputs") or {})
             else:
                 for used in self._used_records(key, node.partition, parent, storage_id):
                     child = self._node(parent, used) if deep else self._shallow(parent, used)
@@ -172,16 +172,20 @@ class Auditor:
         wanted = [partition] if partition is not None else parent_partitions.get_partition_keys()
         return [found for p in wanted if (found := self._latest(parent, p, before)) is not None]
 
-    def _input(self, node: LineageNode, key: dg.AssetKey, storage_id: int | None) -> None:
-        """Record the input file observation a materialization read, and whether the file changed since."""
+    def _input(self, node: LineageNode, key: dg.AssetKey, storage_id: int | None, hashed: dict) -> None:
+        """Record the input file a materialization read, and whether the file changed since. The hash is the one the
+        asset recorded itself when it read the file (`hashed`, its `inputs` metadata), else that of the latest
+        observation before it: a file replaced between the observation and the run is told right."""
         records = self.instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key, storage_ids=[storage_id]),
                                                    limit=1).records if storage_id else []
         if not records:
             return
         observation = records[0].event_log_entry.asset_observation
         metadata = {name: getattr(value, "value", value) for name, value in observation.metadata.items()}
-        name, used = key.path[-1], records[0].event_log_entry.tags.get("dagster/data_version")
-        path = metadata.get("path")
+        name = key.path[-1]
+        recorded = hashed.get(name) or {}
+        used = recorded.get("sha256") or records[0].event_log_entry.tags.get("dagster/data_version")
+        path = recorded.get("path") or metadata.get("path")
         node.inputs[name] = {"path": path, "sha256": used}
         now = _file_sha256(self.warehouse, path)
         if now is None:

@@ -127,6 +127,7 @@ def input_error_in(err: BaseException) -> InputError | None:
 def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
     """What a materialization did, read from the assets' metadata: subjects analysed and left out, components
     kept per fold and why, and checks that did not pass."""
+    from kb_assets.assets.encoders import recipe_encoders
     from kb_assets.report import fold_lines, latest_materialization
 
     lines = []
@@ -145,12 +146,28 @@ def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
     if matrix is not None and matrix.metadata.get("subjects_without_every_chromosome"):
         lines.append(f"  {matrix.metadata['subjects_without_every_chromosome']} covariates subject(s) without "
                      "gene vectors on every chromosome left out of the subject matrix")
-    pca = latest_materialization(instance, "subject_embeddings_pca")
-    folds = fold_lines(pca.metadata) if pca is not None else []
-    if folds:
-        lines.append(f"PCA ({pca.metadata.get('order', recipe.pca.order)}): components kept per fold, and what bound "
-                     "them (a fold keeps at most its training subjects minus the design rank)")
-        lines += [f"  {line}" for line in folds]
+    for encoder in recipe_encoders(recipe):
+        named = f" [{encoder.label}]" if recipe.inputs.compare_with else ""
+        pca = latest_materialization(instance, encoder.key("subject_embeddings_pca").to_user_string())
+        folds = fold_lines(pca.metadata) if pca is not None else []
+        if folds:
+            lines.append(f"PCA{named} ({pca.metadata.get('order', recipe.pca.order)}): components kept per fold, and "
+                         "what bound them (a fold keeps at most its training subjects minus the design rank)")
+            lines += [f"  {line}" for line in folds]
+        alignment = latest_materialization(instance, encoder.key("gene_brain_alignment").to_user_string())
+        if alignment is not None:
+            meta = alignment.metadata
+            p_values = ", ".join(f"{p:.3g}" for p in meta.get("p_value_r1_by_fold", []))
+            lines.append(f"Gene–brain alignment{named}: held-out first canonical correlation "
+                         f"{meta.get('heldout_r1_mean', float('nan')):.3f} (mean over folds), permutation p by fold "
+                         f"{p_values}; top genes by attribution: "
+                         f"{', '.join(list(meta.get('top_genes_by_attribution') or {})[:3])}")
+    comparison = latest_materialization(instance, "encoder_comparison")
+    if comparison is not None:
+        agreement = {key.split("/", 1)[1]: value for key, value in comparison.metadata.items()
+                     if key.startswith("spearman_rho_all_genes/")}
+        lines.append("Encoders side by side (Spearman ρ of subject distances, all genes): "
+                     + ", ".join(f"{pair} {rho:.3f}" for pair, rho in agreement.items()))
     evaluations = [e for result in results for e in result.get_asset_check_evaluations()]
     failed = [e for e in evaluations if not e.passed]
     if evaluations:
@@ -174,8 +191,10 @@ def _print_summary(recipe: Recipe) -> None:
 
     warehouse = Warehouse(recipe.warehouse.root)
     print("\nTables in the catalog:")
-    for view, rows in catalog_summary(warehouse):
-        print(f"  {view:<40} {rows:>10,} rows")
+    views = catalog_summary(warehouse)
+    width = max((len(view) for view, _ in views), default=0)
+    for view, rows in views:
+        print(f"  {view:<{width}} {rows:>10,} rows")
     recipe_flag = "" if recipe.source == DEMO_RECIPE else f" --recipe {recipe.source}"
     print(f"\nDuckDB catalog: {warehouse.catalog_path}")
     print(f"  query it:   kb-assets sql{recipe_flag} \"select * from gene_set\"")
@@ -213,7 +232,7 @@ def _cmd_demo_init(args) -> None:
     written = generate_demo_inputs(recipe, force=args.force)
     print(f"demo inputs ready in {time.perf_counter() - started:.1f} s:")
     for name, path in written.items():
-        print(f"  {name:<12} {path}")
+        print(f"  {name:<24} {path}")
 
 
 def _cmd_demo_run(args) -> None:

@@ -50,10 +50,13 @@ def _merge(base: dict, changes: dict) -> dict:
 
 
 def write_recipe(folder: Path, base: Recipe, genes: list[str] | None = SMALL_GENE_SET, **changes: dict) -> Recipe:
-    """A recipe file in `folder` on `base`'s inputs, with a warehouse of its own there; `genes` writes a gene-set
-    manifest of its own; `changes` replace recipe sections key by key."""
+    """A recipe file in `folder` on `base`'s inputs (the primary encoder only, no brain table), with a warehouse of
+    its own there; `genes` writes a gene-set manifest of its own; `changes` replace recipe sections key by key."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = base.model_dump(mode="json", exclude_none=True)
+    # One encoder and no evaluation stage unless a test asks: the demo's Caduceus and brain table cost time.
+    settings["inputs"].pop("compare_with", None)
+    settings["inputs"].pop("brain", None)
     settings["warehouse"] = {"root": str(folder / "warehouse")}
     if genes is not None:
         manifest = folder / "genes.tsv"

@@ -29,6 +29,8 @@ from kb_assets.demo import (
     gene_set_text,
     generate_demo_inputs,
 )
+from kb_assets.demo.brain import DEMO_PLANTED_GENES
+from kb_assets.encoders.families import load_any_encoder
 from kb_assets.encoders.tokenizer import SPECIAL_TOKENS, load_tokenizer
 from kb_assets.genome.annotation import load_annotation
 from kb_assets.genome.gene_set import read_gene_set, resolve_gene_set
@@ -71,8 +73,10 @@ def _folder(recipe: Recipe) -> Path:
 
 
 def test_writes_every_input_the_recipe_names(recipe: Recipe, demo: dict[str, Path]) -> None:
-    named = {name: path for name, path in recipe.inputs.model_dump().items() if path is not None}
-    assert demo == named
+    named = {name: path for name, path in recipe.inputs.model_dump().items()
+             if path is not None and name != "compare_with"}
+    named.update({f"compare_with.{name}": path for name, path in recipe.inputs.compare_with.items()})
+    assert demo == named and set(recipe.inputs.compare_with) == {"caduceus_ps"} and recipe.inputs.brain
     recipe.check_inputs()
     assert Path(f"{demo['fasta']}.fai").is_file() and Path(f"{demo['vcf']}.tbi").is_file()
 
@@ -254,3 +258,31 @@ def test_checkpoint_is_laid_out_like_dnabert2(demo: dict[str, Path], fasta: dict
     assert state["bert.embeddings.word_embeddings.weight"].shape == (4096, config["hidden_size"])
     assert any(key.startswith("cls.predictions.") for key in state)
     assert not any(key.startswith("bert.pooler") for key in state)
+
+
+def test_the_comparison_checkpoint_is_a_caduceus_ps(demo: dict[str, Path]) -> None:
+    encoder = load_any_encoder(demo["compare_with.caduceus_ps"], device="cpu", dtype="float32")
+    assert (encoder.family, encoder.rc_mode_native, encoder.hidden_size) == ("caduceus", "equivariant", 32)
+
+
+def test_brain_table_plants_carriers_of_two_genes_on_three_features(recipe: Recipe, demo: dict[str, Path]) -> None:
+    """Carriers of exonic variants in SCN2A_demo or CHD8_demo (found here with cyvcf2 on the GTF's exons, apart from
+    the pipeline) sit about one SD higher on idp_001..idp_003 than the others; idp_004 onwards do not move."""
+    brain = pd.read_csv(demo["brain"], sep="\t").set_index("subject_id")
+    covariates = pd.read_csv(demo["covariates"], sep="\t")
+    assert list(brain.index) == covariates["subject_id"].tolist() and brain.shape[1] == 12
+    annotation = load_annotation(demo["gtf"])
+    exons = annotation.exons.merge(annotation.genes[["gene_id", "gene_name"]], on="gene_id")
+    vcf = cyvcf2.VCF(str(demo["vcf"]))
+    samples = vcf.samples
+    carriers: set[str] = set()
+    for gene in DEMO_PLANTED_GENES:
+        for exon in exons[exons["gene_name"] == gene].itertuples():
+            for record in vcf(f"{exon.chrom}:{exon.start + 1}-{exon.end}"):
+                if record.FILTER is None and record.end > exon.start and record.start < exon.end:
+                    alternate = (record.genotype.array()[:, :2] > 0).any(axis=1)
+                    carriers |= {samples[i] for i in alternate.nonzero()[0]}
+    carrying = brain.index.isin(carriers)
+    assert 10 < carrying.sum() < len(brain) - 10
+    shift = (brain[carrying].mean() - brain[~carrying].mean()) / brain.std()
+    assert (shift.iloc[:3] > 0.7).all() and (shift.iloc[3:].abs() < 0.5).all()

@@ -53,7 +53,8 @@ CODE_VERSION = "1"
 GROUP = "cohort"
 # Facts that must agree across every gene_embeddings partition before their vectors share one matrix.
 EMBEDDING_SETTINGS = ("model_sha256", "tokenizer_version", "rc_mode", "pooling_strategy", "region_to_gene",
-                      "tile_bp", "tile_context_bp", "window_tokens", "window_stride", "dtype", "device_kind")
+                      "tile_bp", "tile_context_bp", "window_tokens", "window_stride", "dtype", "device_kind",
+                      "haplotype_mode", "reference_version", "annotation_version")
 CATEGORICAL = ("sex", "batch", "site", "label")
 
 
@@ -301,10 +302,12 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
             **store.read_facts(matrix_dataset),
         }
         facts.pop("write_id", None)
-        path = store.write_stream(pca_dataset, FOLD_SCORES_SCHEMA, batches(), facts)
-        folds_table = pa.Table.from_pylist([{k: (json.dumps(v) if isinstance(v, dict) else v)
-                                              for k, v in fit.items()} for fit in fits])
-        paths, _, _ = store.write_outputs({f"{pca_dataset}/folds": folds_table}, None, facts)
+        # The fold models, the scores and the fold table replace the previous ones as one set, or not at all.
+        with store.together():
+            path = store.write_stream(pca_dataset, FOLD_SCORES_SCHEMA, batches(), facts)
+            folds_table = pa.Table.from_pylist([{k: (json.dumps(v) if isinstance(v, dict) else v)
+                                                  for k, v in fit.items()} for fit in fits])
+            paths, _, _ = store.write_outputs({f"{pca_dataset}/folds": folds_table}, None, facts)
         store.register_views([pca_dataset, f"{pca_dataset}/folds"])
         kept = {fit["fold"]: fit["n_components"] for fit in fits}
         n_common = min(kept.values())

@@ -251,7 +251,7 @@ def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition,
                     f"cosine of each reference region's forward and reverse-complement vectors ({chrom})",
                 ) if np.isfinite(cosines).any() else f"no reverse complements (rc_mode {identity.rc_mode(options.rc)})",
             },
-            inputs={"checkpoint": {"path": str(identity.weights), "sha256": identity.model_sha256}},
+            inputs={encoder.input("checkpoint"): {"path": str(identity.weights), "sha256": identity.model_sha256}},
             check_results=[dg.AssetCheckResult(
                 check_name=check.name, passed=check.passed, metadata=check.metadata,
                 severity=dg.AssetCheckSeverity.ERROR if check.blocking_error else dg.AssetCheckSeverity.WARN)

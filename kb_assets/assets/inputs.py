@@ -7,6 +7,7 @@ observing a 100 GB VCF every minute costs a stat, and touching a file without ch
 """
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -63,13 +64,17 @@ def description(name: str) -> str:
 
 def build_input_sources(recipe: Recipe) -> list:
     names = input_names(recipe)
+    # multi_observable_source_asset is marked beta in Dagster 1.13: said once here rather than on every command.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        observe = dg.multi_observable_source_asset(
+            specs=[dg.AssetSpec(input_key(name), group_name=GROUP, description=description(name),
+                                automation_condition=dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON))
+                   for name in names],
+            can_subset=True, required_resource_keys={"warehouse"},
+        )
 
-    @dg.multi_observable_source_asset(
-        specs=[dg.AssetSpec(input_key(name), group_name=GROUP, description=description(name),
-                            automation_condition=dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON))
-               for name in names],
-        can_subset=True, required_resource_keys={"warehouse"},
-    )
+    @observe
     def input_files(context: dg.AssetExecutionContext):
         """Hash each input file the recipe names: its data version is its content."""
         store = context.resources.warehouse.get()

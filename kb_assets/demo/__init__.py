@@ -1,5 +1,6 @@
 """Deterministic demo inputs: a synthetic genome, its GENCODE-style annotation, an ordered gene set, a cohort VCF,
-a covariates table and a tiny DNABERT-2 checkpoint, written where a recipe's `inputs` say.
+a covariates table, a brain feature table with a planted gene–brain association, a tiny DNABERT-2 checkpoint and a
+tiny Caduceus-PS checkpoint to compare it with, written where a recipe's `inputs` say.
 
 Plain Python (no Dagster): `kb-assets demo init` calls `generate_demo_inputs`. Every random choice comes from a
 numpy Generator seeded from DEMO_SEED and every compressed file has a fixed header, so two runs write
@@ -12,7 +13,8 @@ VCF's special sites.
     layout.py      the gene table, its placement, N runs and the gene set
     genome.py      the genome (with repeats) and the annotation
     cohort.py      subjects, the VCF and the covariates
-    checkpoint.py  the tiny DNABERT-2 checkpoint
+    checkpoint.py  the tiny DNABERT-2 and Caduceus checkpoints
+    brain.py       brain feature tables (planted association or none)
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from kb_assets.demo.checkpoint import CHECKPOINT_FILES, write_demo_checkpoint
+from kb_assets.demo.brain import write_demo_brain
+from kb_assets.demo.checkpoint import CADUCEUS_FILES, CHECKPOINT_FILES, write_demo_caduceus, write_demo_checkpoint
 from kb_assets.demo.cohort import (
     N_COVARIATES_ONLY,
     N_GENOTYPES_ONLY,
@@ -87,6 +90,12 @@ def generate_demo_inputs(recipe: Recipe, *, force: bool = False) -> dict[str, Pa
                        lambda path: write_cohort_vcf(path, layout, genome, subjects, inputs.fasta.name))
     if inputs.covariates is not None:
         plan["covariates"] = (inputs.covariates, [], lambda path: write_covariates(path, subjects))
+    for name, folder in inputs.compare_with.items():
+        plan[f"compare_with.{name}"] = (folder, [folder / file for file in CADUCEUS_FILES], write_demo_caduceus)
+    if inputs.brain is not None and inputs.vcf is not None and inputs.covariates is not None:
+        # Last: it reads the genome, annotation, VCF and covariates written above.
+        plan["brain"] = (inputs.brain, [], lambda path: write_demo_brain(path, inputs.fasta, inputs.gtf, inputs.vcf,
+                                                                         inputs.covariates))
     for path, companions, write in plan.values():
         if force or not all(file.exists() for file in [path, *companions]):
             write(path)

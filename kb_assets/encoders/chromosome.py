@@ -313,7 +313,9 @@ def run_as_job(pipes, recipe_path: str, chrom: str, encoder_name: str = "") -> N
     facts = {"recipe_id": recipe.recipe_id,
              **embedding_facts(store, chrom, identity, options, recipe.aggregation.region_to_gene, encoder_name),
              "encoder": encoder_name or "primary", "device": embed.device or identity.device,
-             "inputs": {"checkpoint": {"path": str(identity.weights), "sha256": identity.model_sha256}}}
+             # Named as the recipe's input source: "checkpoint", or "<encoder>_checkpoint".
+             "inputs": {f"{encoder_name}_checkpoint" if encoder_name else "checkpoint": {
+                 "path": str(identity.weights), "sha256": identity.model_sha256}}}
     paths, data_version, facts = Warehouse(staging_dir(pipes)).write_outputs(result.tables(), chrom, facts)
     for check in result.checks:
         pipes.report_asset_check(check.name, check.passed, severity="ERROR" if check.blocking_error else "WARN",

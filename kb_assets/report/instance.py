@@ -54,7 +54,8 @@ def latest_materialization(instance: dg.DagsterInstance, asset: str,
                            partition: str | None = None) -> Materialization | None:
     """The newest materialization of an asset (of one partition), None when it was never materialized."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_user_string(asset),
+                              asset_partitions=[partition] if partition else None),
         limit=1,
     ).records
     if not records:
@@ -70,7 +71,7 @@ def latest_materialization(instance: dg.DagsterInstance, asset: str,
 
 def materialized_partitions(instance: dg.DagsterInstance, asset: str, order: Iterable[str]) -> list[str]:
     """The partitions of an asset materialized at least once, in `order` (then any others, sorted)."""
-    present = set(instance.get_materialized_partitions(dg.AssetKey(asset)))
+    present = set(instance.get_materialized_partitions(dg.AssetKey.from_user_string(asset)))
     ordered = [p for p in order if p in present]
     return ordered + sorted(present - set(ordered))
 

@@ -47,4 +47,5 @@ def derived_views(existing: set[str]) -> Iterator[tuple[str, str]]:
     for prefix in prefixes:
         for name, reads, query in DERIVED_VIEWS:
             if {prefix + read for read in reads.values()} <= existing:
-                yield prefix + name, query.format(**{key: quote_identifier(prefix + read) for key, read in reads.items()})
+                yield prefix + name, query.format(**{
+                    key: quote_identifier(prefix + read) for key, read in reads.items()})

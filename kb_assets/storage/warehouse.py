@@ -61,6 +61,7 @@ class Warehouse:
         self.root = Path(root)
         self.catalog_path = self.root / CATALOG_FILE
         self._lock = FileLock(str(self.catalog_path) + ".lock", timeout=_LOCK_TIMEOUT_S)
+        self._deferred: list[tuple[Path, Path]] | None = None  # renames held back by `together`
 
     # ---- paths -------------------------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
@@ -158,8 +159,32 @@ class Warehouse:
                 raise _storage_error(err, self.root) from err
             raise
         for temporary, target in staged:
-            os.replace(temporary, target)
+            self._rename(temporary, target)
         return dict(targets)
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Every file written inside the block (write_outputs, write_stream, staged …) is renamed into place after
+        the block succeeds, all at once; when it fails, none is, and their temporaries are removed. For an asset
+        whose files are written one after another but must be replaced as one set."""
+        self._deferred = []
+        try:
+            yield
+        except BaseException:
+            for temporary, _ in self._deferred:
+                temporary.unlink(missing_ok=True)
+            raise
+        else:
+            for temporary, target in self._deferred:
+                os.replace(temporary, target)
+        finally:
+            self._deferred = None
+
+    def _rename(self, temporary: Path, target: Path) -> None:
+        if self._deferred is None:
+            os.replace(temporary, target)
+        else:
+            self._deferred.append((temporary, target))
 
     @contextlib.contextmanager
     def staged(self, target: Path) -> Iterator[Path]:
@@ -177,7 +202,7 @@ class Warehouse:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        os.replace(temporary, target)
+        self._rename(temporary, target)
 
     # ---- reads -------------------------------------------------------------------------------------------
     def has_partition(self, dataset: str, chrom: str) -> bool:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from kb_assets.definitions import build_definitions
-from kb_assets.demo_brain import planted_brain_table
+from kb_assets.demo.brain import planted_brain_table
 from kb_assets.genome import ReferenceGenome, build_haplotypes, extract_regions, load_annotation, resolve_gene_set
 from kb_assets.storage import Warehouse
 from kb_assets_tests.assets.helpers import metadata

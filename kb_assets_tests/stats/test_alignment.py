@@ -15,7 +15,7 @@ from sklearn.linear_model import LinearRegression, RidgeClassifierCV, RidgeCV
 from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.model_selection import KFold
 
-from kb_assets.demo_brain import null_brain_table, planted_brain_table
+from kb_assets.demo.brain import null_brain_table, planted_brain_table
 from kb_assets.stats.alignment import (
     AlignmentSettings,
     FoldData,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kb_assets.demo_brain import null_brain_table, planted_brain_table
+from kb_assets.demo.brain import null_brain_table, planted_brain_table
 from kb_assets.errors import InputError
 from kb_assets.stats.brain import load_brain_table
 from kb_assets_tests.stats.conftest import write_table

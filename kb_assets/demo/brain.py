@@ -2,17 +2,22 @@
 
 Features are correlated noise (a few shared latent factors, as imaging-derived phenotypes are), shifted by
 covariate effects when covariates are given; in the planted table a few features also depend on per-subject
-gene scores (e.g. carrier indicators of variants in two genes). Deterministic by seed.
+gene scores (e.g. carrier indicators of variants in two genes). Deterministic by seed. The demo's table
+(`write_demo_brain`) plants carriers of exonic variants in SCN2A_demo and CHD8_demo, so the evaluation stage has
+something real to find and to attribute.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 _LATENT_FACTORS = 3
+DEMO_PLANTED_GENES = ("SCN2A_demo", "CHD8_demo")
+DEMO_FEATURES, DEMO_AFFECTED = 12, 3
 
 
 def null_brain_table(
@@ -79,3 +84,27 @@ def _features(n: int, n_features: int, covariates: np.ndarray | None, covariate_
 
 def _named(features: np.ndarray) -> dict[str, np.ndarray]:
     return {f"idp_{j + 1:03d}": features[:, j] for j in range(features.shape[1])}
+
+
+def exon_carriers(fasta: Path, gtf: Path, vcf: Path, gene: str) -> set[str]:
+    """Subjects carrying any applied variant in the gene's exons (through the pipeline's own domain functions)."""
+    from kb_assets.genome import ReferenceGenome, build_haplotypes, extract_regions, load_annotation, resolve_gene_set
+
+    annotation = load_annotation(gtf)
+    genome = ReferenceGenome(fasta)
+    gene_set = resolve_gene_set([gene], annotation)
+    regions = extract_regions(genome, annotation, gene_set, str(gene_set["chrom"].iloc[0]), "exons")
+    haplotypes = build_haplotypes(vcf, regions, genome)
+    carrying = set(haplotypes.assignments["subject_index"])
+    return set(haplotypes.subjects.loc[haplotypes.subjects["subject_index"].isin(carrying), "subject_id"])
+
+
+def write_demo_brain(path: Path, fasta: Path, gtf: Path, vcf: Path, covariates: Path) -> None:
+    """The demo's brain table (TSV): every covariates subject, 12 features, the first 3 driven by carrying exonic
+    variants in SCN2A_demo or CHD8_demo (1 SD per SD of the carrier count)."""
+    subjects = pd.read_csv(covariates, sep="\t")["subject_id"].astype(str).tolist()
+    carried = [exon_carriers(fasta, gtf, vcf, gene) for gene in DEMO_PLANTED_GENES]
+    scores = np.array([[subject in genes for genes in carried] for subject in subjects], dtype=float)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    planted_brain_table(subjects, scores, n_features=DEMO_FEATURES, n_affected=DEMO_AFFECTED, effect=1.0,
+                        seed=1).to_csv(path, sep="\t", index=False, float_format="%.6g")
