@@ -112,7 +112,7 @@ class Warehouse:
         facts = {**facts, "write_id": write_id.hexdigest()[:16]}
         paths = self.write_tables(tables, facts) if partition is None else self.write_partitions(tables, partition,
                                                                                                    facts)
-        return paths, content_version(*paths.values()), facts
+        return paths, content_version(*(self._written(path) for path in paths.values())), facts
 
     def write_stream(self, dataset: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
                      facts: Mapping[str, object]) -> Path:
@@ -185,6 +185,11 @@ class Warehouse:
             os.replace(temporary, target)
         else:
             self._deferred.append((temporary, target))
+
+    def _written(self, target: Path) -> Path:
+        """Where the bytes just written for `target` are: the target, or its temporary while `together` holds it."""
+        pending = {kept: temporary for temporary, kept in self._deferred or ()}
+        return pending.get(target, target)
 
     @contextlib.contextmanager
     def staged(self, target: Path) -> Iterator[Path]:
