@@ -19,6 +19,7 @@ demo: $(VENV)/.installed
 	$(BIN)/kb-assets demo run
 
 test: $(VENV)/.installed
+	$(BIN)/ruff check kb_assets kb_assets_tests
 	$(BIN)/python -m pytest
 
 # The demo recipe's UI on its own run history (data/warehouse/demo/dagster/); Ctrl-C stops every process it started.
