@@ -367,7 +367,7 @@ def _cmd_report(args) -> None:
 
 
 # ---- recipe new --------------------------------------------------------------------------------------------------
-INPUT_FLAGS = ("fasta", "gtf", "gene_set", "vcf", "covariates", "checkpoint")
+INPUT_FLAGS = ("fasta", "gtf", "gene_set", "vcf", "covariates", "checkpoint", "brain")
 
 
 def recipe_yaml(recipe: Recipe) -> str:
@@ -393,7 +393,12 @@ def recipe_yaml(recipe: Recipe) -> str:
                 emit(value, indent + "  ")
                 continue
             lines.append(f"{indent}# {_field_comment(field)}")
-            lines.append(f"{indent}{name}: {_yaml_value(value)}")
+            if isinstance(value, dict) and value:
+                # A mapping of names (inputs.compare_with): one line per entry, as a user would write it.
+                lines.append(f"{indent}{name}:")
+                lines.extend(f"{indent}  {key}: {_yaml_value(item)}" for key, item in value.items())
+            else:
+                lines.append(f"{indent}{name}: {_yaml_value(value)}")
 
     emit(recipe, "")
     return "\n".join(lines) + "\n"
@@ -438,14 +443,23 @@ def input_paths(recipe: Recipe) -> dict[str, Path]:
 
 
 def new_recipe(path: Path, inputs: Mapping[str, str | None], warehouse: str | None = None,
-               recipe_id: str | None = None) -> Recipe:
+               recipe_id: str | None = None, compare_with: Mapping[str, str] | None = None) -> Recipe:
     """A recipe for `path`: the demo recipe's settings and inputs, with `inputs` replacing any of the demo's
-    (a new FASTA also resets the reference section to its defaults: build hg38, chromosomes chr1..chrM), every
-    path absolute, the warehouse (and so the Dagster history) of its own beside the recipe file."""
+    (a new FASTA also resets the reference section to its defaults: build hg38, chromosomes chr1..chrM; a new
+    checkpoint drops the demo's encoders to compare and its brain table, unless given too), every path absolute,
+    the warehouse (and so the Dagster history) of its own beside the recipe file."""
     from kb_assets.settings import ReferenceSettings
 
     demo = load_recipe(DEMO_RECIPE, require_inputs=False)
-    given = {name: Path(os.path.abspath(os.path.expanduser(value))) for name, value in inputs.items() if value}
+    def absolute(value: str) -> Path:
+        return Path(os.path.abspath(os.path.expanduser(value)))
+
+    given = {name: absolute(value) for name, value in inputs.items() if value}
+    if "checkpoint" in given:
+        given.setdefault("brain", None)
+        given["compare_with"] = {}
+    if compare_with:
+        given["compare_with"] = {name: absolute(value) for name, value in compare_with.items()}
     updates = {
         "recipe_id": recipe_id or path.stem,
         "inputs": demo.inputs.model_copy(update=given),
@@ -462,7 +476,15 @@ def _cmd_recipe_new(args) -> None:
     path = Path(args.path).expanduser().absolute()
     if path.exists() and not args.force:
         raise InputError(path, None, "the file exists", "choose another path, or pass --force to replace it")
-    recipe = new_recipe(path, {name: getattr(args, name) for name in INPUT_FLAGS}, args.warehouse, args.recipe_id)
+    encoders = {}
+    for pair in args.compare_with or []:
+        name, _, folder = pair.partition("=")
+        if not name or not folder:
+            raise InputError(None, f"--compare-with {pair}", "not NAME=PATH",
+                             "name the encoder and its checkpoint folder, e.g. --compare-with caduceus_ps=/models/ps")
+        encoders[name] = folder
+    recipe = new_recipe(path, {name: getattr(args, name) for name in INPUT_FLAGS}, args.warehouse, args.recipe_id,
+                        encoders)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(recipe_yaml(recipe))
     written = load_recipe(path, require_inputs=False)  # the generated file is a valid recipe, or this says why
@@ -650,6 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("path", help="the recipe file to write")
     for name in INPUT_FLAGS:
         new.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="PATH", help=f"inputs.{name}")
+    new.add_argument("--compare-with", action="append", metavar="NAME=PATH",
+                     help="a further encoder side by side (repeatable): inputs.compare_with.NAME")
     new.add_argument("--warehouse", metavar="DIR", help="warehouse root (default: warehouse/ beside the recipe)")
     new.add_argument("--recipe-id", help="recipe_id (default: the file name without extension)")
     new.add_argument("--force", action="store_true", help="replace an existing file")

@@ -78,7 +78,10 @@ def test_every_key_of_the_models_is_written_under_its_comment(tmp_path):
     assert main(["recipe", "new", str(path)]) == 0
     keys = _keys_with_comments(path.read_text())
     fields = _fields(Recipe)
-    assert set(keys) == set(fields)
+    # A mapping's entries (the demo's encoder to compare) sit under the mapping's own key and comment.
+    entries = {key for key in keys if key.startswith("inputs.compare_with.")}
+    assert entries == {"inputs.compare_with.caduceus_ps"}
+    assert set(keys) - entries == set(fields)
     for name, field in fields.items():
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             continue
@@ -100,6 +103,19 @@ def test_given_inputs_replace_the_demo_ones_and_a_new_genome_resets_the_referenc
     assert recipe.inputs.gtf == load_recipe(DEMO_RECIPE, require_inputs=False).inputs.gtf
     assert recipe.warehouse.root == tmp_path / "out"
     assert recipe.reference.build == "hg38" and recipe.reference.chromosomes == PRIMARY_ASSEMBLY
+
+
+def test_a_new_checkpoint_drops_the_demo_comparison_and_brain_table_unless_given(tmp_path):
+    plain = tmp_path / "plain.yaml"
+    assert main(["recipe", "new", str(plain), "--checkpoint", "dnabert2"]) == 0
+    recipe = load_recipe(plain, require_inputs=False)
+    assert recipe.inputs.checkpoint == tmp_path.cwd() / "dnabert2"
+    assert recipe.inputs.compare_with == {} and recipe.inputs.brain is None
+    both = tmp_path / "both.yaml"
+    assert main(["recipe", "new", str(both), "--checkpoint", str(tmp_path / "dnabert2"), "--brain",
+                 str(tmp_path / "idps.tsv"), "--compare-with", f"caduceus_ps={tmp_path / 'ps'}"]) == 0
+    recipe = load_recipe(both, require_inputs=False)
+    assert recipe.inputs.compare_with == {"caduceus_ps": tmp_path / "ps"} and recipe.inputs.brain == tmp_path / "idps.tsv"
 
 
 def test_an_existing_file_is_kept_unless_forced(tmp_path, capsys):
