@@ -217,7 +217,8 @@ def test_memory_exponents_recover_linear_and_quadratic_growth():
 
 def test_the_harness_runs_end_to_end_and_a_rerun_embeds_nothing(tmp_path):
     started = time.perf_counter()
-    result = run_cohort_benchmark(30, tmp_path, contigs=hg38_contigs(["chr22"], scale=0.02),
+    # 100 subjects: a fold trains on 80, more than the design's columns (40 batch levels, 10 PCs, age, sex).
+    result = run_cohort_benchmark(100, tmp_path, contigs=hg38_contigs(["chr22"], scale=0.02),
                                   gene_set=[gene for gene in GENE_SET if gene.name == "COMT_syn"])
     cold, rerun = result["cold"], result["rerun"]
     assert cold["returncode"] == 0, "\n".join(cold["log_tail"])
@@ -234,4 +235,4 @@ def test_the_harness_runs_end_to_end_and_a_rerun_embeds_nothing(tmp_path):
     assert result["warehouse_bytes"]["embedding_cache"] > 0
     report = format_report(result)
     assert "rerun with nothing changed" in report and "model input tokens computed" in report
-    assert (tmp_path / "results" / "cohort-n30-exons.json").is_file()
+    assert (tmp_path / "results" / "cohort-n100-exons.json").is_file()

@@ -269,8 +269,8 @@ def format_report(result: dict) -> str:
     sizes = inputs["bytes"]
     lines = [
         f"cohort benchmark: {result['n_subjects']:,} subjects × {inputs['gene_set_genes']} genes, regions "
-        f"{result['region_mode']}, {inputs['contigs']} contigs ({inputs['genome_bp'] / 1e9:.2f} Gb); "
-        f"`{result['command']}`",
+        f"{result['region_mode']}, {len(inputs['partitions'])} partitions of a {inputs['contigs']}-contig genome "
+        f"({inputs['genome_bp'] / 1e9:.2f} Gb); `{result['command']}`",
         "  inputs (" + (", ".join(f"{name} {seconds:.0f} s" for name, seconds in inputs["seconds_now"].items())
                         or "all reused") + "): "
         + ", ".join(f"{name} {size / (1 << 20):,.1f} MiB" for name, size in sizes.items()),

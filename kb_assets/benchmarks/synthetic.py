@@ -604,14 +604,12 @@ class VcfWriter:
 
     def __init__(self, handle: pysam.BGZFile):
         self._handle = handle
-        self.records = 0
 
     def write(self, chrom: str, position: int, ref: str, alts: Sequence[str], genotypes: bytes, quality: str = ".",
               filters: str = "PASS", info: str = ".") -> None:
         """One record; `position` is 1-based, `genotypes` as `genotype_text` makes them."""
         fields = [chrom, str(position), ".", ref, ",".join(alts), quality, filters, info, "GT"]
         self._handle.write(("\t".join(fields) + "\t").encode() + genotypes)
-        self.records += 1
 
 
 @contextmanager
