@@ -344,7 +344,9 @@ def run_encoder_benchmark(
                 model(ids, attention_mask=mask)
         warm_up = time.perf_counter() - warm_up
         seconds, cpu_share = _timed(run_upstream, target)
-        peak = result["matmul_flops_per_second"].get("float32") or matmul_throughput(torch.float32, target, shape)
+        peak = result["matmul_flops_per_second"].get("float32") or matmul_throughput(
+            torch.float32, target, shape, min(batch_tokens, 16_384))
+        result["matmul_flops_per_second"]["float32"] = peak
         computed = sum(len(batch) * lengths[batch[0]] for batch in batches)
         result["runs"]["upstream float32"] = _run_record(warm_up, seconds, cpu_share, target, lengths, computed,
                                                          flops, peak, base_pairs, False, len(batches))
@@ -405,8 +407,11 @@ def _check_targets(result: dict, kind: str) -> list[dict]:
     check("bf16 ÷ upstream fp32 tokens/s", result.get("bf16_vs_upstream_fp32"),
           TARGETS["bf16_vs_upstream_fp32"].get(kind))
     check("min cosine bf16 vs fp32", result.get("min_cosine_bf16_vs_fp32"), TARGETS["min_cosine_bf16_vs_fp32"])
-    check("min cosine vs upstream", result.get("agreement_with_upstream", {}).get("min_cosine"),
-          TARGETS["min_cosine_vs_upstream"])
+    agreement = result.get("agreement_with_upstream", {})
+    # fp32 against fp32 agrees to rounding; bf16 against fp32 only to bf16's precision.
+    check(f"min cosine {agreement.get('dtype')} vs upstream", agreement.get("min_cosine"),
+          TARGETS["min_cosine_vs_upstream"] if agreement.get("dtype") == "float32"
+          else TARGETS["min_cosine_bf16_vs_fp32"])
     return checks
 
 

@@ -83,7 +83,7 @@ def test_small_benchmark_reports_every_measure(tmp_path: Path):
         result["runs"]["bfloat16"]["tokens_per_second"] / result["runs"]["upstream float32"]["tokens_per_second"])
     assert [check["target"] for check in result["targets"]] == [
         "bf16 tokens/s", "bf16 MFU", "bf16 ÷ upstream fp32 tokens/s", "min cosine bf16 vs fp32",
-        "min cosine vs upstream"]
+        "min cosine float32 vs upstream"]
     report = format_report(result)
     assert "64/2/4/96" in report and "6 exon-like sequences" in report and "upstream float32" in report
     assert "kb_assets bf16 ÷ upstream fp32 tokens/s" in report
