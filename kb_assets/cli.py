@@ -589,7 +589,7 @@ def _cmd_bench(args) -> None:
     if args.which == "encoder" and args.family == "dnabert2":
         from kb_assets.benchmarks.encoder import format_report, run_encoder_benchmark
 
-        print(format_report(run_encoder_benchmark(device=args.device)))
+        print(format_report(run_encoder_benchmark(device=args.device, upstream=args.upstream)))
     elif args.which == "encoder":
         # One benchmark measures both non-DNABERT-2 families side by side (Caduceus PS/PH and a transformers ESM).
         from kb_assets.benchmarks.caduceus import format_report, run_caduceus_benchmark
@@ -692,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--family", default="dnabert2", choices=["dnabert2", "caduceus", "transformers"],
                        help="encoder benchmark: DNABERT-2 at the 117M shape, or Caduceus PS/PH at the 131k "
                             "checkpoints' shape beside a transformers-family ESM (CPU, one thread)")
+    bench.add_argument("--upstream", metavar="DIR",
+                       help="encoder benchmark: also time the upstream DNABERT-2 code in DIR (its bert_layers.py; needs "
+                            "the `upstream` extra) on the same windows and report the ratio and agreement")
     bench.add_argument("--permutations", type=int, default=1000, help="alignment benchmark: permutations per fold")
     bench.add_argument("--subjects", type=int, default=20000,
                        help="pca, dedup, cohort and alignment benchmarks' cohort size")
