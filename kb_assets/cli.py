@@ -693,8 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="encoder benchmark: DNABERT-2 at the 117M shape, or Caduceus PS/PH at the 131k "
                             "checkpoints' shape beside a transformers-family ESM (CPU, one thread)")
     bench.add_argument("--upstream", metavar="DIR",
-                       help="encoder benchmark: also time the upstream DNABERT-2 code in DIR (its bert_layers.py; needs "
-                            "the `upstream` extra) on the same windows and report the ratio and agreement")
+                       help="encoder benchmark: also time the upstream DNABERT-2 code in DIR (its bert_layers.py; "
+                            "needs the `upstream` extra) on the same windows and report the ratio and agreement")
     bench.add_argument("--permutations", type=int, default=1000, help="alignment benchmark: permutations per fold")
     bench.add_argument("--subjects", type=int, default=20000,
                        help="pca, dedup, cohort and alignment benchmarks' cohort size")
