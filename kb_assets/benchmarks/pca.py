@@ -26,6 +26,7 @@ import os
 import resource
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ import scipy.linalg
 from threadpoolctl import threadpool_limits
 
 from kb_assets.benchmarks.dedup import _PeakRss
-from kb_assets.stats.covariates import covariate_coder
+from kb_assets.stats.covariates import CovariateCoder, covariate_coder
 from kb_assets.stats.folds import assign_folds
 from kb_assets.stats.plots import scree_plot_png
 from kb_assets.stats.projection import FOLD_SCORES_SCHEMA, ResidualizedPCA, fit_folds
@@ -117,6 +118,7 @@ def run_pca_benchmark(
         pca = ResidualizedPCA(n_components)
         ids = covariates["subject_id"].to_numpy()
         fold_rows = []
+        checked = None
         n_rows = 0
         load_before = os.getloadavg()[0]
         cpu_before = _cpu_seconds()
@@ -131,12 +133,15 @@ def run_pca_benchmark(
                     scree_plot_png(fit.model.explained_variance_ratio_)
                     summary = fit.summary()
                     summary["seconds"] = time.perf_counter() - fold_started
-                    if fit.fold == 0 and len(fit.train_rows) <= exact_max_subjects:
-                        summary.update(_exact_check(matrix, fit, covariates))
                     fold_rows.append(summary)
+                    if fit.fold == 0 and len(fit.train_rows) <= exact_max_subjects:
+                        checked = _CheckedFold(fit.train_rows, fit.coder, fit.model.mean_, fit.n_components,
+                                               float(np.sum(fit.train_scores.astype(np.float64) ** 2)))
                     del fit
                     fold_started = time.perf_counter()
             pca_s = time.perf_counter() - started
+        if checked is not None:  # after the measured loop: its Gram matrix is no part of the PCA's memory
+            fold_rows[0].update(_exact_check(matrix, checked, covariates))
         return {
             "n_subjects": n_subjects,
             "n_genes": n_genes,
@@ -194,7 +199,18 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _exact_check(matrix: FactoredSubjectMatrix, fit, covariates: pd.DataFrame) -> dict:
+@dataclass(frozen=True)
+class _CheckedFold:
+    """What the exact check needs of fold 0, kept after its scores are gone."""
+
+    train_rows: np.ndarray
+    coder: CovariateCoder
+    mean: np.ndarray
+    n_components: int
+    captured: float  # ‖P·Xc·Cᵀ‖²: the variance the fitted components capture (sum of squared training scores)
+
+
+def _exact_check(matrix: FactoredSubjectMatrix, fold: _CheckedFold, covariates: pd.DataFrame) -> dict:
     """Fold 0's captured variance over the exact optimum: the sum of the top-k eigenvalues of the residualized
     training Gram matrix P·Xc·Xcᵀ·P (scale none), in float64.
 
@@ -202,10 +218,9 @@ def _exact_check(matrix: FactoredSubjectMatrix, fit, covariates: pd.DataFrame) -
     onto its carriers × carriers and Δ_g·c_g onto its carriers' rows and columns: no subjects × features array.
     """
     started = time.perf_counter()
-    model = fit.model
-    train = matrix.take_rows(fit.train_rows)
+    train = matrix.take_rows(fold.train_rows)
     n = train.n_rows
-    shift = train.reference.astype(np.float64) - model.mean_
+    shift = train.reference.astype(np.float64) - fold.mean
     gram = np.full((n, n), shift @ shift)
     for gene in range(len(train.gene_ids)):
         block = train.gene_block(gene)
@@ -216,18 +231,17 @@ def _exact_check(matrix: FactoredSubjectMatrix, fit, covariates: pd.DataFrame) -
         cross = deltas @ shift[columns]
         gram[block.rows] += cross[:, None]
         gram[:, block.rows] += cross[None, :]
-    basis = np.linalg.svd(fit.coder.transform(covariates.iloc[fit.train_rows]), full_matrices=False)[0]
+    basis = np.linalg.svd(fold.coder.transform(covariates.iloc[fold.train_rows]), full_matrices=False)[0]
     side = gram @ basis
     gram -= side @ basis.T
     gram -= basis @ side.T
     gram += basis @ (basis.T @ side) @ basis.T
-    k = model.n_components_
+    k = fold.n_components
     with threadpool_limits(1):  # one thread: faster than two when another process holds a core
         optimum = scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[n - k, n - 1], check_finite=False,
                                     overwrite_a=True).sum()
     del gram
-    captured = np.sum(fit.train_scores.astype(np.float64) ** 2)  # ‖P·Xc·Cᵀ‖²: what the components capture
-    return {"captured_vs_exact_measured": float(captured / optimum), "exact_s": time.perf_counter() - started}
+    return {"captured_vs_exact_measured": fold.captured / optimum, "exact_s": time.perf_counter() - started}
 
 
 def _cpu_seconds() -> float:

@@ -40,10 +40,3 @@ __all__ = [
     "scree_plot_png",
 ]
 
-
-def __getattr__(name: str):  # DEV-ONLY, removed before hand-off: keeps assets/cohort.py importable meanwhile
-    if name in {"design_matrix", "fit_fold_projections", "Projector"}:
-        def unavailable(*args, **kwargs):
-            raise NotImplementedError(f"{name} is being replaced (stats rework in progress)")
-        return unavailable
-    raise AttributeError(name)

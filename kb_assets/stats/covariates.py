@@ -164,9 +164,7 @@ class CovariateCoder(TransformerMixin, BaseEstimator):
             text = self._level_text(name, values)
             seen = set(text)
             self.fitted_levels_[name] = [level for level in levels if level in seen]
-        self.columns_ = ["intercept", *self.numeric]
-        for name in self.categorical:
-            self.columns_.extend(f"{name}[{level}]" for level in self.fitted_levels_[name][:-1])
+        self.columns_ = self._columns()
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
@@ -214,10 +212,14 @@ class CovariateCoder(TransformerMixin, BaseEstimator):
         coder = cls(state["categorical"], state["numeric"], levels=state["levels_"])
         coder.levels_ = state["levels_"]
         coder.fitted_levels_ = state["fitted_levels_"]
-        coder.columns_ = ["intercept", *coder.numeric]
-        for name in coder.categorical:
-            coder.columns_.extend(f"{name}[{level}]" for level in coder.fitted_levels_[name][:-1])
+        coder.columns_ = coder._columns()
         return coder
+
+    def _columns(self) -> list[str]:
+        names = ["intercept", *self.numeric]
+        for name in self.categorical:
+            names.extend(f"{name}[{level}]" for level in self.fitted_levels_[name][:-1])
+        return names
 
     def _level_text(self, name: str, values: pd.Series) -> np.ndarray:
         if values.isna().any():

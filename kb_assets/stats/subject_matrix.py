@@ -378,10 +378,3 @@ def _checked_rows(rows: np.ndarray, n_rows: int) -> np.ndarray:
         raise ValueError(f"rows must be a 1-D index into {n_rows} rows")
     return rows
 
-
-def __getattr__(name: str):  # DEV-ONLY, removed before hand-off: keeps assets/cohort.py importable meanwhile
-    if name in {"fill_subject_matrix", "matrix_width"}:
-        def unavailable(*args, **kwargs):
-            raise NotImplementedError(f"{name} is being replaced (stats rework in progress)")
-        return unavailable
-    raise AttributeError(name)
