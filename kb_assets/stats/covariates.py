@@ -133,7 +133,8 @@ class CovariateCoder(TransformerMixin, BaseEstimator):
     but the last, 1 for that level, −1 for the last, 0 otherwise. The fitted values, and hence every residual,
     do not depend on the level names or their order; and a subject whose level was not seen in fit (a batch
     held out with its site) gets a zero row for that factor, i.e. is residualized to the average of the fitted
-    levels, never to one arbitrary level.
+    levels, never to one arbitrary level. Written here because neither scikit-learn's OneHotEncoder (indicator or
+    treatment coding) nor a formula's Sum contrast (over a fixed level set) codes over the levels a fold has seen.
 
     ``levels`` (per categorical) is the whole table's level set; by default a categorical column's categories
     (the whole covariates table's, kept by ``frame.iloc[rows]``), else the distinct values `fit` sees. A value
