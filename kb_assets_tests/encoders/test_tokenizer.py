@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from kb_assets.encoders import load_tokenizer, train_bpe_tokenizer
-from kb_assets.encoders.tokenizer import token_windows
+from kb_assets.encoders.windows import tile_windows
 from kb_assets.errors import InputError
 from kb_assets_tests.encoders.conftest import random_dna
 
@@ -71,39 +71,6 @@ def test_missing_or_broken_tokenizer_file_is_refused(tmp_path: Path):
         load_tokenizer(tmp_path)
 
 
-def test_short_sequence_is_one_window_with_specials():
-    windows = token_windows([10, 11, 12], window_tokens=8, window_overlap=2)
-    assert len(windows) == 1
-    assert windows[0].input_ids == [1, 10, 11, 12, 2]
-    assert (windows[0].token_start, windows[0].token_end, windows[0].weight) == (0, 3, 1.0)
-
-
-@pytest.mark.parametrize("n_tokens", [6, 7, 20, 21, 100, 1001])
-@pytest.mark.parametrize(("window_tokens", "overlap"), [(8, 0), (8, 2), (12, 5), (512, 64)])
-def test_windows_cover_the_tokens_without_gaps(n_tokens: int, window_tokens: int, overlap: int):
-    token_ids = list(range(100, 100 + n_tokens))
-    windows = token_windows(token_ids, window_tokens, overlap)
-    assert windows[0].token_start == 0 and windows[-1].token_end == n_tokens
-    assert sum(w.weight for w in windows) == pytest.approx(1.0, abs=1e-12)
-    for window in windows:
-        assert len(window.input_ids) <= window_tokens
-        assert window.input_ids == [1, *token_ids[window.token_start : window.token_end], 2]
-        assert window.weight == pytest.approx(window.n_tokens / sum(w.n_tokens for w in windows))
-    for before, after in zip(windows, windows[1:]):
-        assert after.token_start <= before.token_end  # no gap
-        assert before.token_end - after.token_start >= overlap
-    # All but the end-aligned last window advance by exactly the stride.
-    for before, after in zip(windows[:-2], windows[1:-1]):
-        assert after.token_start - before.token_start == window_tokens - 2 - overlap
-
-
-def test_invalid_window_options_are_refused():
-    with pytest.raises(ValueError, match="window_tokens must be at least 3"):
-        token_windows([5, 6], window_tokens=2, window_overlap=0)
-    with pytest.raises(ValueError, match=r"window_overlap must be in \[0, 6\)"):
-        token_windows([5, 6], window_tokens=8, window_overlap=6)
-
-
 def test_real_tokenizer_special_tokens_and_ids(real_reference: Path):
     tokenizer = load_tokenizer(real_reference)
     assert tokenizer.version == "5d178e8ce2ba55df97fff197f4b30f40133b95d7096be398c2df6b526c5d8cd3"
@@ -123,11 +90,12 @@ def test_real_tokenizer_lowercase_and_windows(real_reference: Path):
     sequence = random_dna(12_000, seed=12)
     assert tokenizer.encode(sequence.lower()) == tokenizer.encode(sequence)
     assert tokenizer.encode("ACGTNacgt") == tokenizer.encode("ACGTNACGT")
-    windows = tokenizer.windows(sequence.lower())
-    assert len(windows) > 1
-    assert max(len(w.input_ids) for w in windows) == 512
-    assert all(len(w.input_ids) <= 512 for w in windows)
-    assert windows[-1].token_end == len(tokenizer.encode(sequence))
+    [(ids, offsets)] = tokenizer.encode_batch_with_offsets([sequence.lower()])
+    windows = tile_windows(ids, offsets, 0, len(sequence), tokenizer.prefix_ids, tokenizer.suffix_ids, 512, 64)
+    assert len(windows) > 1 and max(len(w.input_ids) for w in windows) == 512
+    assert all(w.input_ids[0] == tokenizer.prefix_ids[0] and w.input_ids[-1] == tokenizer.suffix_ids[0]
+               for w in windows)
+    assert sum(w.count_end - w.count_start for w in windows) == len(tokenizer.encode(sequence))
 
 
 def test_offsets_locate_each_token_in_the_sequence(tmp_path: Path, small_tokenizer: Tokenizer):
