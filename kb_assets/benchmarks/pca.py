@@ -140,6 +140,7 @@ def run_pca_benchmark(
                     del fit
                     fold_started = time.perf_counter()
             pca_s = time.perf_counter() - started
+            cpu_s = _cpu_seconds() - cpu_before
         if checked is not None:  # after the measured loop: its Gram matrix is no part of the PCA's memory
             fold_rows[0].update(_exact_check(matrix, checked, covariates))
         return {
@@ -159,7 +160,7 @@ def run_pca_benchmark(
             "synthesis_s": synthesis_s,
             "synthesis_peak_rss_gib": synthesis_memory.peak / _GIB,
             "pca_s": pca_s,
-            "cpu_s": _cpu_seconds() - cpu_before,
+            "cpu_s": cpu_s,
             # Other processes' load slows every pass; the 1-minute load average before and after tells.
             "load_average": (load_before, os.getloadavg()[0]),
             "peak_rss_gib": memory.peak / _GIB,
