@@ -284,7 +284,7 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
                 fits.append({**summary, "model": str(target)})
                 ratios[fit.fold] = fit.model.explained_variance_ratio_
                 if first_fold is None:
-                    first_fold = (fit.train_scores[:, :2], frame["batch"].astype(str).to_numpy()[fit.train_rows])
+                    first_fold = (fit.scores[fit.train_rows, :2], frame["batch"].astype(str).to_numpy()[fit.train_rows])
                 context.log.info(f"fold {fit.fold}: {fit.n_components} components ({summary['n_components_reason']}"
                                  f"), {len(fit.train_rows)} training / {len(fit.heldout_rows)} held-out subjects, "
                                  f"{summary['captured_variance_vs_exact']:.5f} of the exact captured variance")

@@ -425,7 +425,7 @@ def _fit_brain(
     kept = s > s[0] * max(design.shape) * np.finfo(float).eps
     basis, pinv_factor = u[:, kept], vt[kept].T / s[kept]
     if not np.allclose(basis @ (basis.T @ np.ones(n)), 1.0, atol=1e-8):
-        raise ValueError("the design needs an intercept column (design_matrix adds one)")
+        raise ValueError("the design needs an intercept column (the fold's coded covariates with a column of ones)")
     k = min(n_components, q, n - basis.shape[1])
     if k < n_components:
         log.warning("brain components reduced from %d to %d (%d features, %d training subjects)",
