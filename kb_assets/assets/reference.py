@@ -140,6 +140,8 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
             metadata={
                 "genes": dg.MetadataValue.md(_gene_set_markdown(genes)),
                 "chromosomes": sorted(genes["chrom"].unique().tolist()),
+                # Symbols naming a pseudoautosomal gene and its chrY copy: the chrX copy is used.
+                "par_y_copies_left_out": genes.attrs["par_y_copies_left_out"],
             },
             inputs=input_facts(store, gene_set=settings.inputs.gene_set),
         )

@@ -96,11 +96,25 @@ def resolve_gene_set(
     matches = pd.concat(
         [queries[queries.by == by].merge(genes, left_on="key", right_on=by) for by in ("gene_id_base", "gene_name")]
     ).sort_values(["gene_order", "gene_id"])
+    matches, par_y = _without_par_y_copies(matches)
     _check_resolved(queries, matches, annotation, source, entries)
 
     resolved = matches.merge(choose_transcripts(annotation.transcripts, matches.gene_id), on="gene_id", how="left")
     resolved["transcript_choice"] = resolved.transcript_choice.fillna("no_transcript")
-    return resolved[RESOLVED_COLUMNS].sort_values("gene_order").reset_index(drop=True)
+    resolved = resolved[RESOLVED_COLUMNS].sort_values("gene_order").reset_index(drop=True)
+    resolved.attrs["par_y_copies_left_out"] = par_y
+    return resolved
+
+
+def _without_par_y_copies(matches: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """GENCODE lists each pseudoautosomal gene twice, the chrY copy's id suffixed _PAR_Y: a symbol naming both
+    resolves to the chrX copy (GENCODE's own convention). Returns the matches without those copies, and the symbols
+    so resolved."""
+    par_y = matches["gene_id_base"].str.endswith("_PAR_Y") & (matches["by"] == "gene_name")
+    twins = set(zip(matches["gene_order"], matches["gene_id_base"]))
+    dropped = par_y & pd.Series([(order, base.removesuffix("_PAR_Y")) in twins for order, base in
+                                 zip(matches["gene_order"], matches["gene_id_base"])], index=matches.index)
+    return matches[~dropped], sorted(set(matches.loc[dropped, "query"]))
 
 
 def choose_transcripts(transcripts: pd.DataFrame, gene_ids: pd.Series) -> pd.DataFrame:

@@ -109,6 +109,22 @@ def test_ambiguous_name_resolves_by_id(tmp_path: Path):
     assert resolved[["gene_id", "gene_name", "chrom"]].values.tolist() == [["ENSG00000000009.1", "PLUS1", "chr2"]]
 
 
+def test_a_symbol_naming_a_pseudoautosomal_gene_and_its_par_y_copy_resolves_to_the_chrx_copy(tmp_path: Path):
+    """GENCODE's convention: SHOX on chrX (ENSG00000185960.14) and its chrY copy (ENSG00000185960.14_PAR_Y)."""
+    chrx = Gene("ENSG00000185960.14", "SHOX", "chrX", "+", 10, 40, [Transcript("ENST00000381192.10", [(10, 40)])])
+    chry = Gene("ENSG00000185960.14_PAR_Y", "SHOX", "chrY", "+", 10, 40,
+                [Transcript("ENST00000381192.10_PAR_Y", [(10, 40)])])
+    annotation = load_annotation(write_gtf(tmp_path / "par.gtf", [*gene_lines(chrx), *gene_lines(chry),
+                                                                  *gene_lines(PLUS1)]))
+    resolved = resolve_gene_set(["PLUS1", "SHOX"], annotation)
+    assert resolved[["gene_id", "chrom"]].values.tolist() == [["ENSG00000000001.5", "chr1"],
+                                                               ["ENSG00000185960.14", "chrX"]]
+    assert resolved.attrs["par_y_copies_left_out"] == ["SHOX"]
+    # By id, the chrY copy stays reachable.
+    by_id = resolve_gene_set(["ENSG00000185960_PAR_Y"], annotation)
+    assert by_id["chrom"].tolist() == ["chrY"] and by_id.attrs["par_y_copies_left_out"] == []
+
+
 def test_same_gene_by_name_and_by_id(gtf_path: Path):
     with pytest.raises(InputError, match=r"PLUS1 \(entry 1\) and ENSG00000000001 \(entry 3\) are the same gene"):
         resolve_gene_set(["PLUS1", "MINUS1", "ENSG00000000001"], load_annotation(gtf_path))
