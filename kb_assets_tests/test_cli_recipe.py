@@ -115,7 +115,8 @@ def test_a_new_checkpoint_drops_the_demo_comparison_and_brain_table_unless_given
     assert main(["recipe", "new", str(both), "--checkpoint", str(tmp_path / "dnabert2"), "--brain",
                  str(tmp_path / "idps.tsv"), "--compare-with", f"caduceus_ps={tmp_path / 'ps'}"]) == 0
     recipe = load_recipe(both, require_inputs=False)
-    assert recipe.inputs.compare_with == {"caduceus_ps": tmp_path / "ps"} and recipe.inputs.brain == tmp_path / "idps.tsv"
+    assert recipe.inputs.compare_with == {"caduceus_ps": tmp_path / "ps"}
+    assert recipe.inputs.brain == tmp_path / "idps.tsv"
 
 
 def test_an_existing_file_is_kept_unless_forced(tmp_path, capsys):
