@@ -16,8 +16,19 @@ from kb_assets.assets.publishing import arrow_table, input_facts, png_markdown, 
 from kb_assets.resources import WarehouseResource
 from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
-from kb_assets.stats.alignment import AlignmentSettings, align_fold, alignment_tables, attribute_genes
-from kb_assets.stats.alignment_plots import fold_bars_png, gene_loadings_png, null_distribution_png
+from kb_assets.stats.alignment import (
+    AlignmentSettings,
+    align_fold,
+    alignment_tables,
+    attribute_genes,
+    summarize_encoders,
+)
+from kb_assets.stats.alignment_plots import (
+    encoder_comparison_png,
+    fold_bars_png,
+    gene_loadings_png,
+    null_distribution_png,
+)
 from kb_assets.stats.brain import BrainTable, load_brain_table
 from kb_assets.stats.evaluation import fold_data, folds_of, gene_loadings, gene_pcs_without
 from kb_assets.storage import Warehouse
@@ -37,7 +48,10 @@ def build_evaluation_assets(recipe: Recipe, encoders: list[EncoderAssets]) -> li
     """brain_features and each encoder's gene_brain_alignment, when the recipe names a brain table."""
     if recipe.inputs.brain is None:
         return []
-    return [_brain_features(recipe), *(_gene_brain_alignment(recipe, encoder) for encoder in encoders)]
+    assets = [_brain_features(recipe), *(_gene_brain_alignment(recipe, encoder) for encoder in encoders)]
+    if len(encoders) > 1:
+        assets.append(_alignment_by_encoder(recipe, encoders))
+    return assets
 
 
 def _brain_features(recipe: Recipe):
@@ -159,3 +173,41 @@ def _gene_brain_alignment(recipe: Recipe, encoder: EncoderAssets):
         )
 
     return gene_brain_alignment
+
+
+def _alignment_by_encoder(recipe: Recipe, encoders: list[EncoderAssets]):
+    @dg.asset(
+        automation_condition=after_upstream_data_changes(), group_name=GROUP, code_version=CODE_VERSION,
+        deps=[encoder.key("gene_brain_alignment") for encoder in encoders], kinds={"parquet"},
+        required_resource_keys={"warehouse"},
+    )
+    def gene_brain_alignment_by_encoder(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        """The encoders' gene–brain results side by side, on the same gene set, cohort, folds and permutations: per
+        encoder and fold the held-out first canonical correlation and the label metric, with their permutation
+        p-values (the model card's DNABERT-2 vs Caduceus comparison)."""
+        settings = recipe.checked()
+        store = context.resources.warehouse.get()
+        tables = {}
+        for encoder in encoders:
+            dataset = encoder.dataset("gene_brain_alignment")
+            tables[encoder.label] = {"canonical_correlations": store.read_table(dataset).to_pandas(),
+                                     "prediction": store.read_table(f"{dataset}/prediction").to_pandas()}
+        summary = summarize_encoders(tables)
+        means = summary.groupby("encoder", sort=False)[["heldout_r1", "label_metric"]].mean()
+        return publish(
+            context, store, settings, {"gene_brain_alignment_by_encoder": arrow_table(summary)},
+            facts={"encoders": list(tables), "n_permutations": settings.evaluation.n_permutations,
+                   "permutation_seed": settings.evaluation.seed,
+                   "made_with": {encoder.label: store.read_facts(encoder.dataset("gene_brain_alignment"))
+                                 .get("model_sha256") for encoder in encoders}},
+            metadata={
+                **{f"heldout_r1_mean/{name}": round(float(row.heldout_r1), 4) for name, row in means.iterrows()},
+                **{f"label_metric_mean/{name}": round(float(row.label_metric), 4)
+                   for name, row in means.iterrows() if np.isfinite(row.label_metric)},
+                "by_encoder": png_markdown(encoder_comparison_png(summary),
+                                           "held-out first canonical correlation (and label metric) per encoder: "
+                                           "folds as points, their mean as a bar"),
+            },
+        )
+
+    return gene_brain_alignment_by_encoder

@@ -366,23 +366,22 @@ def alignment_tables(results: Sequence[FoldAlignment]) -> dict[str, pd.DataFrame
     }
 
 
-def summarize_encoders(results: Mapping[str, Sequence[FoldAlignment]]) -> pd.DataFrame:
+def summarize_encoders(tables: Mapping[str, Mapping[str, pd.DataFrame]]) -> pd.DataFrame:
     """One row per encoder and fold with the held-out first canonical correlation and the label metric, for
-    comparing encoders on the same gene set, cohort and folds."""
-    rows = []
-    for encoder, folds in results.items():
-        for result in folds:
-            label = result.prediction.set_index("target")
-            rows.append({
-                "encoder": encoder,
-                "fold": result.fold,
-                "heldout_r1": float(result.heldout_r[0]),
-                "p_value_r1": float(result.canonical["p_value"].iloc[0]),
-                "label_metric": float(label["value"]["label"]) if "label" in label.index else np.nan,
-                "label_metric_name": str(label["metric"]["label"]) if "label" in label.index else None,
-                "label_p_value": float(label["p_value"]["label"]) if "label" in label.index else np.nan,
-            })
-    return pd.DataFrame(rows)
+    comparing encoders on the same gene set, cohort and folds. `tables`: per encoder, its `alignment_tables`
+    (canonical_correlations and prediction, as the gene_brain_alignment assets write them)."""
+    frames = []
+    for encoder, written in tables.items():
+        first = written["canonical_correlations"].query("component == 1")
+        frame = pd.DataFrame({"encoder": encoder, "fold": first["fold"].to_numpy(),
+                              "heldout_r1": first["heldout_r"].to_numpy(float),
+                              "p_value_r1": first["p_value"].to_numpy(float)})
+        label = written["prediction"].query("target == 'label'").set_index("fold")
+        frame["label_metric"] = frame["fold"].map(label["value"]).astype(float)
+        frame["label_metric_name"] = frame["fold"].map(label["metric"])
+        frame["label_p_value"] = frame["fold"].map(label["p_value"]).astype(float)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 class _Prepared:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kb_assets.stats.alignment import FoldAlignment, summarize_encoders
+from kb_assets.stats.alignment import FoldAlignment
 
 
 def null_distribution_png(results: Sequence[FoldAlignment]) -> bytes:
@@ -69,11 +69,10 @@ def fold_bars_png(results: Sequence[FoldAlignment]) -> bytes:
     return _png(figure)
 
 
-def encoder_comparison_png(results: Mapping[str, Sequence[FoldAlignment]]) -> bytes:
-    """Encoders side by side: held-out first canonical correlation (and label metric) per fold as points, the
-    mean over folds as a bar."""
-    summary = summarize_encoders(results)
-    encoders = list(results)
+def encoder_comparison_png(summary: pd.DataFrame) -> bytes:
+    """Encoders side by side (`summarize_encoders`): held-out first canonical correlation (and label metric) per
+    fold as points, the mean over folds as a bar."""
+    encoders = list(dict.fromkeys(summary["encoder"]))
     has_label = summary["label_metric"].notna().all()
     figure = Figure(figsize=(3 + 1.2 * len(encoders) * (2 if has_label else 1), 3.6), dpi=100)
     axes = figure.subplots(1, 2 if has_label else 1, squeeze=False)[0]

@@ -15,6 +15,7 @@ from kb_assets.encoders.families import load_any_encoder
 from kb_assets.errors import InputError
 from kb_assets.storage import Warehouse
 from kb_assets_tests.assets.helpers import check_evaluations, metadata
+from kb_assets_tests.conftest import materialize_on, write_recipe
 
 GENES = ["SCN2A_demo", "CHD8_demo"]  # both on chr2
 
@@ -27,11 +28,14 @@ def caduceus_checkpoints(tmp_path_factory) -> dict[str, str]:
             for name, variant in (("caduceus_ps", "ps"), ("caduceus_ph", "ph"))}
 
 
-@pytest.fixture
-def side_by_side(make_recipe, materialize, caduceus_checkpoints):
-    recipe = make_recipe("side_by_side", genes=GENES, encoder={"dtype": "float32"},
-                         inputs={"compare_with": caduceus_checkpoints})
-    return recipe, materialize(recipe, partitions=None)
+@pytest.fixture(scope="module")
+def side_by_side(demo_recipe, tmp_path_factory, caduceus_checkpoints):
+    """The three encoders on the demo cohort and its brain table (few permutations: this is about the wiring)."""
+    recipe = write_recipe(tmp_path_factory.mktemp("side_by_side"), demo_recipe, genes=GENES,
+                          encoder={"dtype": "float32"}, pca={"n_components": 16},
+                          inputs={"compare_with": caduceus_checkpoints, "brain": str(demo_recipe.inputs.brain)},
+                          evaluation={"n_permutations": 19, "n_brain_components": 2})
+    return recipe, materialize_on(dg.DagsterInstance.ephemeral())(recipe, partitions=None)
 
 
 def catalog(recipe, query: str, parameters=()):
@@ -133,6 +137,20 @@ def test_the_comparison_table_and_plot(side_by_side):
     assert overall["spearman_rho"].between(-1, 1).all() and (overall["n_subjects"] == analysed).all()
     meta = metadata(results, "encoder_comparison")
     assert "comparison_plot" in meta and meta["n_subjects_compared"] == analysed
+
+
+def test_gene_brain_results_side_by_side(side_by_side):
+    recipe, results = side_by_side
+    store = Warehouse(recipe.warehouse.root)
+    summary = store.read_table("gene_brain_alignment_by_encoder").to_pandas()
+    assert summary.groupby("encoder", sort=False).size().to_dict() == {"primary": 5, "caduceus_ps": 5,
+                                                                        "caduceus_ph": 5}
+    for prefix, label in (("", "primary"), ("caduceus_ps/", "caduceus_ps")):
+        canonical = store.read_table(f"{prefix}gene_brain_alignment").to_pandas().query("component == 1")
+        mine = summary[summary["encoder"] == label]
+        np.testing.assert_array_equal(mine["heldout_r1"].to_numpy(), canonical["heldout_r"].to_numpy())
+        assert store.read_facts(f"{prefix}gene_brain_alignment")["encoder"] == label
+    assert metadata(results, "gene_brain_alignment_by_encoder")["by_encoder"].startswith("![held-out")
 
 
 def test_encoder_names_and_paths_are_checked(make_recipe, caduceus_checkpoints, tmp_path):

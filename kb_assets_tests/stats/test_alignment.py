@@ -280,10 +280,11 @@ def test_tables_plots_and_encoder_comparison():
     assert len(nulls[(nulls["statistic"] == "label")]) == 2 * 19
     assert tables["heldout_scores"].groupby("fold").size().tolist() == [50, 50]
     assert not tables["heldout_scores"].duplicated(["fold", "subject_id"]).any()
-    summary = summarize_encoders({"dnabert2": results, "caduceus": results[:1]})
+    summary = summarize_encoders({"dnabert2": tables, "caduceus": alignment_tables(results[:1])})
     assert list(summary["encoder"]) == ["dnabert2", "dnabert2", "caduceus"]
-    for png in (null_distribution_png(results), fold_bars_png(results),
-                encoder_comparison_png({"dnabert2": results, "caduceus": results[:1]})):
+    assert summary["heldout_r1"].tolist() == [r.heldout_r[0] for r in (*results, results[0])]
+    assert summary["label_metric"].notna().all()
+    for png in (null_distribution_png(results), fold_bars_png(results), encoder_comparison_png(summary)):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
