@@ -12,7 +12,6 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from kb_assets.cli import main
@@ -84,9 +83,11 @@ def reported(demo_recipe, tmp_path_factory):
 
 
 def test_every_section_with_data_is_there_and_evaluation_is_not(reported):
+    """One encoder and no brain table: no comparison and no evaluation section."""
     _, path = reported
     page = _Page(path.read_text())
-    expected = ["audit", *[s.anchor for s in SECTIONS if s.anchor != "evaluation"], "checks", "tables"]
+    expected = ["audit", *[s.anchor for s in SECTIONS if s.anchor not in ("encoders", "evaluation")], "checks",
+                "tables"]
     assert page.sections == expected
 
 
@@ -162,17 +163,3 @@ def test_chromium_renders_it_with_every_image(reported):
     assert len(widths) == len(_Page(path.read_text()).images) and all(width > 0 for width in widths), widths
     assert errors == []
     assert [url for url in requests if not url.startswith("data:")] == [path.as_uri()]
-
-
-def test_an_evaluation_section_appears_once_its_table_exists(reported, tmp_path, monkeypatch):
-    """Last: it adds a table to the module's warehouse."""
-    recipe, _ = reported
-    warehouse = Warehouse(recipe.warehouse.root)
-    warehouse.write_table("evaluation_results", pa.table({"phenotype": ["asd"], "auc": [0.61]}))
-    warehouse.register_views(["evaluation_results"])
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.setenv(RECIPE_ENV, str(recipe.source))
-    assert main(["report", "--recipe", str(recipe.source), "--out", str(tmp_path / "r.html")]) == 0
-    page = _Page((tmp_path / "r.html").read_text())
-    assert "evaluation" in page.sections
-    assert page.rows["evaluation"] == [["asd", "0.61"]]

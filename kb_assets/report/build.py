@@ -60,7 +60,14 @@ SECTIONS = (
     SectionSpec("pca", "Residualized PCA", "Per fold, fitted on the training subjects only: residualize on the "
                 "covariates, then PCA; held-out subjects projected with that fit.", ("subject_embeddings_pca",),
                 (PCA_FOLDS_VIEW,)),
-    SectionSpec("evaluation", "Evaluation", "Gene–phenotype evaluation results.", (), ("evaluation",)),
+    SectionSpec("encoders", "Encoders side by side", "Per gene, how each encoder's vectors move under reverse "
+                "complement and between poolings, and how far the encoders agree on which subjects are alike.",
+                ("encoder_comparison",), ("encoder_comparison",)),
+    SectionSpec("evaluation", "Gene–brain evaluation", "Per fold, fitted on training subjects only: ridge CCA "
+                "between gene PCs and brain PCs, label prediction and leave-one-gene-out attribution, with "
+                "block-permutation p-values.", ("brain_features", "gene_brain_alignment",
+                                                "gene_brain_alignment_by_encoder"),
+                ("gene_brain_alignment", "brain_features")),
 )
 
 
@@ -129,14 +136,17 @@ def build_report(recipe: Recipe, instance: dg.DagsterInstance, defs: dg.Definiti
     views = catalog_views(warehouse) if warehouse.catalog_path.exists() else {}
     claimed: set[str] = set()
     sections = []
+    # Each further encoder's assets and views carry its name (kb_assets.assets.encoders): shown beside the primary's.
+    encoders = ["", *recipe.inputs.compare_with]
     for spec in SECTIONS:
         section = Section(spec.anchor, spec.title, spec.intro)
+        prefixes = [f"{name}_{view}" if name else view for name in encoders for view in spec.views]
         # Summaries first, then the shorter (main) names.
         for view in sorted(views, key=lambda v: ("summary" not in v, len(v), v)):
-            if view not in claimed and any(view.startswith(prefix) for prefix in spec.views):
+            if view not in claimed and any(view.startswith(prefix) for prefix in prefixes):
                 claimed.add(view)
                 section.tables.append(preview(warehouse, view, views[view], spec.rows))
-        for asset in spec.assets:
+        for asset in (f"{name}/{asset}" if name else asset for name in encoders for asset in spec.assets):
             section.panels += _panels(instance, asset, recipe.reference.chromosomes)
         if spec.anchor == "pca":
             _add_fold_fits(section, warehouse, views)

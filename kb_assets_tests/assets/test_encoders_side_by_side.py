@@ -13,6 +13,7 @@ from kb_assets.definitions import build_definitions
 from kb_assets.encoders.caduceus.checkpoint import write_caduceus_checkpoint
 from kb_assets.encoders.families import load_any_encoder
 from kb_assets.errors import InputError
+from kb_assets.report.build import build_report, write_report
 from kb_assets.storage import Warehouse
 from kb_assets_tests.assets.helpers import check_evaluations, metadata
 from kb_assets_tests.conftest import materialize_on, write_recipe
@@ -35,7 +36,8 @@ def side_by_side(demo_recipe, tmp_path_factory, caduceus_checkpoints):
                           encoder={"dtype": "float32"}, pca={"n_components": 16},
                           inputs={"compare_with": caduceus_checkpoints, "brain": str(demo_recipe.inputs.brain)},
                           evaluation={"n_permutations": 19, "n_brain_components": 2})
-    return recipe, materialize_on(dg.DagsterInstance.ephemeral())(recipe, partitions=None)
+    instance = dg.DagsterInstance.ephemeral()
+    return recipe, materialize_on(instance)(recipe, partitions=None), instance
 
 
 def catalog(recipe, query: str, parameters=()):
@@ -54,7 +56,7 @@ def test_each_encoder_has_its_own_assets_and_the_shared_stages_exist_once(caduce
 
 
 def test_side_by_side_end_to_end(side_by_side, caduceus_checkpoints):
-    recipe, results = side_by_side
+    recipe, results, _ = side_by_side
     # What each encoder did, in its metadata: PS embeds one strand (equivariant), PH averages both.
     ps = metadata(results, "caduceus_ps/gene_embeddings", "chr2")
     ph = metadata(results, "caduceus_ph/gene_embeddings", "chr2")
@@ -95,7 +97,7 @@ def test_side_by_side_end_to_end(side_by_side, caduceus_checkpoints):
 def test_caduceus_gene_vectors_equal_the_model_on_whole_exons(side_by_side, caduceus_checkpoints):
     """Oracle: the reference vector of each single-window exon is the mean of the PS model's per-base outputs on that
     exon with its tile context, the model called directly (no windows, cache or pooling code)."""
-    recipe, _ = side_by_side
+    recipe, _, _ = side_by_side
     store = Warehouse(recipe.warehouse.root)
     tiles = store.read_partition("caduceus_ps/tokenized_genes/tiles", "chr2").to_pandas().set_index("tile")
     allele_tiles = store.read_partition("caduceus_ps/tokenized_genes/allele_tiles", "chr2").to_pandas()
@@ -117,7 +119,7 @@ def test_caduceus_gene_vectors_equal_the_model_on_whole_exons(side_by_side, cadu
 
 
 def test_the_comparison_table_and_plot(side_by_side):
-    recipe, results = side_by_side
+    recipe, results, _ = side_by_side
     store = Warehouse(recipe.warehouse.root)
     genes = store.read_table("encoder_comparison").to_pandas()
     assert set(genes["encoder"]) == {"primary", "caduceus_ps", "caduceus_ph"}
@@ -140,7 +142,7 @@ def test_the_comparison_table_and_plot(side_by_side):
 
 
 def test_gene_brain_results_side_by_side(side_by_side):
-    recipe, results = side_by_side
+    recipe, results, _ = side_by_side
     store = Warehouse(recipe.warehouse.root)
     summary = store.read_table("gene_brain_alignment_by_encoder").to_pandas()
     assert summary.groupby("encoder", sort=False).size().to_dict() == {"primary": 5, "caduceus_ps": 5,
@@ -151,6 +153,21 @@ def test_gene_brain_results_side_by_side(side_by_side):
         np.testing.assert_array_equal(mine["heldout_r1"].to_numpy(), canonical["heldout_r"].to_numpy())
         assert store.read_facts(f"{prefix}gene_brain_alignment")["encoder"] == label
     assert metadata(results, "gene_brain_alignment_by_encoder")["by_encoder"].startswith("![held-out")
+
+
+def test_the_report_shows_each_encoder_the_comparison_and_the_evaluation(side_by_side, tmp_path):
+    recipe, _, instance = side_by_side
+    report = build_report(recipe, instance, build_definitions(recipe))
+    sections = {section.anchor: section for section in report.sections}
+    assert {"encoders", "evaluation"} <= set(sections)
+    panels = {panel.title for section in report.sections for panel in section.panels}
+    assert {"encoder_comparison", "gene_brain_alignment_by_encoder", "gene_brain_alignment",
+            "caduceus_ps/gene_brain_alignment", "caduceus_ph/rc_stability",
+            "caduceus_ps/gene_embeddings [chr2]"} <= panels
+    assert {table.name for table in sections["evaluation"].tables} >= {"gene_brain_alignment",
+                                                                       "caduceus_ps_gene_brain_alignment"}
+    html = write_report(report, tmp_path / "report.html").read_text()
+    assert "Encoders side by side" in html and "Gene–brain evaluation" in html
 
 
 def test_encoder_names_and_paths_are_checked(make_recipe, caduceus_checkpoints, tmp_path):
