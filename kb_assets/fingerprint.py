@@ -1,4 +1,5 @@
-"""Content hashes of inputs: what lineage records and what decides whether work must be redone."""
+"""Content hashes of inputs: what the input observations and file facts record, and what decides whether work must
+be redone."""
 
 from __future__ import annotations
 
@@ -7,16 +8,11 @@ import json
 import os
 from pathlib import Path
 
-_CHUNK = 1 << 20
-
 
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes, streamed so a 3 GB FASTA costs no memory."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def remembered_file_sha256(path: str | os.PathLike, memory: str | os.PathLike) -> str:

@@ -5,7 +5,6 @@ model. Forward passes go through the embedding cache: an unchanged rerun runs no
 its own three (kb_assets.assets.encoders); with two or more, `encoder_comparison` sets them side by side."""
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
-from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
@@ -27,11 +26,8 @@ from kb_assets.assets.publishing import (
 )
 from kb_assets.assets.reference import read_annotation
 from kb_assets.diagnostics import plots
-from kb_assets.encoders.alleles import AlleleStats, allele_stats
-from kb_assets.encoders.gene_pooling import pool_genes
 from kb_assets.encoders.identity import CheckpointIdentity
 from kb_assets.encoders.pooling import POOLINGS
-from kb_assets.encoders.tokenized import model_windows
 from kb_assets.genome import ReferenceGenome
 from kb_assets.resources import EncoderResource
 from kb_assets.settings import Recipe
@@ -49,14 +45,9 @@ Q_THRESHOLD = 0.05
 SHOWN_ROWS = 15
 
 
-def _markdown(frame: pd.DataFrame, digits: int = 4) -> str:
-    """A small table as markdown (floats rounded)."""
-    def cell(value) -> str:
-        return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+def _markdown(frame: pd.DataFrame) -> str:
+    """A small table as markdown, floats to 4 significant digits."""
+    return frame.to_markdown(index=False, floatfmt=".4g")
 
 
 def _reference_stats(store: Warehouse, chrom: str, settings: Recipe, identity: CheckpointIdentity,
@@ -190,12 +181,16 @@ def _encoder_diagnostics(recipe: Recipe, encoder: EncoderAssets, max_subjects: i
             reference, embedded_now = _reference_stats(store, chrom, settings, identity, resource, encoder)
             embedded += embedded_now
             regions = reference.regions
-            sample = _sampled_alleles(store, chrom, subjects, identity, options, resource, encoder)
+            sample = diagnostics.sampled_alleles(
+                store, chrom, subjects, encoder.dataset("tokenized_genes"), encoder.dataset("gene_embeddings/subjects"),
+                EmbeddingCache(store, embedding_key(identity, options)), window_embedder(resource, identity, options),
+                identity.hidden_size, rc_mode == "average")
             for pooling in strategies:
                 # Gene and subject vectors as the recipe makes them (its RC mode), half splits on the forward strand.
                 gene_vectors[pooling].append(diagnostics.pool_regions(
                     regions, reference.vectors(pooling, rc_mode), region_to_gene))
-                _add_subject_distances(squared_distances[pooling], regions, sample, pooling, region_to_gene)
+                diagnostics.add_subject_distances(squared_distances[pooling], regions, sample, pooling,
+                                                  region_to_gene)
                 half_splits.append(diagnostics.half_split_cosines(
                     regions, reference.tile_region, reference.tile_order, reference.tiles.vectors(pooling),
                     reference.tiles.counts, region_to_gene).assign(strategy=pooling))
@@ -352,57 +347,3 @@ def _encoder_comparison(recipe: Recipe, encoders: list[EncoderAssets], max_subje
         )
 
     return encoder_comparison
-
-
-@dataclass(frozen=True)
-class _SampledAlleles:
-    """The alleles the sampled subjects carry on one chromosome, their statistics, and who carries which."""
-
-    alleles: pd.DataFrame  # region_id, allele
-    stats: AlleleStats
-    assignments: pd.DataFrame  # subject_index, region_id, haplotype, allele (sampled subjects only)
-    subject_indices: np.ndarray  # sorted
-    row_subject_index: np.ndarray  # subject_index of each row of the distance matrix (subjects as given)
-    ploidy: int
-
-
-def _sampled_alleles(store: Warehouse, chrom: str, subjects: list[str], identity: CheckpointIdentity,
-                     options, resource: EncoderResource, encoder: EncoderAssets) -> _SampledAlleles:
-    """Only the sampled subjects' rows and the windows of the alleles they carry are read."""
-    kept = store.read_partition(encoder.dataset("gene_embeddings/subjects"), chrom).to_pandas()
-    index_of = kept.set_index("subject_id")["subject_index"]
-    rows = index_of.reindex(subjects).to_numpy(np.int64)
-    indices = np.sort(rows)
-    assignments = store.read_partition("subject_haplotypes/assignments", chrom,
-                                       filters=[("subject_index", "in", indices.tolist())]).to_pandas()
-    allele_tiles = store.read_partition(encoder.dataset("tokenized_genes/allele_tiles"), chrom).to_pandas()
-    carried = set(zip(assignments["region_id"].astype(str), assignments["allele"]))
-    needed = allele_tiles[(allele_tiles["allele"] == 0) | pd.Series(
-        list(zip(allele_tiles["region_id"], allele_tiles["allele"]))).isin(carried).to_numpy()].reset_index(drop=True)
-    tile_numbers = sorted({int(t) for tiles in needed["tiles"] for t in tiles})
-    windows = store.read_partition(encoder.dataset("tokenized_genes"), chrom, filters=[("tile", "in", tile_numbers)])
-    window_stats, _ = EmbeddingCache(store, embedding_key(identity, options)).fill(
-        model_windows(windows), identity.hidden_size, window_embedder(resource, identity, options))
-    local = pd.Series(np.arange(len(tile_numbers)), index=tile_numbers)
-    frame = windows.select(["tile", "reverse_complement"]).to_pandas()
-    frame["tile"] = local.reindex(frame["tile"]).to_numpy()
-    stats = allele_stats(frame, window_stats, needed["tiles"].map(lambda t: local.reindex(list(t)).tolist()),
-                         len(tile_numbers), identity.rc_mode(options.rc) == "average")
-    ploidy = store.read_facts("subject_haplotypes/assignments", chrom)["ploidy"]
-    return _SampledAlleles(needed[["region_id", "allele"]], stats, assignments, indices, rows, ploidy)
-
-
-def _add_subject_distances(total: np.ndarray, regions: pd.DataFrame, sample: _SampledAlleles, pooling: str,
-                           region_to_gene: str) -> None:
-    """Add one chromosome's gene-by-gene squared distances between the sampled subjects (rows of `total`)."""
-    if not len(sample.row_subject_index):
-        return
-    genes = pool_genes(regions, sample.alleles, sample.stats.vectors(pooling), sample.stats.forward.counts == 0,
-                       sample.assignments,
-                       sample.subject_indices, sample.ploidy, region_to_gene)
-    for gene_order, gene_rows in genes.vectors.groupby("gene_order", sort=True):
-        matrix = genes.matrix[gene_rows.sort_values("code").index.to_numpy()]
-        carried = genes.assignments[genes.assignments["gene_order"] == gene_order]
-        codes = pd.Series(carried["code"].to_numpy(), index=carried["subject_index"].to_numpy())
-        diagnostics.add_squared_distances(
-            total, matrix[codes.reindex(sample.row_subject_index, fill_value=0).to_numpy(np.int64)])

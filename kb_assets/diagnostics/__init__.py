@@ -10,6 +10,7 @@ from kb_assets.diagnostics.pooling import (
     strategy_cosines,
 )
 from kb_assets.diagnostics.rc_stability import RcStability, length_bin, most_moved, rc_stability
+from kb_assets.diagnostics.subjects import SampledAlleles, add_subject_distances, sampled_alleles
 from kb_assets.diagnostics.tokens import (
     REGION_TYPES,
     TokenReport,
@@ -21,6 +22,9 @@ from kb_assets.diagnostics.tokens import (
 from kb_assets.diagnostics.vectors import ReferenceStats, cosine, gene_table, pool_regions, reference_stats
 
 __all__ = [
+    "SampledAlleles",
+    "add_subject_distances",
+    "sampled_alleles",
     "ALL_GENES",
     "EncoderComparison",
     "EncoderOutputs",

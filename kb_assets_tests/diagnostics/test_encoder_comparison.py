@@ -9,6 +9,7 @@ from scipy.stats import spearmanr
 
 from kb_assets.diagnostics import ALL_GENES, EncoderOutputs, compare_encoders
 from kb_assets.encoders.windows import ModelWindow, mirrored_window
+from kb_assets.errors import InputError
 from kb_assets.stats.subject_matrix import GeneBlock
 
 SUBJECTS = [f"s{i}" for i in range(6)]
@@ -65,7 +66,7 @@ def test_an_encoder_agrees_with_a_scaled_copy_and_subjects_are_capped():
 
 def test_nothing_shared_is_one_error():
     rng = np.random.default_rng(3)
-    with pytest.raises(Exception, match="nothing to compare"):
+    with pytest.raises(InputError, match="nothing to compare"):
         compare_encoders({"a": outputs(random_blocks(rng, 2)), "b": outputs(random_blocks(rng, 2), ["x", "y"])}, 10)
 
 
