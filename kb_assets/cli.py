@@ -61,10 +61,11 @@ def open_instance(recipe: Recipe):
 
 # ---- materialize -------------------------------------------------------------------------------------------------
 def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, log=print,
-                    tags: Mapping[str, str] | None = None, verbose: bool = False) -> list:
+                    tags: Mapping[str, str] | None = None, verbose: bool = False, only_outdated: bool = False) -> list:
     """Materialize the whole graph in dependency order: the unpartitioned assets the chromosome partitions
     need, then each chromosome partition (one run each, as a backfill would), then everything downstream.
-    With `partitions`, only those partitions and what feeds them: downstream assets need every partition.
+    With `partitions`, only those partitions and what feeds them: downstream assets need every partition. With
+    `only_outdated`, only what `outdated` finds (after observing the inputs): nothing, when nothing changed.
 
     An InputError inside a run is raised as itself (not as Dagster's step or run failure), and Dagster's console
     logging stays silent unless `verbose`, so the error is told once, by the caller."""
@@ -102,14 +103,55 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
     log("observing the input files")
     defs.resolve_job_def("observe_inputs").execute_in_process(instance=instance, run_config=console,
                                                                tags=dict(tags or {}))
-    if upstream:
-        run(upstream)
+    chosen = outdated(graph, instance) if only_outdated else None
+
+    def wanted(selection, partition=None):
+        return [k for k in selection if chosen is None or (k, partition) in chosen]
+
+    if wanted(upstream):
+        run(wanted(upstream))
     if partitioned:
         for partition in partitions or graph.get(partitioned[0]).partitions_def.get_partition_keys():
-            run(partitioned, partition)
-    if downstream and partitions is None:
-        run(downstream)
+            if wanted(partitioned, partition):
+                run(wanted(partitioned, partition), partition)
+    if wanted(downstream) and partitions is None:
+        run(wanted(downstream))
+    if chosen is not None and not results:
+        log("everything is up to date: no input, setting or code changed since the last materialization")
     return results
+
+
+def outdated(graph, instance) -> set[tuple]:
+    """(asset key, partition) of every asset partition Dagster's own staleness (what the UI shows) marks missing or
+    stale, and everything downstream of those: a parent that runs again may bring new data."""
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._time import get_current_datetime
+
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+                          instance=instance, asset_graph=graph)
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+
+    def partitions_of(key):
+        definition = graph.get(key).partitions_def
+        return definition.get_partition_keys() if definition is not None else [None]
+
+    pending = [(key, partition) for key in graph.materializable_asset_keys for partition in partitions_of(key)
+               if resolver.get_status(key, partition) != StaleStatus.FRESH]
+    found = set(pending)
+    while pending:
+        key, partition = pending.pop()
+        for child in graph.get(key).child_keys:
+            if not graph.get(child).is_materializable:
+                continue
+            # Chromosome partitions map one to one; an unpartitioned parent feeds every partition.
+            children = [(child, p) for p in partitions_of(child)
+                        if graph.get(child).partitions_def is None or partition is None or p == partition]
+            for item in children:
+                if item not in found:
+                    found.add(item)
+                    pending.append(item)
+    return found
 
 
 def input_error_in(err: BaseException) -> InputError | None:
@@ -215,7 +257,8 @@ def _cmd_materialize(args) -> None:
     started = time.perf_counter()
     with open_instance(recipe) as instance:
         results = materialize_all(build_definitions(recipe), partitions, instance=instance,
-                                  tags=recipe_run_tags(recipe), verbose=args.verbose)
+                                  tags=recipe_run_tags(recipe), verbose=args.verbose,
+                                  only_outdated=not getattr(args, "all", False))
         print(f"\nmaterialized in {time.perf_counter() - started:.1f} s: recipe {recipe.recipe_id} "
               f"({recipe.source}), {len(results)} runs in {dagster_home(recipe)}")
         for line in run_summary(recipe, instance, results):
@@ -644,9 +687,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_demo_run)
 
     materialize = with_verbose(with_recipe(commands.add_parser(
-        "materialize", help="materialize every asset of a recipe, then summarize the run")))
+        "materialize", help="bring every asset of a recipe up to date, then summarize the run")))
     materialize.add_argument("--partition", action="append",
                              help="only this chromosome partition and what feeds it (repeatable)")
+    materialize.add_argument("--all", action="store_true",
+                             help="materialize everything again, also what is up to date (cached windows are reused)")
     materialize.set_defaults(func=_cmd_materialize)
 
     ui = with_recipe(commands.add_parser(

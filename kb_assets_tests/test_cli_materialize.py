@@ -204,3 +204,23 @@ def test_sql_prompt_holds_the_catalog_only_while_a_statement_runs(two_recipes, c
     assert re.search(r"^  gene_set +4 rows$", captured.out, re.MULTILINE)
     assert captured.err.startswith("error: ") and "nonsense" in captured.err
     assert (tmp_path / ".kb_assets_sql_history").exists()
+
+
+def test_a_second_materialize_runs_only_what_changed(demo_recipe, tmp_path, monkeypatch):
+    """Dagster's own staleness decides: nothing changed, nothing runs; another pooling re-runs the embedding chain
+    and what follows it, never the reference, haplotype or covariate stages."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    recipe = write_recipe(tmp_path / "again", demo_recipe, genes=["CHD8_demo", "SCN2A_demo"], **FAST)
+    _materialize(recipe)
+    second = _materialize(recipe)
+    assert "everything is up to date" in second and "materializing" not in second
+    assert "0 runs" in second
+    recipe = write_recipe(tmp_path / "again", demo_recipe, genes=["CHD8_demo", "SCN2A_demo"],
+                          encoder={"dtype": "float32", "pooling": "max"})
+    third = _materialize(recipe)
+    ran = {name for line in re.findall(r"^materializing (.*) \(", third, re.MULTILINE) for name in line.split(", ")}
+    assert {"gene_embeddings", "subject_matrix", "subject_embeddings_pca"} <= ran
+    assert not ran & {"reference_genome", "gene_set", "reference_sequences", "subject_haplotypes", "covariates",
+                      "cv_folds"}
+    everything = _materialize(recipe, "--all")
+    assert "subject_haplotypes" in everything and "covariates" in everything
