@@ -158,7 +158,7 @@ class ResidualizedPCA(BaseEstimator):
         self.explained_variance_ = solution.variances / max(n - 1, 1)
         self.explained_variance_ratio_ = solution.variances / total
         self.total_variance_ = float(total)
-        self.n_components_ = k
+        self.n_components_ = int(k)
         self.n_components_reason_ = reason
         self.rank_limit_ = int(rank_limit)
         self.n_samples_ = n
