@@ -242,11 +242,11 @@ def read_instance(result: dict) -> None:
             continue
         steps = sorted(result[phase]["steps"], key=lambda step: step["start"])
         result[phase]["steps"] = steps
-        # Memory an asset adds: its peak over the process tree's memory when the first step began (imports done).
-        baseline = steps[0]["rss_before"] if steps else 0
-        result[phase]["baseline_rss"] = baseline
+        # The steps share one process, whose allocator keeps much of what earlier steps freed: what a step itself
+        # needs is best seen as its rise, its peak over the memory held when it began.
+        result[phase]["baseline_rss"] = steps[0]["rss_before"] if steps else 0
         for step in steps:
-            step["added_rss"] = max(0, step["peak_rss"] - baseline)
+            step["rise_rss"] = max(0, step["peak_rss"] - step["rss_before"])
         embedding = [s["metadata"] for s in steps if s["asset"] == "gene_embeddings"]
         result[phase]["embedded_tokens"] = sum(m.get("embedded_tokens", 0) for m in embedding)
         result[phase]["embedded_windows"] = sum(m.get("embedded_windows", 0) for m in embedding)
@@ -281,14 +281,14 @@ def format_report(result: dict) -> str:
     steps = cold.get("steps", [])
     if steps:
         lines += ["", f"{'asset':<26}{'partitions':>11}{'wall s':>10}{'slowest':>18}{'peak RSS GiB':>14}"
-                      f"{'added GiB':>11}"]
+                      f"{'rise GiB':>10}"]
         for asset in dict.fromkeys(step["asset"] for step in steps):
             rows = [step for step in steps if step["asset"] == asset]
             slowest = max(rows, key=lambda step: step["seconds"])
             where = f"{slowest['seconds']:.1f} {slowest['partition']}" if slowest["partition"] else ""
             lines.append(f"{asset:<26}{len(rows):>11}{sum(r['seconds'] for r in rows):>10.1f}{where:>18}"
                          f"{max(r['peak_rss'] for r in rows) / _GIB:>14.2f}"
-                         f"{max(r['added_rss'] for r in rows) / _GIB:>11.2f}")
+                         f"{max(r['rise_rss'] for r in rows) / _GIB:>10.2f}")
         units = non_reference_units(result)
         lines += [
             "",
@@ -349,27 +349,27 @@ def load_results(workdir: str | os.PathLike | None = None, region_mode: str = "e
     return sorted((r for r in results if r["cold"]["returncode"] == 0), key=lambda r: r["n_subjects"])
 
 
-def fit_memory_exponents(results: Sequence[dict], min_added_gib: float = 0.05) -> list[dict]:
-    """Per stage (asset, and partition for partitioned ones), the log-log slope of the memory it adds against the
+def fit_memory_exponents(results: Sequence[dict], min_rise_gib: float = 0.05) -> list[dict]:
+    """Per stage (asset, and partition for partitioned ones), the log-log slope of its memory rise against the
     non-reference units it handles (a partition's own; the sum over partitions for the unpartitioned stages), over
-    the cohort sizes. Stages adding under `min_added_gib` at the largest size are left out: their memory is noise."""
+    the cohort sizes at which it rose by at least `min_rise_gib` (less is within what the allocator hands back from
+    earlier steps of the same process); stages with fewer than two such sizes are left out."""
     if len(results) < 2:
         return []
     units = [non_reference_units(r) for r in results]
-    stages: dict[tuple[str, str | None], list[float]] = {}
-    for result in results:
+    stages: dict[tuple[str, str | None], dict[int, float]] = {}
+    for size, result in enumerate(results):
         for step in result["cold"]["steps"]:
-            stages.setdefault((step["asset"], step["partition"]), []).append(step["added_rss"])
+            stages.setdefault((step["asset"], step["partition"]), {})[size] = step["rise_rss"]
     fits = []
-    for (asset, partition), added in stages.items():
-        if len(added) != len(results) or added[-1] < min_added_gib * _GIB or min(added) <= 0:
+    for (asset, partition), rises in stages.items():
+        used = [size for size, rise in sorted(rises.items()) if rise >= min_rise_gib * _GIB]
+        x = [units[size].get(partition, 0) if partition else sum(units[size].values()) for size in used]
+        if len(used) < 2 or min(x) <= 0 or len(set(x)) < 2:
             continue
-        x = [u.get(partition, 0) if partition else sum(u.values()) for u in units]
-        if min(x) <= 0:
-            continue
-        slope = float(np.polyfit(np.log(x), np.log(added), 1)[0])
-        fits.append({"asset": asset, "partition": partition, "units": x, "added_gib": [a / _GIB for a in added],
-                     "exponent": slope})
+        slope = float(np.polyfit(np.log(x), np.log([rises[size] for size in used]), 1)[0])
+        fits.append({"asset": asset, "partition": partition, "subjects": [results[i]["n_subjects"] for i in used],
+                     "units": x, "rise_gib": [rises[size] / _GIB for size in used], "exponent": slope})
     return sorted(fits, key=lambda fit: -fit["exponent"])
 
 
@@ -378,12 +378,14 @@ def format_scaling(results: Sequence[dict]) -> str:
     if not fits:
         return ""
     sizes = ", ".join(f"{r['n_subjects']:,}" for r in results)
-    lines = [f"memory added per stage vs non-reference units, over {sizes} subjects (log-log slope; 1 = linear):",
-             f"{'stage':<32}{'units':>40}{'added GiB':>28}{'exponent':>10}"]
+    lines = [f"memory rise per stage vs its non-reference units, over {sizes} subjects (log-log slope; 1 = linear; "
+             "sizes where the stage rose by under 0.05 GiB left out):",
+             f"{'stage':<30}{'subjects':>26}{'units':>38}{'rise GiB':>22}{'exponent':>10}"]
     for fit in fits:
         stage = fit["asset"] + (f"[{fit['partition']}]" if fit["partition"] else "")
-        lines.append(f"{stage:<32}{' / '.join(f'{u:,}' for u in fit['units']):>40}"
-                     f"{' / '.join(f'{a:.2f}' for a in fit['added_gib']):>28}{fit['exponent']:>10.2f}")
+        lines.append(f"{stage:<30}{' / '.join(f'{n // 1000}k' for n in fit['subjects']):>26}"
+                     f"{' / '.join(f'{u:,}' for u in fit['units']):>38}"
+                     f"{' / '.join(f'{r:.2f}' for r in fit['rise_gib']):>22}{fit['exponent']:>10.2f}")
     worst = max(fit["exponent"] for fit in fits)
     lines.append(f"  steepest: {worst:.2f} ({'no faster than linear' if worst <= 1.1 else 'FASTER than linear'})")
     return "\n".join(lines)
