@@ -61,11 +61,12 @@ def open_instance(recipe: Recipe):
 
 # ---- materialize -------------------------------------------------------------------------------------------------
 def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, log=print,
-                    tags: Mapping[str, str] | None = None, verbose: bool = False, only_outdated: bool = False) -> list:
+                    tags: Mapping[str, str] | None = None, verbose: bool = False,
+                    only_outdated: bool = False) -> list:
     """Materialize the whole graph in dependency order: the unpartitioned assets the chromosome partitions
     need, then each chromosome partition (one run each, as a backfill would), then everything downstream.
     With `partitions`, only those partitions and what feeds them: downstream assets need every partition. With
-    `only_outdated`, only what `outdated` finds (after observing the inputs): nothing, when nothing changed.
+    `only_outdated`, only what `outdated` finds after observing the inputs: nothing, when nothing changed.
 
     An InputError inside a run is raised as itself (not as Dagster's step or run failure), and Dagster's console
     logging stays silent unless `verbose`, so the error is told once, by the caller."""
@@ -103,7 +104,8 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
     log("observing the input files")
     defs.resolve_job_def("observe_inputs").execute_in_process(instance=instance, run_config=console,
                                                                tags=dict(tags or {}))
-    chosen = outdated(graph, instance) if only_outdated else None
+    warehouse_root = Path(defs.resources["warehouse"].root)
+    chosen = outdated(graph, instance, warehouse_root) if only_outdated else None
 
     def wanted(selection, partition=None):
         return [k for k in selection if chosen is None or (k, partition) in chosen]
@@ -121,12 +123,23 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
     return results
 
 
-def outdated(graph, instance) -> set[tuple]:
+def outdated(graph, instance, warehouse_root: Path) -> set[tuple]:
     """(asset key, partition) of every asset partition Dagster's own staleness (what the UI shows) marks missing or
-    stale, and everything downstream of those: a parent that runs again may bring new data."""
+    stale, or whose recorded file is not in this warehouse any more (deleted, or written for another recipe on a
+    shared Dagster history), and everything downstream of those: a parent that runs again may bring new data."""
+    import dagster as dg
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._time import get_current_datetime
+
+    def file_missing(key, partition) -> bool:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+        recorded = records[0].asset_materialization.metadata.get("path") if records else None
+        if recorded is None:  # nothing to check (a SLURM job reports the files it published, not a path)
+            return False
+        path = Path(recorded.value)
+        return not (path.is_relative_to(warehouse_root) and path.exists())
 
     view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
                           instance=instance, asset_graph=graph)
@@ -137,7 +150,7 @@ def outdated(graph, instance) -> set[tuple]:
         return definition.get_partition_keys() if definition is not None else [None]
 
     pending = [(key, partition) for key in graph.materializable_asset_keys for partition in partitions_of(key)
-               if resolver.get_status(key, partition) != StaleStatus.FRESH]
+               if resolver.get_status(key, partition) != StaleStatus.FRESH or file_missing(key, partition)]
     found = set(pending)
     while pending:
         key, partition = pending.pop()
