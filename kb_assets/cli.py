@@ -271,7 +271,7 @@ def _cmd_materialize(args) -> None:
     with open_instance(recipe) as instance:
         results = materialize_all(build_definitions(recipe), partitions, instance=instance,
                                   tags=recipe_run_tags(recipe), verbose=args.verbose,
-                                  only_outdated=not getattr(args, "all", False))
+                                  only_outdated=not args.all)
         print(f"\nmaterialized in {time.perf_counter() - started:.1f} s: recipe {recipe.recipe_id} "
               f"({recipe.source}), {len(results)} runs in {dagster_home(recipe)}")
         for line in run_summary(recipe, instance, results):
@@ -693,18 +693,19 @@ def build_parser() -> argparse.ArgumentParser:
     init = with_recipe(demo.add_parser("init", help="write the demo inputs the demo recipe names (if missing)"))
     init.add_argument("--force", action="store_true", help="rewrite inputs that exist")
     init.set_defaults(func=_cmd_demo_init)
-    run = with_verbose(with_recipe(demo.add_parser(
-        "run", help="demo init, then materialize every asset and partition, then the report")))
-    run.add_argument("--partition", action="append",
-                     help="only this chromosome partition and what feeds it (repeatable)")
+    def with_selection(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--partition", action="append",
+                       help="only this chromosome partition and what feeds it (repeatable)")
+        p.add_argument("--all", action="store_true",
+                       help="materialize everything again, also what is up to date (cached windows are reused)")
+        return p
+
+    run = with_selection(with_verbose(with_recipe(demo.add_parser(
+        "run", help="demo init, then bring every asset and partition up to date, then the report"))))
     run.set_defaults(func=_cmd_demo_run)
 
-    materialize = with_verbose(with_recipe(commands.add_parser(
-        "materialize", help="bring every asset of a recipe up to date, then summarize the run")))
-    materialize.add_argument("--partition", action="append",
-                             help="only this chromosome partition and what feeds it (repeatable)")
-    materialize.add_argument("--all", action="store_true",
-                             help="materialize everything again, also what is up to date (cached windows are reused)")
+    materialize = with_selection(with_verbose(with_recipe(commands.add_parser(
+        "materialize", help="bring every asset of a recipe up to date, then summarize the run"))))
     materialize.set_defaults(func=_cmd_materialize)
 
     ui = with_recipe(commands.add_parser(

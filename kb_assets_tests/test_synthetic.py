@@ -217,12 +217,12 @@ def test_memory_exponents_recover_linear_and_quadratic_growth():
     assert fits == {"subject_matrix": pytest.approx(2.0), "subject_haplotypes": pytest.approx(1.0)}
 
 
-def test_the_harness_runs_end_to_end_and_a_rerun_embeds_nothing(tmp_path):
+def test_the_harness_runs_end_to_end_a_rerun_runs_nothing_and_a_forced_one_embeds_nothing(tmp_path):
     started = time.perf_counter()
     # 100 subjects: a fold trains on 80, more than the design's columns (40 batch levels, 10 PCs, age, sex).
     result = run_cohort_benchmark(100, tmp_path, contigs=hg38_contigs(["chr22"], scale=0.02),
                                   gene_set=[gene for gene in GENE_SET if gene.name == "COMT_syn"])
-    cold, rerun = result["cold"], result["rerun"]
+    cold, rerun, forced = result["cold"], result["rerun"], result["forced"]
     assert cold["returncode"] == 0, "\n".join(cold["log_tail"])
     assets = {step["asset"] for step in cold["steps"]}
     assert {"reference_genome", "gene_annotations", "gene_set", "reference_sequences", "subject_haplotypes",
@@ -230,11 +230,14 @@ def test_the_harness_runs_end_to_end_and_a_rerun_embeds_nothing(tmp_path):
             "subject_embeddings_pca"} <= assets
     assert all(step["status"] == "SUCCESS" for step in cold["steps"])
     assert cold["embedded_tokens"] > 0 and cold["embedded_windows"] > 0
-    assert rerun["returncode"] == 0 and rerun["embedded_tokens"] == 0
-    assert rerun["cache_hits"] == cold["embedded_windows"]
+    assert rerun["returncode"] == 0 and [step["asset"] for step in rerun["steps"]] == ["input_files"]
+    assert forced["returncode"] == 0 and forced["embedded_tokens"] == 0
+    assert {step["asset"] for step in forced["steps"]} == assets
+    assert forced["cache_hits"] == cold["embedded_windows"]
     assert 0 < cold["baseline_rss"] <= cold["pipeline_peak_rss"] <= cold["peak_rss"]
     assert sum(s["seconds"] for s in cold["steps"]) <= cold["wall_s"] <= time.perf_counter() - started
     assert result["warehouse_bytes"]["embedding_cache"] > 0
     report = format_report(result)
-    assert "rerun with nothing changed" in report and "model input tokens computed" in report
+    assert "rerun with nothing changed: " in report and "forced rerun (--all)" in report
+    assert "model input tokens computed" in report
     assert (tmp_path / "results" / "cohort-n100-exons.json").is_file()
