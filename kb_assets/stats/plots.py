@@ -27,6 +27,9 @@ def scree_plot_png(explained_variance_ratio: np.ndarray) -> bytes:
     return _png(figure)
 
 
+MAX_LEGEND_ENTRIES = 12  # a real cohort's batches (tens of levels) would bury the axes under a longer legend
+
+
 def pc_scatter_png(scores_2d: np.ndarray, colour_labels: list | np.ndarray) -> bytes:
     """Subjects on their first two components, one colour per label value."""
     scores = np.asarray(scores_2d, dtype=float)
@@ -40,7 +43,11 @@ def pc_scatter_png(scores_2d: np.ndarray, colour_labels: list | np.ndarray) -> b
         axes.scatter(scores[chosen, 0], scores[chosen, 1], s=8, alpha=0.7, label=label)
     axes.set_xlabel("pc_1")
     axes.set_ylabel("pc_2")
-    axes.legend(markerscale=2, fontsize="small")
+    n_labels = len(set(labels))
+    if n_labels <= MAX_LEGEND_ENTRIES:
+        axes.legend(markerscale=2, fontsize="small")
+    else:
+        axes.set_title(f"{n_labels} label values (too many for a legend)", fontsize="small")
     figure.tight_layout()
     return _png(figure)
 

@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -24,3 +25,12 @@ def test_pc_scatter_is_a_png_and_checks_its_inputs():
     assert _pixels(pc_scatter_png(scores, ["case", "control"] * 20)).shape[:2] == (450, 500)
     with pytest.raises(ValueError, match=r"need subjects × 2 scores and one label per subject, got \(40, 2\) and 3"):
         pc_scatter_png(scores, ["a", "b", "c"])
+
+
+def test_pc_scatter_of_a_hundred_batches_leaves_the_legend_out_without_a_layout_warning():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(400, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = _pixels(pc_scatter_png(scores, [f"batch_{i % 100:03d}" for i in range(400)]))
+    assert image.shape[:2] == (450, 500)
