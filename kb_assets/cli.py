@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +61,58 @@ def open_instance(recipe: Recipe):
 
 
 # ---- materialize -------------------------------------------------------------------------------------------------
+PID_TAG = "kb_assets/pid"
+HOST_TAG = "kb_assets/host"
+
+
+def process_tags() -> dict[str, str]:
+    """The process that executes a run, so that a later command can tell a run whose process died from a live one."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def release_abandoned_runs(instance, log=print) -> list[str]:
+    """Mark failed every unfinished run that kb-assets executed on this host in a process that is gone (killed, out
+    of memory), and free the pool slots it held. Dagster frees a slot when its step ends: a killed run keeps its
+    `gpu` slot, and every later step of that pool would wait for it forever. An unfinished run from elsewhere (the
+    UI's run workers, another host) that holds a slot is named, since steps of its pool wait for it."""
+    import dagster as dg
+
+    unfinished = instance.get_runs(filters=dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING]))
+    holding = instance.event_log_storage.get_concurrency_run_ids()
+    host = socket.gethostname()
+    released = []
+    for run in unfinished:
+        pid = run.tags.get(PID_TAG)
+        ours = run.tags.get(HOST_TAG) == host and pid is not None
+        if ours and not _process_alive(int(pid)):
+            instance.report_run_failed(run, message=f"kb-assets process {pid} on {host} ended without finishing "
+                                                    "this run (killed?); marked failed by a later kb-assets command")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            log(f"run {run.run_id} was left unfinished by process {pid}, which is gone: marked failed, its pool "
+                "slots freed")
+            released.append(run.run_id)
+        elif run.run_id in holding and ours:
+            log(f"note: run {run.run_id} holds a pool slot and is still executing (process {pid}): steps of that "
+                "pool wait until it ends")
+        elif run.run_id in holding:
+            log(f"note: run {run.run_id} ({run.status.value}) holds a pool slot; steps of that pool wait until it "
+                "ends. If nothing executes it any more, terminate it in the UI (Runs → Terminate → Force "
+                "termination): the daemon of `kb-assets ui` frees its slots a few minutes later")
+    return released
+
+
 def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, log=print,
                     tags: Mapping[str, str] | None = None, verbose: bool = False,
                     only_outdated: bool = False) -> list:
@@ -84,6 +137,8 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
     console = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}}
 
     results = []
+    tags = {**(tags or {}), **process_tags()}
+    release_abandoned_runs(instance, log)
 
     def run(selection, partition=None):
         label = f"partition {partition}" if partition else "unpartitioned"
@@ -92,7 +147,7 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
         started = time.perf_counter()
         try:
             result = job.execute_in_process(asset_selection=selection, partition_key=partition, instance=instance,
-                                            raise_on_error=True, run_config=console, tags=dict(tags or {}))
+                                            raise_on_error=True, run_config=console, tags=tags)
         except Exception as err:
             found = input_error_in(err)
             if found is None or found is err:
@@ -102,8 +157,7 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
         results.append(result)
 
     log("observing the input files")
-    defs.resolve_job_def("observe_inputs").execute_in_process(instance=instance, run_config=console,
-                                                               tags=dict(tags or {}))
+    defs.resolve_job_def("observe_inputs").execute_in_process(instance=instance, run_config=console, tags=tags)
     warehouse_root = Path(defs.resources["warehouse"].root)
     chosen = outdated(graph, instance, warehouse_root) if only_outdated else None
 
