@@ -20,7 +20,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check kb_assets kb_assets_tests
-	$(BIN)/python -m pytest
+	# One worker per core: much of the suite is single-threaded Python (Dagster runs, parsers). loadscope keeps each
+	# module on one worker, so its module-scoped fixtures are built once. `.venv/bin/pytest` alone runs serially.
+	$(BIN)/python -m pytest -n auto --dist loadscope
 
 # The demo recipe's UI on its own run history (data/warehouse/demo/dagster/); Ctrl-C stops every process it started.
 ui: $(VENV)/.installed
