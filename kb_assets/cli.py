@@ -270,7 +270,7 @@ def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
             lines.append(f"Gene–brain alignment{named}: held-out first canonical correlation "
                          f"{meta.get('heldout_r1_mean', float('nan')):.3f} (mean over folds), permutation p by fold "
                          f"{p_values}; top genes by attribution: "
-                         f"{', '.join(list(meta.get('top_genes_by_attribution') or {})[:3])}")
+                         f"{', '.join(row['gene_name'] for row in (meta.get('top_genes_by_attribution') or [])[:3])}")
     comparison = latest_materialization(instance, "encoder_comparison")
     if comparison is not None:
         agreement = {key.split("/", 1)[1]: value for key, value in comparison.metadata.items()

@@ -33,7 +33,7 @@ from kb_assets.stats.brain import BrainTable, load_brain_table
 from kb_assets.stats.evaluation import fold_data, folds_of, gene_loadings, gene_pcs_without
 from kb_assets.storage import Warehouse
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: top_genes_by_attribution as a ranked list
 GROUP = "evaluation"
 
 
@@ -161,8 +161,10 @@ def _gene_brain_alignment(recipe: Recipe, encoder: EncoderAssets):
                 **({"label_metric": str(label_rows["metric"].iloc[0]),
                     "label_metric_mean": round(float(label_rows["value"].mean()), 4),
                     "label_p_value_by_fold": [float(p) for p in label_rows["p_value"]]} if len(label_rows) else {}),
-                "top_genes_by_attribution": attribution.groupby("gene_name")["delta_r1"].mean().sort_values(
-                    ascending=False).head(10).round(4).to_dict(),
+                # A list, not a dict: Dagster stores a JSON object with its keys sorted, which loses the ranking.
+                "top_genes_by_attribution": [
+                    {"gene_name": gene, "mean_delta_r1": round(float(drop), 4)} for gene, drop in
+                    attribution.groupby("gene_name")["delta_r1"].mean().sort_values(ascending=False).head(10).items()],
                 "null_distribution": png_markdown(null_distribution_png(results),
                                                   "held-out first canonical correlation against its permutation null"),
                 "folds": png_markdown(fold_bars_png(results),

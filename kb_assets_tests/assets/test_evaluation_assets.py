@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kb_assets.cli import run_summary
 from kb_assets.definitions import build_definitions
 from kb_assets.demo.brain import planted_brain_table
 from kb_assets.genome import ReferenceGenome, build_haplotypes, extract_regions, load_annotation, resolve_gene_set
@@ -40,11 +41,13 @@ def evaluated(demo_recipe, tmp_path_factory):
     recipe = write_recipe(folder, demo_recipe, encoder={"dtype": "float32"}, pca={"n_components": 16},
                           inputs={"brain": str(brain)},
                           evaluation={"n_permutations": 99, "n_brain_components": 4})
-    return recipe, materialize_on(dg.DagsterInstance.ephemeral())(recipe)
+    # A stored instance: what the run summary reads has been through Dagster's serialization.
+    with dg.instance_for_test() as instance:
+        yield recipe, materialize_on(instance)(recipe), instance
 
 
 def test_the_planted_association_is_found_in_held_out_subjects(evaluated):
-    recipe, results = evaluated
+    recipe, results, _ = evaluated
     meta = metadata(results, "gene_brain_alignment")
     assert all(p < 0.05 for p in meta["p_value_r1_by_fold"])
     assert meta["heldout_r1_mean"] > 0.3
@@ -54,15 +57,22 @@ def test_the_planted_association_is_found_in_held_out_subjects(evaluated):
 
 
 def test_attribution_points_at_the_planted_genes(evaluated):
-    recipe, _ = evaluated
+    recipe, *_ = evaluated
     attribution = Warehouse(recipe.warehouse.root).read_table("gene_brain_alignment/attribution").to_pandas()
     mean_drop = attribution.groupby("gene_name")["delta_r1"].mean().sort_values(ascending=False)
     assert set(mean_drop.index[:2]) == set(PLANTED)
     assert (mean_drop[list(PLANTED)] > 0.05).all()
 
 
+def test_the_run_summary_names_the_planted_genes_first(evaluated):
+    recipe, results, instance = evaluated
+    (line,) = [line for line in run_summary(recipe, instance, results) if line.startswith("Gene–brain alignment")]
+    top = line.split("top genes by attribution: ")[1].split(", ")
+    assert len(top) == 3 and set(top[:2]) == set(PLANTED)
+
+
 def test_tables_name_folds_components_and_permutations(evaluated):
-    recipe, _ = evaluated
+    recipe, *_ = evaluated
     store = Warehouse(recipe.warehouse.root)
     canonical = store.read_table("gene_brain_alignment").to_pandas()
     assert sorted(canonical["fold"].unique()) == [0, 1, 2, 3, 4]
