@@ -70,22 +70,14 @@ def process_tags() -> dict[str, str]:
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 def release_abandoned_runs(instance, log=print) -> list[str]:
     """Mark failed every unfinished run that kb-assets executed on this host in a process that is gone (killed, out
     of memory), and free the pool slots it held. Dagster frees a slot when its step ends: a killed run keeps its
     `gpu` slot, and every later step of that pool would wait for it forever. An unfinished run from elsewhere (the
     UI's run workers, another host) that holds a slot is named, since steps of its pool wait for it."""
     import dagster as dg
+
+    from kb_assets.storage.warehouse import process_exists
 
     unfinished = instance.get_runs(filters=dg.RunsFilter(statuses=[
         dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
@@ -96,7 +88,7 @@ def release_abandoned_runs(instance, log=print) -> list[str]:
     for run in unfinished:
         pid = run.tags.get(PID_TAG)
         ours = run.tags.get(HOST_TAG) == host and pid is not None
-        if ours and not _process_alive(int(pid)):
+        if ours and not process_exists(int(pid)):
             instance.report_run_failed(run, message=f"kb-assets process {pid} on {host} ended without finishing "
                                                     "this run (killed?); marked failed by a later kb-assets command")
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)

@@ -87,6 +87,18 @@ def materialize_on(instance: dg.DagsterInstance) -> Callable[..., list[dg.Execut
     return run
 
 
+def materialized_with_own_covariates(folder: Path, demo_recipe: Recipe) -> tuple[Recipe, Callable]:
+    """The small gene set (8 components, float32) with a copy of the covariates of its own, which a test may edit,
+    materialized once on a fresh ephemeral instance: (recipe, materialize)."""
+    covariates = folder / "covariates.tsv"
+    covariates.write_text(demo_recipe.inputs.covariates.read_text())
+    recipe = write_recipe(folder, demo_recipe, encoder={"dtype": "float32"}, pca={"n_components": 8},
+                          inputs={"covariates": str(covariates)})
+    materialize = materialize_on(dg.DagsterInstance.ephemeral())
+    materialize(recipe)
+    return recipe, materialize
+
+
 @pytest.fixture
 def materialize() -> Callable[..., list[dg.ExecuteInProcessResult]]:
     """materialize_on a fresh ephemeral instance per test (so runs of one test see each other's)."""

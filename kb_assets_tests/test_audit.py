@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import json
 
-import dagster as dg
 import pytest
 
 from kb_assets.audit import Auditor, format_partitions, format_text, summary
 from kb_assets.cli import main
 from kb_assets.definitions import build_definitions
 from kb_assets.storage import Warehouse
-from kb_assets_tests.conftest import materialize_on, write_recipe
+from kb_assets_tests.conftest import materialized_with_own_covariates, write_recipe
 
 
 @pytest.fixture(scope="module")
 def built(demo_recipe, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("audit")
-    covariates = folder / "covariates.tsv"
-    covariates.write_text(demo_recipe.inputs.covariates.read_text())
-    recipe = write_recipe(folder, demo_recipe, encoder={"dtype": "float32"}, pca={"n_components": 8},
-                          inputs={"covariates": str(covariates)})
-    materialize = materialize_on(dg.DagsterInstance.ephemeral())
-    materialize(recipe)
-    return recipe, materialize
+    return materialized_with_own_covariates(tmp_path_factory.mktemp("audit"), demo_recipe)
 
 
 def auditor(recipe, materialize) -> Auditor:

@@ -13,7 +13,7 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver
 from dagster._time import get_current_datetime
 
 from kb_assets.definitions import build_definitions
-from kb_assets_tests.conftest import materialize_on, write_recipe
+from kb_assets_tests.conftest import materialized_with_own_covariates
 
 
 def test_schedule_requests_one_run_per_chromosome(make_recipe):
@@ -86,13 +86,7 @@ def stale(defs: dg.Definitions, instance: dg.DagsterInstance) -> set[tuple[str, 
 @pytest.fixture(scope="module")
 def built(demo_recipe, tmp_path_factory):
     """The small gene set materialized once for the module (its own copy of the gene set and covariates)."""
-    folder = tmp_path_factory.mktemp("automation")
-    covariates = folder / "covariates.tsv"
-    covariates.write_text(demo_recipe.inputs.covariates.read_text())
-    recipe = write_recipe(folder, demo_recipe, encoder={"dtype": "float32"}, pca={"n_components": 8},
-                          inputs={"covariates": str(covariates)})
-    materialize = materialize_on(dg.DagsterInstance.ephemeral())
-    materialize(recipe)
+    recipe, materialize = materialized_with_own_covariates(tmp_path_factory.mktemp("automation"), demo_recipe)
     defs = build_definitions(recipe)
     automation = Automation(defs, materialize.instance)
     assert automation.requested() == set()

@@ -49,8 +49,7 @@ TARGETS = {
 def write_recipe(inputs: CohortInputs, folder: Path, region_mode: str = "exons") -> Path:
     """A recipe on the demo recipe's settings for the synthetic inputs, with a warehouse of its own in `folder`.
     Its chromosomes are the contigs that hold gene-set genes: the others would be empty partitions, costing only a
-    run's overhead each (and at present failing in subject_haplotypes, whose empty alleles table does not convert to
-    parquet)."""
+    run's overhead each."""
     from kb_assets.settings import DEMO_RECIPE, load_recipe
 
     settings = load_recipe(DEMO_RECIPE, require_inputs=False).model_dump(mode="json", exclude_none=True)

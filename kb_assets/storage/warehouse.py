@@ -351,14 +351,15 @@ def _remove_stale_temporaries(target: Path) -> None:
         host_pid, _, _ = path.name[len(prefix):-len(".tmp")].rpartition("-")
         host, _, pid = host_pid.rpartition("-")
         try:
-            crashed = host == _HOST and pid.isdigit() and not _process_exists(int(pid))
+            crashed = host == _HOST and pid.isdigit() and not process_exists(int(pid))
             if crashed or time.time() - path.stat().st_mtime > _STALE_TEMPORARY_S:
                 path.unlink(missing_ok=True)
         except OSError:
             pass  # gone already, or not ours to remove: never a reason to fail the write
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id runs on this host (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
