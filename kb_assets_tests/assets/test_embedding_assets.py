@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from pysam import bcftools
 
-from kb_assets.encoders import Encoder, load_encoder
+from kb_assets.encoders import chromosome as chromosome_module
+from kb_assets.encoders import load_encoder
 from kb_assets.encoders import engine as engine_module
 from kb_assets.genome import ReferenceGenome, extract_regions, load_annotation, resolve_gene_set
 from kb_assets.storage import Warehouse
@@ -171,8 +172,7 @@ def test_an_unchanged_rerun_tokenizes_and_embeds_nothing(recipe, materialize, mo
     def forbidden(*args, **kwargs):
         raise AssertionError("a forward pass ran although every window was cached")
 
-    monkeypatch.setattr(engine_module, "run_windows", forbidden)
-    monkeypatch.setattr(Encoder, "run_windows", forbidden)
+    monkeypatch.setattr(chromosome_module, "run_windows", forbidden)
     second = materialize(recipe, partitions=["chr2"])
     meta = metadata(second, "gene_embeddings", "chr2")
     assert meta["embedded_windows"] == 0 and "tokens_per_second" not in meta
