@@ -145,7 +145,7 @@ class Auditor:
             if not self.graph.get(parent).is_materializable:
                 self._input(node, parent, storage_id, metadata.get("inputs") or {})
             else:
-                for used in self._used_records(key, node.partition, parent, storage_id):
+                for used in self._used_records(node.partition, parent, storage_id):
                     child = self._node(parent, used) if deep else self._shallow(parent, used)
                     if deep:
                         node.upstream.append(child)
@@ -161,7 +161,7 @@ class Auditor:
     def _shallow(self, key: dg.AssetKey, record) -> LineageNode:
         return self._node(key, record, deep=False)
 
-    def _used_records(self, key: dg.AssetKey, partition: str | None, parent: dg.AssetKey, storage_id: int | None):
+    def _used_records(self, partition: str | None, parent: dg.AssetKey, storage_id: int | None):
         """The upstream materializations a materialization read: the same partition, or every partition of a
         partitioned parent read by an unpartitioned asset (as of the provenance's cursor)."""
         parent_partitions = self.graph.get(parent).partitions_def

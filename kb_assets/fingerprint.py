@@ -35,15 +35,5 @@ def remembered_file_sha256(path: str | os.PathLike, memory: str | os.PathLike) -
     return digest
 
 
-def folder_sha256(path: str | os.PathLike, patterns: tuple[str, ...] = ("*",)) -> str:
-    """sha256 over the names and contents of a folder's files that match `patterns` (sorted, non-recursive)."""
-    folder = Path(path)
-    files = sorted({f for pattern in patterns for f in folder.glob(pattern) if f.is_file()})
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode() + b"\0" + file_sha256(file).encode() + b"\0")
-    return digest.hexdigest()
-
-
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()

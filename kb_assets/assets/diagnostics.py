@@ -39,8 +39,6 @@ COMPARISON_GROUP = "comparison"
 # pooling_comparison's cohort part uses the first this many subjects by id: 500 subjects give 124,750 pairs, enough
 # for a stable rank correlation, while a 20,000-subject cohort would give 2·10^8 and a forward pass per variant.
 MAX_COHORT_SUBJECTS = 500
-# Subject gene vectors are pooled this many genes at a time (memory: subjects × genes × hidden size floats).
-GENES_PER_BLOCK = 200
 Q_THRESHOLD = 0.05
 SHOWN_ROWS = 15
 

@@ -73,10 +73,6 @@ class TileWindows:
     tile: np.ndarray  # [W] int64: position of the tile in the input list
     reverse_complement: np.ndarray  # [W] bool
 
-    def strand_group(self) -> np.ndarray:
-        """[W] index of each window's (tile, strand): 2·tile + strand."""
-        return 2 * self.tile + self.reverse_complement.astype(np.int64)
-
 
 def check_embed_options(rc: str, window_tokens: int, window_overlap: int, max_window_tokens: int,
                         batch_tokens: int, n_specials: int) -> None:

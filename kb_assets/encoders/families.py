@@ -26,7 +26,6 @@ from kb_assets.errors import InputError
 
 CONFIG_FILE = "config.json"
 Family = Literal["dnabert2", "caduceus", "transformers"]
-FAMILIES: tuple[str, ...] = ("dnabert2", "caduceus", "transformers")
 RcModeNative = Literal["equivariant"] | None
 NATIVE_FAMILIES_TEXT = (
     "kb_assets loads these natively, never running code from the checkpoint: DNABERT-2 (zhihan1996/DNABERT-2-117M "

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
@@ -73,19 +72,11 @@ class Warehouse:
     def table_file(self, dataset: str) -> Path:
         return self.dataset_dir(dataset) / "data.parquet"
 
-    def array_file(self, dataset: str) -> Path:
-        """A dense matrix beside a dataset's tables (numpy .npy: memory-mapped by its readers)."""
-        return self.dataset_dir(dataset) / "matrix.npy"
-
     def input_sha256(self, path: str | os.PathLike) -> str:
         """The sha256 of an input file, remembered here by path, size and mtime so partitions share one read."""
         return remembered_file_sha256(path, self.root / "input_hashes")
 
     # ---- writes ------------------------------------------------------------------------------------------
-    def write_partition(self, dataset: str, chrom: str, table: pa.Table) -> Path:
-        """Replace one chromosome partition atomically; the table's rows all belong to `chrom`."""
-        return self.write_partitions({dataset: table}, chrom)[dataset]
-
     def write_partitions(self, tables: Mapping[str, pa.Table], chrom: str,
                          facts: Mapping[str, object] | None = None) -> dict[str, Path]:
         """Replace the `chrom` partition of several datasets: all files are written before any is renamed. `facts`
@@ -252,11 +243,6 @@ class Warehouse:
             p.name[len(prefix):] for p in folder.iterdir()
             if p.name.startswith(prefix) and (p / "part-0.parquet").exists()
         )
-
-    def partitioned_dataset(self, dataset: str) -> ds.Dataset:
-        """All partitions of a dataset, scanned lazily (for streaming large tables)."""
-        files = [str(self.partition_file(dataset, chrom)) for chrom in self.partitions(dataset)]
-        return ds.dataset(files, format="parquet")
 
     # ---- catalog -----------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -12,8 +12,8 @@ import pytest
 from pysam import bcftools
 
 from kb_assets.encoders import chromosome as chromosome_module
-from kb_assets.encoders import load_encoder
 from kb_assets.encoders import engine as engine_module
+from kb_assets.encoders import load_encoder
 from kb_assets.genome import ReferenceGenome, extract_regions, load_annotation, resolve_gene_set
 from kb_assets.storage import Warehouse
 from kb_assets_tests.assets.helpers import check_evaluations, latest_check_evaluation, metadata

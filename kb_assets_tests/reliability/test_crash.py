@@ -271,7 +271,7 @@ def test_a_dead_writers_leftover_is_removed_and_a_live_writers_kept(tmp_path):
     day_and_a_bit = time.time() - 25 * 3600
     os.utime(leftovers["old_other_host"], (day_and_a_bit, day_and_a_bit))
 
-    warehouse.write_partition("things", "chr1", pa.table({"value": [1]}))
+    warehouse.write_partitions({"things": pa.table({"value": [1]})}, "chr1")
     remaining = {name for name, path in leftovers.items() if path.exists()}
     assert remaining == {"live", "recent_other_host", "other_file"}
     assert warehouse.read_partition("things", "chr1").column("value").to_pylist() == [1]

@@ -115,7 +115,7 @@ FILE_SIZE_LIMITED = textwrap.dedent("""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY))
     try:
-        warehouse.write_partition("vectors", "chr1", pa.table({"v": np.random.default_rng(0).random(200_000)}))
+        warehouse.write_partitions({"vectors": pa.table({"v": np.random.default_rng(0).random(200_000)})}, "chr1")
     except RuntimeError as err:
         print(err)
 """)
@@ -123,7 +123,7 @@ FILE_SIZE_LIMITED = textwrap.dedent("""
 
 def test_a_real_write_failure_from_the_kernel_leaves_the_previous_partition(tmp_path):
     warehouse = Warehouse(tmp_path / "warehouse")
-    warehouse.write_partition("vectors", "chr1", pa.table({"v": [1.0, 2.0]}))
+    warehouse.write_partitions({"vectors": pa.table({"v": [1.0, 2.0]})}, "chr1")
     previous = warehouse.partition_file("vectors", "chr1").read_bytes()
     result = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED, str(warehouse.root)], env=child_env(),
                             capture_output=True, text=True, timeout=120)

@@ -20,10 +20,10 @@ def _rows(values: list[int]) -> pa.Table:
 
 def test_partition_is_replaced_whole_and_views_see_every_partition(tmp_path):
     warehouse = Warehouse(tmp_path)
-    warehouse.write_partition("things", "chr1", _rows([1, 2, 3]))
-    warehouse.write_partition("things", "chr2", _rows([4]))
+    warehouse.write_partitions({"things": _rows([1, 2, 3])}, "chr1")
+    warehouse.write_partitions({"things": _rows([4])}, "chr2")
     warehouse.register_views(["things"])
-    warehouse.write_partition("things", "chr1", _rows([5, 6]))
+    warehouse.write_partitions({"things": _rows([5, 6])}, "chr1")
     with warehouse.catalog(read_only=True) as catalog:
         rows = catalog.execute("select chrom, value from things order by value").fetchall()
     assert rows == [("chr2", 4), ("chr1", 5), ("chr1", 6)]
