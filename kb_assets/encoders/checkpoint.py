@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from torch import nn
 
 from kb_assets.encoders.model import DnaBert2Config
 from kb_assets.encoders.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE
+from kb_assets.encoders.weights import BIN_WEIGHTS_FILE, SAFETENSORS_WEIGHTS_FILE, read_state_dict
+from kb_assets.encoders.weights import weights_file as find_weights_file
 from kb_assets.errors import InputError
 
 CONFIG_FILE = "config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-BIN_WEIGHTS_FILE = "pytorch_model.bin"
-SAFETENSORS_WEIGHTS_FILE = "model.safetensors"
 # Same std as the real config's initializer_range, so activations have realistic magnitudes.
 _INIT_STD = 0.02
 ENCODER_PREFIX = "bert."
@@ -79,43 +77,14 @@ def read_config(folder: Path) -> DnaBert2Config:
 
 def weights_file(folder: Path) -> Path:
     """The folder's weights: model.safetensors when present, else pytorch_model.bin (the real checkpoint's)."""
-    for name in (SAFETENSORS_WEIGHTS_FILE, BIN_WEIGHTS_FILE):
-        if (folder / name).is_file():
-            return folder / name
-    raise InputError(folder, None, f"neither {SAFETENSORS_WEIGHTS_FILE} nor {BIN_WEIGHTS_FILE} found",
-                     f"copy the checkpoint's {BIN_WEIGHTS_FILE} into the folder")
+    return find_weights_file(folder, BIN_WEIGHTS_FILE)
 
 
 def read_weights(file: Path) -> dict[str, torch.Tensor]:
-    """The encoder weights of a checkpoint file under model key names: `bert.` stripped, `cls.*` dropped.
-
-    A .bin is unpickled with `weights_only=True`, which refuses anything but plain tensors and containers,
-    so a pickle that would run code on load is rejected instead of executed.
-    """
-    if file.suffix == ".safetensors":
-        try:
-            state = load_file(str(file))
-        except (SafetensorError, OSError) as err:
-            raise InputError(file, None, f"not a readable safetensors file ({err})", _GET_REAL_CHECKPOINT) from err
-    else:
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            # weights_only=True raises this both for a pickle of arbitrary objects and for a non-pickle file.
-            raise InputError(file, None, "not loaded: it holds objects other than plain tensors (unpickling them "
-                             "could run code) or is not a PyTorch weights file at all",
-                             "save the weights as a plain state dict (torch.save(model.state_dict(), path)) "
-                             "or as model.safetensors") from err
-        except (RuntimeError, EOFError, OSError) as err:
-            raise InputError(file, None, f"could not be read as PyTorch weights ({err})", _GET_REAL_CHECKPOINT) from err
-    if not isinstance(state, dict) or not all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
-    ):
-        raise InputError(file, None, "is not a state dict (a flat mapping of weight names to tensors)",
-                         "save the weights with torch.save(model.state_dict(), path)")
+    """The encoder weights of a checkpoint file under model key names: `bert.` stripped, `cls.*` dropped."""
     return {
         key.removeprefix(ENCODER_PREFIX): tensor
-        for key, tensor in state.items()
+        for key, tensor in read_state_dict(file, _GET_REAL_CHECKPOINT).items()
         if not key.startswith(MLM_HEAD_PREFIX)
     }
 

@@ -23,13 +23,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from kb_assets.encoders.caduceus.config import CaduceusConfig, parse_config, read_caduceus_config
 from kb_assets.encoders.caduceus.model import CaduceusModel
@@ -41,11 +39,11 @@ from kb_assets.encoders.caduceus.tokenizer import (
 )
 from kb_assets.encoders.encoder import resolve_device, resolve_dtype
 from kb_assets.encoders.families import CONFIG_FILE, FamilyEncoder
+from kb_assets.encoders.weights import BIN_WEIGHTS_FILE, SAFETENSORS_WEIGHTS_FILE, read_state_dict
+from kb_assets.encoders.weights import weights_file as find_weights_file
 from kb_assets.errors import InputError
 from kb_assets.fingerprint import file_sha256
 
-SAFETENSORS_WEIGHTS_FILE = "model.safetensors"
-BIN_WEIGHTS_FILE = "pytorch_model.bin"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 MASKED_LM_PREFIX = "caduceus."
 # Heads of CaduceusForMaskedLM / CaduceusForSequenceClassification: not the encoder.
@@ -57,35 +55,7 @@ _GET_REAL_CHECKPOINT = "download the Caduceus checkpoint again and point at that
 
 def weights_file(folder: Path) -> Path:
     """model.safetensors when present (the public checkpoints'), else pytorch_model.bin."""
-    for name in (SAFETENSORS_WEIGHTS_FILE, BIN_WEIGHTS_FILE):
-        if (folder / name).is_file():
-            return folder / name
-    raise InputError(folder, None, f"neither {SAFETENSORS_WEIGHTS_FILE} nor {BIN_WEIGHTS_FILE} found",
-                     f"copy the checkpoint's {SAFETENSORS_WEIGHTS_FILE} into the folder")
-
-
-def read_state(file: Path) -> dict[str, torch.Tensor]:
-    """The raw state dict of a weights file; a .bin is unpickled with weights_only=True (no code can run)."""
-    if file.suffix == ".safetensors":
-        try:
-            state = load_file(str(file))
-        except (SafetensorError, OSError) as err:
-            raise InputError(file, None, f"not a readable safetensors file ({err})", _GET_REAL_CHECKPOINT) from err
-    else:
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise InputError(file, None, "not loaded: it holds objects other than plain tensors (unpickling them "
-                             "could run code) or is not a PyTorch weights file", "save the weights as "
-                             "model.safetensors or as a plain state dict") from err
-        except (RuntimeError, EOFError, OSError) as err:
-            raise InputError(file, None, f"could not be read as PyTorch weights ({err})", _GET_REAL_CHECKPOINT) from err
-    if not isinstance(state, dict) or not all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
-    ):
-        raise InputError(file, None, "is not a state dict (a flat mapping of weight names to tensors)",
-                         "save the weights with model.state_dict()")
-    return state
+    return find_weights_file(folder, SAFETENSORS_WEIGHTS_FILE)
 
 
 def checkpoint_key(model_key: str, config: CaduceusConfig) -> str:
@@ -175,7 +145,7 @@ def load_caduceus_model(folder: Path) -> tuple[CaduceusModel, Path]:
     # Built on the meta device: no time goes into initialising what the checkpoint overwrites.
     with torch.device("meta"):
         model = CaduceusModel(config)
-    weights = encoder_weights(read_state(file), model, file)
+    weights = encoder_weights(read_state_dict(file, _GET_REAL_CHECKPOINT), model, file)
     model.load_state_dict(weights, assign=True)
     model.complement = torch.tensor(config.complement_map or range(config.vocab_size), dtype=torch.long)
     return model.float().eval().requires_grad_(False), file
