@@ -8,9 +8,7 @@ from contextlib import ExitStack
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from kb_assets.assets.encoders import EncoderAssets
 from kb_assets.assets.inputs import input_key
@@ -19,9 +17,10 @@ from kb_assets.cluster.gpu_slots import GpuSlots
 from kb_assets.cluster.k8s import gpu_k8s_tags
 from kb_assets.cluster.slurm_pipes import job_entry_command
 from kb_assets.diagnostics.plots import cosine_histogram_png, token_length_png
+from kb_assets.diagnostics.tokens import token_length_shares
 from kb_assets.encoders.chromosome import DATASETS, LazyEmbedder, embed_chromosome, embedding_facts, embedding_key
 from kb_assets.encoders.identity import CheckpointIdentity
-from kb_assets.encoders.tokenized import tokenize_tiles
+from kb_assets.encoders.tokenized import counted_token_counts, tokenize_tiles
 from kb_assets.errors import InputError
 from kb_assets.genome.tiles import tile_alleles
 from kb_assets.resources import EncoderResource
@@ -45,27 +44,6 @@ def _top_tokens_markdown(counts: Counter, tokenizer) -> str:
         for token_id, count in counts.most_common(TOP_TOKENS)
     ]
     return "\n".join(lines)
-
-
-def counted_token_counts(windows: pa.Table, tiles: list[int]) -> Counter:
-    """Token ids counted in the forward-strand windows of the given tiles (each token of a region once)."""
-    counts: Counter = Counter()
-    forward = windows.filter(pc.and_(pc.invert(windows.column("reverse_complement")),
-                                     pc.is_in(windows.column("tile"), value_set=pa.array(tiles, pa.int32()))))
-    for ids, start, end in zip(forward.column("input_ids").to_pylist(), forward.column("count_start").to_pylist(),
-                               forward.column("count_end").to_pylist()):
-        counts.update(ids[start:end])
-    return counts
-
-
-def _token_length_table(counts: Counter, tokenizer, label: str) -> pd.DataFrame:
-    """Share of tokens by their length in bases, for the token length plot."""
-    lengths = Counter()
-    for token_id, count in counts.items():
-        lengths[len(tokenizer.id_to_token(token_id))] += count
-    total = sum(lengths.values()) or 1
-    return pd.DataFrame({"region_type": label, "length_bp": sorted(lengths),
-                         "share": [lengths[n] / total for n in sorted(lengths)]})
 
 
 def window_embedder(encoder: EncoderResource, identity: CheckpointIdentity, options: EncoderSettings,
@@ -188,7 +166,7 @@ def build_embedding_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition,
                 "tiles_tokenized_now": tokenized_now,
                 "top_tokens": dg.MetadataValue.md(_top_tokens_markdown(token_counts, tokenizer)),
                 "token_lengths": png_markdown(
-                    token_length_png(_token_length_table(token_counts, tokenizer, f"{chrom} reference")),
+                    token_length_png(token_length_shares(token_counts, tokenizer, f"{chrom} reference")),
                     f"token length distribution ({chrom}, reference sequences, forward strand)",
                 ) if token_counts else "no tokens",
             },

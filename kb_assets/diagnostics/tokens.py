@@ -179,6 +179,17 @@ class TokenTally:
         return frame.assign(share=frame["count"] / frame.groupby("region_type")["count"].transform("sum"))
 
 
+def token_length_shares(counts: Counter, tokenizer: DnaTokenizer, label: str) -> pd.DataFrame:
+    """Share of counted tokens (token id → count) by the bases each token covers, labelled as one region type: the
+    token length plot's table. An [UNK] stands for the one base it replaced, not for the five letters of its name."""
+    lengths: Counter = Counter()
+    for token_id, count in counts.items():
+        lengths[1 if token_id in tokenizer.unk_ids else len(tokenizer.id_to_token(token_id))] += count
+    total = sum(lengths.values()) or 1
+    return pd.DataFrame({"region_type": label, "length_bp": sorted(lengths),
+                         "share": [lengths[n] / total for n in sorted(lengths)]})
+
+
 def _batches(lengths: list[int]) -> list[list[int]]:
     batches: list[list[int]] = [[]]
     bases = 0

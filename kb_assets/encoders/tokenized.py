@@ -3,6 +3,8 @@ fresh run tokenizes once and an unchanged rerun reuses the previous tokenization
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -65,3 +67,14 @@ def model_windows(table: pa.Table) -> list[ModelWindow]:
     return [ModelWindow(tuple(ids), start, end) for ids, start, end in zip(
         table.column("input_ids").to_pylist(), table.column("count_start").to_pylist(),
         table.column("count_end").to_pylist())]
+
+
+def counted_token_counts(windows: pa.Table, tiles: list[int]) -> Counter:
+    """Token ids counted in the forward-strand windows of the given tiles (each token of a region once)."""
+    counts: Counter = Counter()
+    forward = windows.filter(pc.and_(pc.invert(windows.column("reverse_complement")),
+                                     pc.is_in(windows.column("tile"), value_set=pa.array(tiles, pa.int32()))))
+    for ids, start, end in zip(forward.column("input_ids").to_pylist(), forward.column("count_start").to_pylist(),
+                               forward.column("count_end").to_pylist()):
+        counts.update(ids[start:end])
+    return counts

@@ -3,13 +3,15 @@ are known (AT, ATG, GC besides the bases)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import chi2
 
 from kb_assets.diagnostics import TokenTally, codon_frame_test, exon_enrichment, region_type_sequences
-from kb_assets.diagnostics.tokens import REGION_COLUMNS
+from kb_assets.diagnostics.tokens import REGION_COLUMNS, token_length_shares
 from kb_assets.genome import ReferenceGenome, load_annotation, resolve_gene_set
 from kb_assets_tests.genome.conftest import (
     CHR1,
@@ -93,6 +95,13 @@ def test_token_counts_lengths_and_bp_per_token(hand_tokenizer):
     lengths = report.token_lengths.set_index(["region_type", "length_bp"])
     assert lengths.loc[("utr", 2), "count"] == 2 and lengths.loc[("utr", 1), "share"] == pytest.approx(1 / 3)
     assert set(report.token_lengths["region_type"]) == {"exon", "utr", "intron", "promoter"}
+
+
+def test_token_length_shares_count_an_unk_as_the_one_base_it_replaced(hand_tokenizer):
+    # "GCNNA": GC, [UNK], [UNK], A, each counted once, as tokenized_genes counts a tile's tokens.
+    counts = Counter(hand_tokenizer.encode("GCNNA"))
+    shares = token_length_shares(counts, hand_tokenizer, "chr1 reference").set_index("length_bp")["share"]
+    assert shares.to_dict() == {1: 0.75, 2: 0.25}
 
 
 def test_enrichment_in_exons_by_chi_square(hand_tokenizer):
