@@ -172,38 +172,23 @@ def _encoder_diagnostics(recipe: Recipe, encoder: EncoderAssets, max_subjects: i
                                                          subjects_dataset))
         subjects, n_eligible = diagnostics.cohort_subjects(
             [store.read_partition(subjects_dataset, c).to_pandas() for c in chromosomes], max_subjects)
-        squared_distances = {p: np.zeros((len(subjects), len(subjects))) for p in strategies}
-        gene_vectors = {p: [] for p in strategies}
-        region_frames, half_splits, embedded = [], [], 0
+        comparison = diagnostics.PoolingComparison(strategies, len(subjects), rc_mode, region_to_gene)
+        embedded = 0
         for chrom in chromosomes:
             reference, embedded_now = _reference_stats(store, chrom, settings, identity, resource, encoder)
             embedded += embedded_now
-            regions = reference.regions
             sample = diagnostics.sampled_alleles(
-                store, chrom, subjects, encoder.dataset("tokenized_genes"), encoder.dataset("gene_embeddings/subjects"),
+                store, chrom, subjects, encoder.dataset("tokenized_genes"), subjects_dataset,
                 EmbeddingCache(store, embedding_key(identity, options)), window_embedder(resource, identity, options),
                 identity.hidden_size, rc_mode == "average")
-            for pooling in strategies:
-                # Gene and subject vectors as the recipe makes them (its RC mode), half splits on the forward strand.
-                gene_vectors[pooling].append(diagnostics.pool_regions(
-                    regions, reference.vectors(pooling, rc_mode), region_to_gene))
-                diagnostics.add_subject_distances(squared_distances[pooling], regions, sample, pooling,
-                                                  region_to_gene)
-                half_splits.append(diagnostics.half_split_cosines(
-                    regions, reference.tile_region, reference.tile_order, reference.tiles.vectors(pooling),
-                    reference.tiles.counts, region_to_gene).assign(strategy=pooling))
-            region_frames.append(regions)
-        genes = diagnostics.gene_table(pd.concat(region_frames, ignore_index=True))
-        pair_cosines = diagnostics.strategy_cosines(genes, {p: np.concatenate(v) for p, v in gene_vectors.items()})
-        half_split = pd.concat(half_splits, ignore_index=True)[
-            ["gene_id", "gene_name", "chrom", "strategy", "n_tiles", "half_split_cosine"]]
-        agreement = diagnostics.distance_rank_agreement(squared_distances)
-
-        mean_cosines = pair_cosines.groupby(["strategy_a", "strategy_b"], sort=False)["cosine"].mean()
+            comparison.add(reference, sample)
+        result = comparison.result()
+        half_split, agreement = result.half_split, result.agreement
+        mean_cosines = result.pair_cosines.groupby(["strategy_a", "strategy_b"], sort=False)["cosine"].mean()
         mean_half_split = half_split.groupby("strategy", sort=False)["half_split_cosine"].mean()
         return publish(
             context, store, settings,
-            {encoder.dataset("pooling_comparison"): arrow_table(pair_cosines),
+            {encoder.dataset("pooling_comparison"): arrow_table(result.pair_cosines),
              encoder.dataset("pooling_comparison/half_split"): arrow_table(half_split),
              encoder.dataset("pooling_comparison/distance_agreement"): arrow_table(agreement)},
             facts={**_model_facts(identity, settings, encoder), "rc_mode": rc_mode, "strategies": list(strategies),
@@ -211,7 +196,7 @@ def _encoder_diagnostics(recipe: Recipe, encoder: EncoderAssets, max_subjects: i
                    "subjects": f"the first {len(subjects)} of {n_eligible} cohort subjects by id",
                    **upstream_facts(store, "gene_set", REFERENCE_FACTS + ANNOTATION_FACTS)},
             metadata={
-                "n_genes": len(genes),
+                "n_genes": len(result.genes),
                 "n_subjects_compared": len(subjects),
                 "subjects_eligible": n_eligible,
                 **{f"mean_cosine/{a}_vs_{b}": round(float(v), 6) for (a, b), v in mean_cosines.items()},
@@ -221,7 +206,7 @@ def _encoder_diagnostics(recipe: Recipe, encoder: EncoderAssets, max_subjects: i
                 "genes_with_one_tile": int((half_split.loc[half_split["strategy"] == strategies[0], "n_tiles"]
                                             == 1).sum()),
                 "distance_agreement": dg.MetadataValue.md(_markdown(agreement)),
-                "cosine_plot": png_markdown(plots.pooling_png(pair_cosines, half_split),
+                "cosine_plot": png_markdown(plots.pooling_png(result.pair_cosines, half_split),
                                             "per-gene cosine between strategies, and half-split stability"),
                 "rank_agreement_plot": png_markdown(plots.rank_agreement_png(agreement, strategies),
                                                     "Spearman ρ of subject-to-subject distances "

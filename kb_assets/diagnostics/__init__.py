@@ -2,7 +2,8 @@
 
 from kb_assets.diagnostics.encoders import ALL_GENES, EncoderComparison, EncoderOutputs, compare_encoders
 from kb_assets.diagnostics.pooling import (
-    add_squared_distances,
+    PoolingComparison,
+    PoolingComparisonResult,
     cohort_subjects,
     distance_rank_agreement,
     half_split_cosine,
@@ -10,7 +11,7 @@ from kb_assets.diagnostics.pooling import (
     strategy_cosines,
 )
 from kb_assets.diagnostics.rc_stability import RcStability, length_bin, most_moved, rc_stability
-from kb_assets.diagnostics.subjects import SampledAlleles, add_subject_distances, sampled_alleles
+from kb_assets.diagnostics.subjects import SampledAlleles, add_squared_distances, add_subject_distances, sampled_alleles
 from kb_assets.diagnostics.tokens import (
     REGION_TYPES,
     TokenReport,
@@ -22,6 +23,8 @@ from kb_assets.diagnostics.tokens import (
 from kb_assets.diagnostics.vectors import ReferenceStats, cosine, gene_table, pool_regions, reference_stats
 
 __all__ = [
+    "PoolingComparison",
+    "PoolingComparisonResult",
     "SampledAlleles",
     "add_subject_distances",
     "sampled_alleles",

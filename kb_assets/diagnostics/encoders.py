@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from kb_assets.diagnostics.pooling import add_squared_distances
+from kb_assets.diagnostics.subjects import add_squared_distances
 from kb_assets.errors import InputError
 from kb_assets.stats.subject_matrix import GeneBlock
 
@@ -32,6 +32,7 @@ class EncoderOutputs:
     pooling: pd.DataFrame  # per gene × strategy pair: gene_id, strategy_a, strategy_b, cosine
     subjects: Sequence[str]  # rows of the subject matrix
     blocks: Sequence[GeneBlock]  # per gene of the subject matrix
+    source: str | None = None  # where the subject matrix is stored, named in errors
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,17 @@ def compare_encoders(encoders: Mapping[str, EncoderOutputs], max_subjects: int) 
     held = [{b.gene_id for b in o.blocks} for o in encoders.values()]
     shared_genes = [b.gene_id for b in encoders[names[0]].blocks if all(b.gene_id in genes_of for genes_of in held)]
     if not shared_genes or len(subjects) < 2:
-        raise InputError(None, "subject_matrix", f"the encoders share {len(shared_genes)} genes and "
-                         f"{len(subjects)} subjects: nothing to compare",
-                         "materialize every encoder's subject_matrix on the same gene set and cohort")
+        first = encoders[names[0]]
+        # The odd one out: the first encoder that shares nothing to compare with the first.
+        odd = next((name for name in names[1:] if not {b.gene_id for b in encoders[name].blocks} & held[0]
+                    or len(set(encoders[name].subjects) & set(first.subjects)) < 2), names[-1])
+        held_by = "; ".join(f"{name}: {len(o.blocks)} genes, {len(o.subjects)} subjects"
+                            for name, o in encoders.items())
+        raise InputError(encoders[odd].source, f"subject_matrix of {odd}",
+                         f"the encoders' subject matrices share {len(shared_genes)} genes and {len(subjects)} "
+                         f"subjects ({held_by}): nothing to compare",
+                         f"materialize {odd}'s subject_matrix again so that every encoder's is on the recipe's "
+                         "gene set and cohort")
     gene_names = genes.drop_duplicates("gene_id").set_index("gene_id")["gene_name"]
     distances = {name: _SubjectDistances(o, subjects) for name, o in encoders.items()}
     totals = {name: np.zeros((len(subjects), len(subjects))) for name in names}

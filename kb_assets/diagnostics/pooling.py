@@ -19,15 +19,17 @@ Three views of what the choice of pooling changes:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import pdist, squareform
 from scipy.stats import spearmanr
 
-from kb_assets.diagnostics.vectors import cosine, gene_table
+from kb_assets.diagnostics.subjects import SampledAlleles, add_subject_distances
+from kb_assets.diagnostics.vectors import ReferenceStats, cosine, gene_table, pool_regions
 from kb_assets.encoders.gene_pooling import RegionToGene, region_weights
+from kb_assets.encoders.pooling import Pooling
 from kb_assets.genome import REFERENCE_SUBJECT
 
 
@@ -95,19 +97,6 @@ def cohort_subjects(subjects: Sequence[pd.DataFrame], max_subjects: int) -> tupl
     return eligible[:max_subjects], len(eligible)
 
 
-def add_squared_distances(total: np.ndarray, vectors: np.ndarray) -> None:
-    """Add the squared Euclidean distances between the rows of `vectors` [N, d] to `total` [N, N].
-
-    Distances are computed among distinct rows only, so subjects with identical vectors (same alleles) stay exactly
-    0 apart, and summing blocks (genes) gives the distance between the blocks' concatenations.
-    """
-    distinct, inverse = np.unique(vectors, axis=0, return_inverse=True)
-    if len(distinct) > 1:
-        between = squareform(pdist(distinct.astype(np.float64), "sqeuclidean"))
-        inverse = inverse.reshape(-1)
-        total += between[np.ix_(inverse, inverse)]
-
-
 def distance_rank_agreement(squared_distances: Mapping[str, np.ndarray], label: str = "strategy") -> pd.DataFrame:
     """Per pair of the mapping's keys (pooling strategies, or encoders with label="encoder"): {label}_a, {label}_b,
     spearman_rho of the subjects' pairwise distances, n_subjects, n_pairs. NaN when there are fewer than two pairs
@@ -121,3 +110,45 @@ def distance_rank_agreement(squared_distances: Mapping[str, np.ndarray], label: 
         rho = float(spearmanr(x, y).statistic) if defined else float("nan")
         rows.append({f"{label}_a": a, f"{label}_b": b, "spearman_rho": rho, "n_subjects": n, "n_pairs": len(x)})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class PoolingComparisonResult:
+    genes: pd.DataFrame  # gene_table of every compared gene
+    pair_cosines: pd.DataFrame  # strategy_cosines
+    half_split: pd.DataFrame  # gene_id, gene_name, chrom, strategy, n_tiles, half_split_cosine
+    agreement: pd.DataFrame  # distance_rank_agreement over the sampled subjects
+
+
+class PoolingComparison:
+    """The three views over several chromosomes: `add` one chromosome's reference statistics and sampled subjects
+    at a time, then `result`. Gene and subject vectors are made as the recipe makes them (its RC mode and
+    region_to_gene); half splits use the forward strand."""
+
+    def __init__(self, strategies: Sequence[Pooling], n_subjects: int, rc_mode: str, region_to_gene: RegionToGene):
+        self.strategies = tuple(strategies)
+        self.rc_mode = rc_mode
+        self.region_to_gene = region_to_gene
+        self.squared_distances = {p: np.zeros((n_subjects, n_subjects)) for p in self.strategies}
+        self.gene_vectors: dict[str, list[np.ndarray]] = {p: [] for p in self.strategies}
+        self.region_frames: list[pd.DataFrame] = []
+        self.half_splits: list[pd.DataFrame] = []
+
+    def add(self, reference: ReferenceStats, sample: SampledAlleles) -> None:
+        regions = reference.regions
+        for pooling in self.strategies:
+            self.gene_vectors[pooling].append(
+                pool_regions(regions, reference.vectors(pooling, self.rc_mode), self.region_to_gene))
+            add_subject_distances(self.squared_distances[pooling], regions, sample, pooling, self.region_to_gene)
+            self.half_splits.append(half_split_cosines(
+                regions, reference.tile_region, reference.tile_order, reference.tiles.vectors(pooling),
+                reference.tiles.counts, self.region_to_gene).assign(strategy=pooling))
+        self.region_frames.append(regions)
+
+    def result(self) -> PoolingComparisonResult:
+        genes = gene_table(pd.concat(self.region_frames, ignore_index=True))
+        pair_cosines = strategy_cosines(genes, {p: np.concatenate(v) for p, v in self.gene_vectors.items()})
+        half_split = pd.concat(self.half_splits, ignore_index=True)[
+            ["gene_id", "gene_name", "chrom", "strategy", "n_tiles", "half_split_cosine"]]
+        return PoolingComparisonResult(genes, pair_cosines, half_split,
+                                       distance_rank_agreement(self.squared_distances))

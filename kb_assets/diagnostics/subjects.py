@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.spatial.distance import pdist, squareform
 
-from kb_assets.diagnostics.pooling import add_squared_distances
 from kb_assets.encoders.alleles import AlleleStats, allele_stats
 from kb_assets.encoders.engine import WindowBatch
 from kb_assets.encoders.gene_pooling import RegionToGene, pool_genes
@@ -20,6 +20,20 @@ from kb_assets.encoders.windows import ModelWindow
 from kb_assets.storage import EmbeddingCache, Warehouse
 
 Embedder = Callable[[list[ModelWindow]], Iterable[WindowBatch]]
+
+
+def add_squared_distances(total: np.ndarray, vectors: np.ndarray) -> None:
+    """Add the squared Euclidean distances between the rows of `vectors` [N, d] to `total` [N, N].
+
+    Distances are computed among distinct rows only, so subjects with identical vectors (same alleles) stay exactly
+    0 apart, and summing blocks (genes) gives the distance between the blocks' concatenations.
+    """
+    distinct, inverse = np.unique(vectors, axis=0, return_inverse=True)
+    if len(distinct) > 1:
+        between = squareform(pdist(distinct.astype(np.float64), "sqeuclidean"))
+        inverse = inverse.reshape(-1)
+        total += between[np.ix_(inverse, inverse)]
+
 
 
 @dataclass(frozen=True)
