@@ -188,6 +188,14 @@ class EvaluationSettings(_Section):
     predict_brain_pcs: bool = Field(False, description="also predict each brain PC from the gene PCs")
     seed: int = Field(0, description="seed of the permutations")
 
+    @model_validator(mode="after")
+    def _attribution_pairs_with_the_null(self) -> "EvaluationSettings":
+        # Each gene's drop is tested against the full fit's first draws, so there must be as many.
+        if self.attribution_permutations > self.n_permutations:
+            raise ValueError(f"attribution_permutations ({self.attribution_permutations}) exceeds n_permutations "
+                             f"({self.n_permutations}); set it to at most n_permutations")
+        return self
+
 
 class WarehouseSettings(_Section):
     root: Path = Field(Path("warehouse"), description="where the tables, the DuckDB catalog and this recipe's "
@@ -213,6 +221,17 @@ class Recipe(_Section):
     warehouse: WarehouseSettings = WarehouseSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _brain_needs_concatenated_genes(self) -> "Recipe":
+        # Attribution and gene loadings need each gene's own features; mean and max pool all genes into the same H.
+        if self.inputs.brain is not None and self.aggregation.genes_to_subject != "concat":
+            raise ValueError(
+                f"aggregation.genes_to_subject: {self.aggregation.genes_to_subject} cannot be evaluated against "
+                "inputs.brain (leave-one-gene-out attribution and per-gene loadings need each gene's own "
+                "features); set aggregation.genes_to_subject: concat to evaluate against inputs.brain, or remove "
+                "inputs.brain")
+        return self
 
     def fingerprint(self, *sections: str) -> str:
         """A short hash of the named sections: a code/data version that changes exactly when they do."""
@@ -275,6 +294,8 @@ def _valid_keys(location: tuple) -> list[str]:
 
 
 def _describe(error: dict) -> str:
+    if not error["loc"] and error["type"] == "value_error":  # a check across sections: its message names the keys
+        return str(error["ctx"]["error"])
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         valid = _valid_keys(error["loc"])

@@ -81,6 +81,25 @@ def test_duplicated_chromosome_is_refused(tmp_path):
         load_recipe(_write(tmp_path, settings))
 
 
+@pytest.mark.parametrize("mode", ["mean", "max"])
+def test_a_brain_table_needs_concatenated_genes(tmp_path, mode):
+    (tmp_path / "brain.tsv").write_text("x")
+    settings = _minimal(tmp_path) | {"aggregation": {"genes_to_subject": mode}}
+    settings["inputs"]["brain"] = "brain.tsv"
+    with pytest.raises(InputError, match=rf"recipe.yaml: aggregation.genes_to_subject: {mode} cannot be evaluated "
+                                         r"against inputs.brain .*set aggregation.genes_to_subject: concat"):
+        load_recipe(_write(tmp_path, settings))
+    del settings["inputs"]["brain"]
+    assert load_recipe(_write(tmp_path, settings)).aggregation.genes_to_subject == mode
+
+
+def test_attribution_permutations_cannot_exceed_the_null(tmp_path):
+    settings = _minimal(tmp_path) | {"evaluation": {"n_permutations": 10, "attribution_permutations": 20}}
+    with pytest.raises(InputError, match=r"evaluation: Value error, attribution_permutations \(20\) exceeds "
+                                         r"n_permutations \(10\); set it to at most n_permutations"):
+        load_recipe(_write(tmp_path, settings))
+
+
 def test_fingerprint_follows_the_named_sections(tmp_path):
     base = load_recipe(_write(tmp_path, _minimal(tmp_path)))
     changed = load_recipe(_write(tmp_path, _minimal(tmp_path) | {"encoder": {"pooling": "cls"}}))

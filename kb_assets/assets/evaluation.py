@@ -6,7 +6,6 @@ recipe has its own gene_brain_alignment, on the same folds and permutations, so 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 import dagster as dg
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from kb_assets.assets.cohort import read_covariates, read_factored_subject_matrix
@@ -16,13 +15,7 @@ from kb_assets.assets.publishing import arrow_table, input_facts, png_markdown, 
 from kb_assets.resources import WarehouseResource
 from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
-from kb_assets.stats.alignment import (
-    AlignmentSettings,
-    align_fold,
-    alignment_tables,
-    attribute_genes,
-    summarize_encoders,
-)
+from kb_assets.stats.alignment import AlignmentSettings, summarize_encoders
 from kb_assets.stats.alignment_plots import (
     encoder_comparison_png,
     fold_bars_png,
@@ -30,7 +23,7 @@ from kb_assets.stats.alignment_plots import (
     null_distribution_png,
 )
 from kb_assets.stats.brain import BrainTable, load_brain_table
-from kb_assets.stats.evaluation import fold_data, folds_of, gene_loadings, gene_pcs_without
+from kb_assets.stats.evaluation import InputFiles, evaluate_gene_brain
 from kb_assets.storage import Warehouse
 
 CODE_VERSION = "2"  # 2: top_genes_by_attribution as a ranked list
@@ -106,34 +99,24 @@ def _gene_brain_alignment(recipe: Recipe, encoder: EncoderAssets):
         store = warehouse.get()
         covariates = read_covariates(store)
         brain = read_brain(store)
-        label = "label" if "label" in covariates else None
-        scores = store.read_table(pca_dataset).to_pandas()
-        models = store.read_table(f"{pca_dataset}/folds", columns=["fold", "model"]).to_pandas()
-        genes = store.read_table(encoder.dataset("subject_matrix/genes")).to_pandas()
         subjects, blocks = read_factored_subject_matrix(store, encoder.name)
-        subject_rows = pd.Series(np.arange(len(subjects)), index=subjects)
-        alignment = AlignmentSettings(
-            n_brain_components=options.n_brain_components, n_canonical_components=options.n_canonical_components,
-            n_permutations=options.n_permutations, seed=options.seed, predict_brain_pcs=options.predict_brain_pcs)
-
-        results, attributions, loadings = [], [], []
-        for model in folds_of(scores, models):
-            data = fold_data(model, covariates, brain, label)
-
-            def progress(done: int, total: int, fold: int = model.fold) -> None:
-                context.log.info(f"fold {fold}: {done}/{total} permutations")
-
-            result = align_fold(data, alignment, progress)
-            results.append(result)
-            attributions.append(attribute_genes(
-                data, genes["gene_id"].tolist(), gene_pcs_without(blocks, len(subjects), subject_rows, covariates,
-                                                                  model, data),
-                result, options.attribution_permutations))
-            loadings.append(gene_loadings(model, result.gene_weights, genes, blocks[0].vectors.shape[1]))
-        tables = alignment_tables(results)
-        attribution = pd.concat(attributions, ignore_index=True).merge(
-            genes[["gene_id", "gene_name"]], left_on="gene", right_on="gene_id").drop(columns=["gene"])
-        gene_weights = pd.concat(loadings, ignore_index=True)
+        evaluation = evaluate_gene_brain(
+            scores=store.read_table(pca_dataset).to_pandas(),
+            models=store.read_table(f"{pca_dataset}/folds", columns=["fold", "model"]).to_pandas(),
+            covariates=covariates, brain=brain,
+            genes=store.read_table(encoder.dataset("subject_matrix/genes")).to_pandas(),
+            subjects=subjects, blocks=blocks,
+            settings=AlignmentSettings(
+                n_brain_components=options.n_brain_components,
+                n_canonical_components=options.n_canonical_components, n_permutations=options.n_permutations,
+                seed=options.seed, predict_brain_pcs=options.predict_brain_pcs),
+            attribution_permutations=options.attribution_permutations,
+            files=InputFiles(covariates=settings.inputs.covariates, brain=settings.inputs.brain,
+                             columns=settings.covariates.columns),
+            progress=lambda fold, done, total: context.log.info(f"fold {fold}: {done}/{total} permutations"),
+        )
+        tables, results = evaluation.tables, evaluation.results
+        attribution = tables["attribution"]
         canonical = tables["canonical_correlations"]
         first = canonical[canonical["component"] == 1]
         prediction = tables["prediction"]
@@ -142,10 +125,8 @@ def _gene_brain_alignment(recipe: Recipe, encoder: EncoderAssets):
             context, store, settings,
             {alignment_dataset: pa.Table.from_pandas(canonical, preserve_index=False),
              **{f"{alignment_dataset}/{name}": pa.Table.from_pandas(frame, preserve_index=False)
-                for name, frame in tables.items() if name != "canonical_correlations"},
-             f"{alignment_dataset}/attribution": pa.Table.from_pandas(attribution, preserve_index=False),
-             f"{alignment_dataset}/gene_loadings": pa.Table.from_pandas(gene_weights, preserve_index=False)},
-            facts={"encoder": encoder.label, "brain_features": brain.features, "label": label or "none",
+                for name, frame in tables.items() if name != "canonical_correlations"}},
+            facts={"encoder": encoder.label, "brain_features": brain.features, "label": evaluation.label or "none",
                    "n_permutations": options.n_permutations, "permutation_seed": options.seed,
                    "blocks": [name for name in ("site", "batch") if name in covariates],
                    "n_brain_components": options.n_brain_components,
@@ -169,7 +150,7 @@ def _gene_brain_alignment(recipe: Recipe, encoder: EncoderAssets):
                                                   "held-out first canonical correlation against its permutation null"),
                 "folds": png_markdown(fold_bars_png(results),
                                       "held-out canonical correlations and prediction per fold"),
-                "gene_loadings": png_markdown(gene_loadings_png(gene_weights),
+                "gene_loadings": png_markdown(gene_loadings_png(tables["gene_loadings"]),
                                               "share of the first canonical variate's gene weights, per gene"),
             },
         )

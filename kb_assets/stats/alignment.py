@@ -65,7 +65,7 @@ class AlignmentSettings:
     n_permutations: int = 1000
     seed: int = 0
     predict_brain_pcs: bool = False
-    label_kind: Literal["auto", "binary", "continuous"] = "auto"
+    label_kind: Literal["auto", "binary", "continuous"] = "auto"  # auto: `label_kind` of each fold's labels
     memory_bytes: int = 512 << 20  # working memory of one chunk of permutations
 
     def __post_init__(self):
@@ -147,12 +147,6 @@ class BrainReduction:
     def transform(self, brain: np.ndarray, design: np.ndarray) -> np.ndarray:
         """Brain PCs (subjects × k)."""
         return self.residuals(brain, design) @ self.components
-
-
-def fit_brain_reduction(brain: np.ndarray, design: np.ndarray, n_components: int) -> BrainReduction:
-    """Fit the brain reduction on training subjects; `design` must span an intercept."""
-    reduction, _ = _fit_brain(np.asarray(brain, dtype=float), np.asarray(design, dtype=float), n_components)
-    return reduction
 
 
 @dataclass(frozen=True)
@@ -415,10 +409,8 @@ class _Prepared:
         self.data = data
 
 
-def _fit_brain(
-    brain: np.ndarray, design: np.ndarray, n_components: int,
-    design_heldout: np.ndarray | None = None, brain_heldout: np.ndarray | None = None,
-) -> tuple[BrainReduction, FreedmanLaneBrain | None]:
+def _fit_brain(brain: np.ndarray, design: np.ndarray, n_components: int, design_heldout: np.ndarray,
+               brain_heldout: np.ndarray) -> tuple[BrainReduction, FreedmanLaneBrain]:
     n, q = brain.shape
     u, s, vt = np.linalg.svd(design, full_matrices=False)
     kept = s > s[0] * max(design.shape) * np.finfo(float).eps
@@ -439,8 +431,6 @@ def _fit_brain(
     # A component's sign is arbitrary; fix it so its largest loading is positive, run to run.
     vectors = vectors * np.sign(vectors[np.argmax(np.abs(vectors), axis=0), np.arange(k)])
     reduction = BrainReduction(coefficients=coefficients, scales=scales, components=vectors, explained_variance=values)
-    if design_heldout is None:
-        return reduction, None
     heldout_residuals = brain_heldout - design_heldout @ coefficients
     return reduction, FreedmanLaneBrain(basis, residuals, pinv_factor, design_heldout, heldout_residuals, k)
 
@@ -466,18 +456,34 @@ class _Label:
     @classmethod
     def of(cls, data: FoldData, settings: AlignmentSettings) -> _Label:
         train, heldout = np.asarray(data.label_train), np.asarray(data.label_heldout)
-        classes = np.unique(np.concatenate([train.astype(str), heldout.astype(str)]))
-        binary = settings.label_kind == "binary" or (settings.label_kind == "auto" and len(classes) == 2)
-        if binary:
-            if len(classes) != 2:
-                raise ValueError(f"a binary label needs two classes, got {len(classes)}: {list(classes[:5])}")
+        values = np.concatenate([train, heldout])
+        kind = label_kind(values) if settings.label_kind == "auto" else settings.label_kind
+        classes = np.unique(values.astype(str))
+        if kind == "binary" and len(classes) == 2:
             positive = classes[1]
             return cls(np.where(train.astype(str) == positive, 1.0, -1.0),
                        np.where(heldout.astype(str) == positive, 1.0, -1.0), True, heldout.astype(str) == positive)
-        try:
+        if kind == "continuous" and _numeric(values):
             return cls(train.astype(float), heldout.astype(float), False, None)
-        except ValueError:
-            raise ValueError("a continuous label must be numeric; set label_kind='binary' for two classes") from None
+        raise ValueError(f"fold {data.fold}: label_kind {settings.label_kind!r} does not fit the label's values "
+                         f"{list(classes[:5])} (binary: two classes; continuous: numbers)")
+
+
+def label_kind(labels: np.ndarray) -> Literal["binary", "continuous"] | None:
+    """How a label is predicted: binary (AUC) for two distinct values, continuous (R²) for more values that are
+    all numbers; None for any other label."""
+    labels = np.asarray(labels)
+    n_values = len(np.unique(labels.astype(str)))
+    if n_values == 2:
+        return "binary"
+    return "continuous" if n_values > 2 and _numeric(labels) else None
+
+
+def _numeric(labels: np.ndarray) -> bool:
+    try:
+        return bool(np.isfinite(np.asarray(labels).astype(float)).all())
+    except ValueError:
+        return False
 
 
 def _null_distributions(

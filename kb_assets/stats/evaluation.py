@@ -1,21 +1,159 @@
-"""What the evaluation stage reads, put in the shape kb_assets.stats.alignment takes: per fold the gene PCs that
-subject_embeddings_pca wrote, the covariate designs coded by that fold's own coder (the gene side's coding), the
-brain features, the exchangeability blocks and the label — for the subjects that have brain data."""
+"""The evaluation stage's domain side (`evaluate_gene_brain`): per fold of subject_embeddings_pca, for the subjects
+that have brain data, the gene PCs it wrote, the covariate designs coded by that fold's own coder (the gene side's
+coding), the brain features, the exchangeability blocks and the label, put in the shape kb_assets.stats.alignment
+takes; then each fold's alignment, leave-one-gene-out attribution and gene loadings."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from kb_assets.stats.alignment import FoldData
+from kb_assets.errors import InputError
+from kb_assets.settings import CovariateColumns
+from kb_assets.stats.alignment import (
+    AlignmentSettings,
+    FoldAlignment,
+    FoldData,
+    align_fold,
+    alignment_tables,
+    attribute_genes,
+    label_kind,
+)
 from kb_assets.stats.brain import BrainTable
 from kb_assets.stats.covariates import CovariateCoder
 from kb_assets.stats.permutation import exchangeability_blocks
 from kb_assets.stats.projection import ResidualizedPCA
 from kb_assets.stats.subject_matrix import FactoredSubjectMatrix, GeneBlock
+
+FoldProgress = Callable[[int, int, int], None]  # (fold, permutations done, permutations in all)
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """What the stage's errors name: the user's covariates and brain files, and the covariates' columns as the
+    recipe maps them."""
+
+    covariates: Path
+    brain: Path
+    columns: CovariateColumns
+
+
+@dataclass(frozen=True)
+class GeneBrainEvaluation:
+    """Every fold's alignment, and the tables the stage writes."""
+
+    results: list[FoldAlignment]
+    tables: dict[str, pd.DataFrame]  # alignment_tables' and attribution, gene_loadings
+    label: str | None  # the covariates' label column, when it was predicted
+
+
+def evaluate_gene_brain(scores: pd.DataFrame, models: pd.DataFrame, covariates: pd.DataFrame, brain: BrainTable,
+                        genes: pd.DataFrame, subjects: list[str], blocks: list[GeneBlock],
+                        settings: AlignmentSettings, attribution_permutations: int, files: InputFiles,
+                        progress: FoldProgress | None = None) -> GeneBrainEvaluation:
+    """Every fold of subject_embeddings_pca (scores and its `folds` table of model paths), fitted on its training
+    subjects with brain data: the alignment and prediction (`align_fold`), leave-one-gene-out attribution with
+    `attribution_permutations`, and the gene loadings. `subjects` and `blocks` are the factored subject matrix the
+    PCA was fitted on (concatenated genes), `genes` its gene table.
+
+    The inputs are checked for every fold before any fitting: an InputError names the file, the column or fold,
+    and the fix."""
+    label = "label" if "label" in covariates else None
+    _check_fold_sizes(scores, models, brain, settings, files)
+    kind = _label_kind(covariates, brain, files) if label else None
+    _check_fold_labels_and_blocks(scores, models, covariates, brain, kind, settings, files)
+    subject_rows = pd.Series(np.arange(len(subjects)), index=subjects)
+    results, attributions, loadings = [], [], []
+    for model in folds_of(scores, models):
+        data = fold_data(model, covariates, brain, label)
+        result = align_fold(data, settings, None if progress is None else partial(progress, model.fold))
+        results.append(result)
+        attributions.append(attribute_genes(
+            data, genes["gene_id"].tolist(), gene_pcs_without(blocks, len(subjects), subject_rows, covariates,
+                                                              model, data),
+            result, attribution_permutations))
+        loadings.append(gene_loadings(model, result.gene_weights, genes, blocks[0].vectors.shape[1]))
+    attribution = pd.concat(attributions, ignore_index=True).merge(
+        genes[["gene_id", "gene_name"]], left_on="gene", right_on="gene_id").drop(columns=["gene"])
+    tables = {**alignment_tables(results), "attribution": attribution,
+              "gene_loadings": pd.concat(loadings, ignore_index=True)}
+    return GeneBrainEvaluation(results, tables, label)
+
+
+def _label_kind(covariates: pd.DataFrame, brain: BrainTable, files: InputFiles) -> Literal["binary", "continuous"]:
+    """The label's kind (`label_kind`) over the subjects with brain data, checked before any fold is fitted."""
+    labels = covariates.loc[covariates["subject_id"].isin(set(brain.subject_ids)), "label"].astype(str)
+    kind = label_kind(labels.to_numpy())
+    if kind is None:
+        values = sorted(labels.unique())
+        shown = ", ".join(f"'{v}'" for v in values[:5]) + (", …" if len(values) > 5 else "")
+        raise InputError(files.covariates, f"column {files.columns.label}",
+                         f"the {len(labels)} subjects with brain data have the label value(s) {shown}: the "
+                         "evaluation predicts a label of two classes (AUC) or of numbers (R²)",
+                         "map covariates.columns.label to a column of two classes or of numbers, or set it to null "
+                         "to evaluate without a label")
+    return kind
+
+
+def _check_fold_sizes(scores: pd.DataFrame, models: pd.DataFrame, brain: BrainTable, settings: AlignmentSettings,
+                      files: InputFiles) -> None:
+    """Each fold has enough subjects with brain data: the inner splits choose the penalties on the training
+    subjects, and a held-out correlation needs two."""
+    brain_ids = set(brain.subject_ids)
+    needed = 2 * settings.inner_splits
+    for fold in models["fold"]:
+        train, heldout = _with_brain(scores[scores["fold"] == fold], brain_ids)
+        if len(train) < needed or len(heldout) < 2:
+            raise InputError(files.brain, f"fold {fold}",
+                             f"{len(train)} training and {len(heldout)} held-out subjects of the fold have brain "
+                             f"data; the evaluation needs at least {needed} and 2",
+                             f"add brain features for more of the covariates' subjects (the brain table has "
+                             f"{len(brain_ids)} of them)")
+
+
+def _check_fold_labels_and_blocks(scores: pd.DataFrame, models: pd.DataFrame, covariates: pd.DataFrame,
+                                  brain: BrainTable, kind: Literal["binary", "continuous"] | None,
+                                  settings: AlignmentSettings, files: InputFiles) -> None:
+    """Each fold's training subjects with brain data hold both classes of a binary label and, when there are
+    permutations, share exchangeability blocks (site and batch) at least two at a time somewhere."""
+    brain_ids = set(brain.subject_ids)
+    frame = covariates.set_index("subject_id")
+    for fold in models["fold"]:
+        train, _ = _with_brain(scores[scores["fold"] == fold], brain_ids)
+        if kind == "binary":
+            classes = frame.loc[train["subject_id"], "label"].astype(str).unique()
+            if len(classes) < 2:
+                raise InputError(files.covariates, f"column {files.columns.label}, fold {fold}",
+                                 f"all {len(train)} training subjects of the fold with brain data have label "
+                                 f"'{classes[0]}', so the fold has no second class to learn",
+                                 "add brain features for subjects of the other class, or set "
+                                 "covariates.columns.label: null to evaluate without a label")
+        if settings.n_permutations and np.bincount(_blocks(frame, train["subject_id"])).max() < 2:
+            columns = " and ".join(getattr(files.columns, name) for name in ("site", "batch") if name in frame)
+            raise InputError(files.covariates, f"columns {columns}, fold {fold}",
+                             f"each of the {len(train)} training subjects of the fold with brain data is alone in "
+                             "its site and batch, so no permutation within site and batch can exchange two",
+                             "set evaluation.n_permutations: 0 to report held-out correlations without p-values, "
+                             "or add brain features for more subjects per site and batch")
+
+
+def _with_brain(scores: pd.DataFrame, brain_ids: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training, held-out) rows of one fold's scores, for the subjects with brain data."""
+    with_brain = scores[scores["subject_id"].isin(brain_ids)]
+    return with_brain[with_brain["split"] == "train"], with_brain[with_brain["split"] == "heldout"]
+
+
+def _blocks(frame: pd.DataFrame, subject_ids: pd.Series) -> np.ndarray:
+    """Exchangeability blocks of the subjects (frame indexed by subject id): site, and batch within site, when
+    the covariates have them."""
+    levels = [frame.loc[subject_ids, name].astype(str).to_numpy() for name in ("site", "batch") if name in frame]
+    return exchangeability_blocks(*levels) if levels else np.zeros(len(subject_ids), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -38,11 +176,8 @@ def fold_data(model: FoldModel, covariates: pd.DataFrame, brain: BrainTable, lab
     """The fold's inputs for the subjects with brain data (training and held-out rows in the scores' order).
 
     Blocks: site, and batch within site, when the covariates have them (permutations stay within a block)."""
-    with_brain = model.scores[model.scores["subject_id"].isin(set(brain.subject_ids))]
-    train, heldout = (with_brain[with_brain["split"] == split] for split in ("train", "heldout"))
+    train, heldout = _with_brain(model.scores, set(brain.subject_ids))
     frame = covariates.set_index("subject_id")
-    levels = [frame.loc[train["subject_id"], name].astype(str).to_numpy()
-              for name in ("site", "batch") if name in frame]
     return FoldData(
         fold=model.fold,
         train_ids=train["subject_id"].to_numpy(),
@@ -53,7 +188,7 @@ def fold_data(model: FoldModel, covariates: pd.DataFrame, brain: BrainTable, lab
         design_heldout=model.coder.transform(frame.loc[heldout["subject_id"]].reset_index()),
         brain_train=brain.matrix(train["subject_id"]),
         brain_heldout=brain.matrix(heldout["subject_id"]),
-        blocks=exchangeability_blocks(*levels) if levels else np.zeros(len(train), dtype=np.int64),
+        blocks=_blocks(frame, train["subject_id"]),
         label_train=frame.loc[train["subject_id"], label].to_numpy() if label else None,
         label_heldout=frame.loc[heldout["subject_id"], label].to_numpy() if label else None,
         brain_features=brain.features,

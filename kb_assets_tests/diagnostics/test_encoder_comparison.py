@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -64,10 +66,15 @@ def test_an_encoder_agrees_with_a_scaled_copy_and_subjects_are_capped():
     np.testing.assert_allclose(result.agreement["spearman_rho"].dropna(), 1.0)
 
 
-def test_nothing_shared_is_one_error():
+def test_nothing_shared_is_one_error_naming_the_odd_subject_matrix():
     rng = np.random.default_rng(3)
-    with pytest.raises(InputError, match="nothing to compare"):
-        compare_encoders({"a": outputs(random_blocks(rng, 2)), "b": outputs(random_blocks(rng, 2), ["x", "y"])}, 10)
+    a = outputs(random_blocks(rng, 2))
+    b = replace(outputs(random_blocks(rng, 2), ["x", "y"]), source="warehouse/b_subject_matrix")
+    with pytest.raises(InputError, match=r"^warehouse/b_subject_matrix: subject_matrix of b: the encoders' subject "
+                                         r"matrices share 2 genes and 0 subjects \(a: 2 genes, 6 subjects; b: 2 "
+                                         r"genes, 2 subjects\): nothing to compare\. Fix: materialize b's "
+                                         "subject_matrix again"):
+        compare_encoders({"a": a, "b": b}, 10)
 
 
 def test_a_mirrored_window_reverses_and_complements_its_content_and_counted_span():

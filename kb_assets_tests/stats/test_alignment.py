@@ -22,7 +22,6 @@ from kb_assets.stats.alignment import (
     align_fold,
     alignment_tables,
     attribute_genes,
-    fit_brain_reduction,
     permutation_null,
     summarize_encoders,
 )
@@ -219,7 +218,8 @@ def test_no_heldout_subject_reaches_a_fitted_quantity():
 
 def test_brain_reduction_matches_ols_and_pca():
     data, _ = synthetic_cohort(4)
-    reduction = fit_brain_reduction(data.brain_train, data.design_train, 3)
+    settings = replace(SMALL, n_brain_components=3, n_permutations=0)
+    reduction = align_fold(data, settings).brain_reduction
     ols = LinearRegression(fit_intercept=False).fit(data.design_train, data.brain_train)
     residuals = data.brain_train - ols.predict(data.design_train)
     np.testing.assert_allclose(reduction.coefficients, ols.coef_.T, rtol=1e-8)
@@ -230,8 +230,9 @@ def test_brain_reduction_matches_ols_and_pca():
     heldout = reduction.transform(data.brain_heldout, data.design_heldout)
     expected = (data.brain_heldout - ols.predict(data.design_heldout)) / sd @ reduction.components
     np.testing.assert_allclose(heldout, expected, atol=1e-10)
+    no_intercept = replace(data, design_train=data.design_train[:, 1:], design_heldout=data.design_heldout[:, 1:])
     with pytest.raises(ValueError, match="intercept"):
-        fit_brain_reduction(data.brain_train, data.design_train[:, 1:], 3)
+        align_fold(no_intercept, settings)
 
 
 def test_leave_one_gene_out_drops_the_planted_genes_most():
@@ -304,5 +305,5 @@ def test_fold_inputs_are_checked_before_anything_is_fitted():
     with pytest.raises(ValueError, match="blocks has"):
         replace(data, blocks=data.blocks[:-1])
     words = np.array(["low", "mid", "high"])[np.arange(len(data.train_ids)) % 3]
-    with pytest.raises(ValueError, match="continuous label must be numeric"):
+    with pytest.raises(ValueError, match=r"label_kind .auto. does not fit the label.s values"):
         align_fold(replace(data, label_train=words, label_heldout=words[:len(data.heldout_ids)]), SMALL)
