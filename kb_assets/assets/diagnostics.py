@@ -298,7 +298,7 @@ def _encoder_comparison(recipe: Recipe, encoders: list[EncoderAssets], max_subje
             outputs[encoder.label] = diagnostics.EncoderOutputs(
                 rc_stability=store.read_table(encoder.dataset("rc_stability")).to_pandas(),
                 pooling=store.read_table(encoder.dataset("pooling_comparison")).to_pandas(),
-                subjects=subjects, blocks=blocks)
+                subjects=subjects, blocks=blocks, source=str(store.dataset_dir(encoder.dataset("subject_matrix"))))
             made_with = store.read_facts(encoder.dataset("subject_matrix"))
             facts[encoder.label] = {key: made_with[key] for key in ("model_sha256", "tokenizer_version", "rc_mode",
                                                                     "pooling_strategy") if key in made_with}
