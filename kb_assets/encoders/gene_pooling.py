@@ -88,7 +88,12 @@ def pool_genes(
         raise ValueError("every region needs its reference allele (allele 0) among the alleles")
 
     rows = assignments.assign(region_id=assignments["region_id"].astype(str))
-    rows = rows[rows["subject_index"].isin(subject_indices)]
+    # Kept subjects' units, found by binary search in the sorted kept subjects: nothing of the cohort's size.
+    listed = rows["subject_index"].to_numpy(np.int64)
+    at = np.searchsorted(subject_indices, listed)
+    kept = at < len(subject_indices)
+    kept[kept] = subject_indices[at[kept]] == listed[kept]
+    rows = rows[kept]
     rows = rows.assign(allele_row=allele_index.get_indexer(pd.MultiIndex.from_arrays(
         [rows["region_id"], rows["allele"].astype(np.int64)])))
     if (rows["allele_row"] < 0).any():
@@ -97,24 +102,27 @@ def pool_genes(
     empty_units = int(empty[rows["allele_row"].to_numpy()].sum())
 
     genes = regions.drop_duplicates("gene_id").sort_values("gene_order")
+    region_ids = regions["region_id"].astype(str)
+    regions_of_gene = region_ids.groupby(regions["gene_id"], sort=False).indices
+    rows_of_gene = rows.groupby(rows["region_id"].map(pd.Series(regions["gene_id"].to_numpy(), index=region_ids)),
+                                sort=False).indices
     vector_parts, matrix_parts, assignment_parts = [], [], []
     for gene in genes.itertuples():
-        gene_regions = regions.loc[regions["gene_id"] == gene.gene_id, "region_id"].astype(str).tolist()
+        gene_regions = region_ids.to_numpy()[regions_of_gene[gene.gene_id]]
         reference_rows = allele_index.get_indexer(pd.MultiIndex.from_arrays(
             [gene_regions, np.zeros(len(gene_regions), dtype=np.int64)]))
-        gene_rows = rows[rows["region_id"].isin(set(gene_regions))]
-        table, matrix, subject_codes = _pool_gene(gene_rows, reference_rows, reference_row_of, contributions,
-                                                  allele_weight, subject_indices, ploidy)
+        gene_rows = rows.iloc[rows_of_gene.get(gene.gene_id, np.empty(0, np.int64))]
+        table, matrix, carriers, codes = _pool_gene(gene_rows, reference_rows, reference_row_of, contributions,
+                                                    allele_weight, len(subject_indices), ploidy)
         table.insert(0, "gene_order", np.int32(gene.gene_order))
         table.insert(0, "gene_name", gene.gene_name)
         table.insert(0, "gene_id", gene.gene_id)
         vector_parts.append(table)
         matrix_parts.append(matrix)
-        carriers = subject_codes > 0
         assignment_parts.append(pd.DataFrame({
-            "subject_index": subject_indices[carriers].astype(np.int32),
-            "gene_order": np.full(int(carriers.sum()), gene.gene_order, dtype=np.int32),
-            "code": subject_codes[carriers].astype(np.int32),
+            "subject_index": carriers.astype(np.int32),
+            "gene_order": np.full(len(carriers), gene.gene_order, dtype=np.int32),
+            "code": codes.astype(np.int32),
         }))
     hidden = allele_vectors.shape[1]
     vectors = pd.concat(vector_parts, ignore_index=True) if vector_parts else pd.DataFrame(
@@ -130,9 +138,11 @@ def pool_genes(
 
 
 def _pool_gene(rows: pd.DataFrame, reference_rows: np.ndarray, reference_row_of: np.ndarray,
-               contributions: np.ndarray, allele_weight: np.ndarray, subject_indices: np.ndarray,
-               ploidy: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """One gene: its distinct subject vectors (code 0 = the reference) and each kept subject's code."""
+               contributions: np.ndarray, allele_weight: np.ndarray, n_subjects_kept: int,
+               ploidy: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """One gene: its distinct subject vectors (code 0 = the reference), the subjects that carry another (ascending
+    subject indices) and their codes (≥ 1). The work follows the carriers: every other kept subject is counted
+    under code 0, never listed."""
     # Haplotype units that differ from the reference, grouped by the alleles they carry: a unit's pattern is the
     # wrapping sum of a fixed 128-bit mix of each (allele row) it carries, equal exactly when the sets are equal.
     units = rows["subject_index"].to_numpy(np.int64) * ploidy + rows["haplotype"].to_numpy(np.int64)
@@ -162,15 +172,16 @@ def _pool_gene(rows: pd.DataFrame, reference_rows: np.ndarray, reference_row_of:
     with np.errstate(invalid="ignore", divide="ignore"):
         haplotype_vectors = sums / np.where(totals > 0, totals, 1.0)[:, None]
 
-    # Subjects: their haplotypes (0 when untouched), as an unordered pair when phased.
-    position = np.searchsorted(subject_indices, touched // ploidy)
-    subject_haplotypes = np.zeros((len(subject_indices), ploidy), dtype=np.int64)
-    subject_haplotypes[position, touched % ploidy] = haplotype_of_unit
-    subject_haplotypes.sort(axis=1)
-    combinations, subject_codes = np.unique(
-        np.vstack([np.zeros((1, ploidy), dtype=np.int64), subject_haplotypes]), axis=0, return_inverse=True)
-    subject_codes = subject_codes.ravel()[1:]  # the prepended reference row made combination 0 the reference
-    n_subjects = np.bincount(subject_codes, minlength=len(combinations))
+    # Carriers: their haplotypes (0 when untouched), as an unordered pair when phased.
+    carriers, carrier_of_unit = np.unique(touched // ploidy, return_inverse=True)
+    carrier_haplotypes = np.zeros((len(carriers), ploidy), dtype=np.int64)
+    carrier_haplotypes[carrier_of_unit, touched % ploidy] = haplotype_of_unit
+    carrier_haplotypes.sort(axis=1)
+    combinations, codes = np.unique(
+        np.vstack([np.zeros((1, ploidy), dtype=np.int64), carrier_haplotypes]), axis=0, return_inverse=True)
+    codes = codes.ravel()[1:]  # the prepended reference row made combination 0 the reference
+    n_subjects = np.bincount(codes, minlength=len(combinations))
+    n_subjects[0] = n_subjects_kept - len(carriers)  # a carrier has a non-reference haplotype, so never code 0
     present = totals[combinations] > 0  # [codes, ploidy]
     stacked = np.where(present[..., None], haplotype_vectors[combinations], 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -179,4 +190,4 @@ def _pool_gene(rows: pd.DataFrame, reference_rows: np.ndarray, reference_row_of:
     vectors[deleted] = 0.0
     table = pd.DataFrame({"code": np.arange(len(combinations), dtype=np.int32), "n_subjects": n_subjects,
                           "all_regions_deleted": deleted})
-    return table, vectors.astype(np.float32), subject_codes
+    return table, vectors.astype(np.float32), carriers, codes

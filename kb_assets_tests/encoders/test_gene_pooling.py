@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,3 +121,20 @@ def test_many_subjects_match_pooling_each_subject_alone():
             np.testing.assert_allclose(gene_vector(result, gene_order, subject), np.mean(haplotypes, axis=0),
                                        atol=1e-6)
     assert len(result.vectors) < n  # subjects share vectors
+
+
+def test_pooling_allocates_for_the_carriers_not_for_the_cohort():
+    """Ten carriers among two million kept subjects: the work, and the memory, follow the carriers. A per-gene
+    array over every subject (16 MB of int64 here) would exceed the bound."""
+    subjects = np.arange(2_000_000)
+    rows = assignments([(s, "G:1", 0, 1) for s in range(0, 2_000_000, 200_000)])
+    tracemalloc.start()
+    try:
+        result = pool(REGIONS, ALLELES, VECTORS, rows, subjects, 1, "mean")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    assert result.assignments["subject_index"].tolist() == list(range(0, 2_000_000, 200_000))
+    g = result.vectors[result.vectors.gene_order == 0].set_index("code")
+    assert g["n_subjects"].tolist() == [2_000_000 - 10, 10]
