@@ -78,14 +78,17 @@ def assemble_gene_blocks(subjects: pd.Index, genes: pd.DataFrame, partitions: It
     for part in partitions:
         rows_of_index = row_of_subject.reindex(part.subjects["subject_id"]).to_numpy()
         row_of_index = pd.Series(rows_of_index, index=part.subjects["subject_index"].to_numpy())
+        assignments_of_gene = part.assignments.groupby("gene_order").indices
+        subject_indices = part.assignments["subject_index"].to_numpy()
+        codes = part.assignments["code"].to_numpy(np.int32)
         for gene_order, gene_vectors in part.vectors.groupby("gene_order", sort=True):
             ordered = gene_vectors.sort_values("code")
             if ordered["code"].iloc[0] != 0 or not (ordered["code"].to_numpy() == np.arange(len(ordered))).all():
                 raise InputError(source, f"{part.chrom}, gene {ordered['gene_id'].iloc[0]}",
                                  "the gene's vector codes are not 0..n-1", f"materialize gene_embeddings for "
                                  f"{part.chrom} again")
-            carried = part.assignments[part.assignments["gene_order"] == gene_order]
-            rows = row_of_index.reindex(carried["subject_index"].to_numpy()).to_numpy()
+            carried = assignments_of_gene.get(gene_order, np.empty(0, np.int64))
+            rows = row_of_index.reindex(subject_indices[carried]).to_numpy()
             kept = ~np.isnan(rows)
             order = np.argsort(rows[kept], kind="stable")
             gene_id = str(ordered["gene_id"].iloc[0])
@@ -93,7 +96,7 @@ def assemble_gene_blocks(subjects: pd.Index, genes: pd.DataFrame, partitions: It
                 gene_id=gene_id,
                 vectors=np.ascontiguousarray(part.matrix[ordered.index.to_numpy()], dtype=np.float32),
                 rows=rows[kept].astype(np.int64)[order],
-                codes=carried["code"].to_numpy(np.int32)[kept][order],
+                codes=codes[carried][kept][order],
             )
             blocks[gene_id] = (block, str(ordered["gene_name"].iloc[0]), part.chrom)
     missing = [g for g in genes["gene_id"] if g not in blocks]
