@@ -3,6 +3,8 @@ PCA per fold."""
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
@@ -31,6 +33,7 @@ from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
 from kb_assets.stats import (
     FactoredSubjectMatrix,
+    FoldFit,
     ResidualizedPCA,
     assign_folds,
     intersect_subjects,
@@ -38,16 +41,17 @@ from kb_assets.stats import (
     pc_scatter_png,
     scree_plot_png,
 )
-from kb_assets.stats.covariates import covariate_coder
+from kb_assets.stats.covariates import CATEGORICAL, covariate_coder, covariate_names
 from kb_assets.stats.gene_blocks import (
     ChromosomeVectors,
     analysis_subjects,
     assemble_gene_blocks,
+    gene_block_tables,
     read_gene_blocks,
     shared_settings,
 )
 from kb_assets.stats.projection import FOLD_SCORES_SCHEMA, fit_folds
-from kb_assets.storage import Warehouse, content_version, to_matrix, vector_column
+from kb_assets.storage import Warehouse, content_version, to_matrix
 
 CODE_VERSION = "1"
 GROUP = "cohort"
@@ -55,7 +59,6 @@ GROUP = "cohort"
 EMBEDDING_SETTINGS = ("model_sha256", "tokenizer_version", "rc_mode", "pooling_strategy", "region_to_gene",
                       "tile_bp", "tile_context_bp", "window_tokens", "window_stride", "dtype", "device_kind",
                       "haplotype_mode", "reference_version", "annotation_version")
-CATEGORICAL = ("sex", "batch", "site", "label")
 
 
 def read_covariates(warehouse: Warehouse) -> pd.DataFrame:
@@ -65,11 +68,6 @@ def read_covariates(warehouse: Warehouse) -> pd.DataFrame:
         if name in frame:
             frame[name] = pd.Categorical(frame[name], categories=sorted(frame[name].unique()))
     return frame
-
-
-def covariate_names(frame: pd.DataFrame) -> list[str]:
-    """What is residualized out: age, sex, the ancestry PCs and batch (CovariateTable.covariate_names)."""
-    return ["age", "sex", *[c for c in frame.columns if c.startswith("pc") and c[2:].isdigit()], "batch"]
 
 
 def _embedding_settings(warehouse: Warehouse, chromosomes: list[str], encoder: EncoderAssets) -> dict:
@@ -113,6 +111,33 @@ def _chromosome_vectors(store: Warehouse, chrom: str, encoder: EncoderAssets) ->
         assignments=store.read_partition(encoder.dataset("gene_embeddings/assignments"), chrom).to_pandas(),
         subjects=store.read_partition(encoder.dataset("gene_embeddings/subjects"), chrom).to_pandas(),
     )
+
+
+@dataclass(frozen=True)
+class _SavedFold:
+    """What the PCA asset keeps of a fold once its model is saved and its scores written."""
+
+    row: dict  # the fold table's row: the fit's summary and the saved model's path
+    explained_variance_ratio: np.ndarray
+    train_pcs: np.ndarray  # the training subjects' first two scores, for the scatter plot
+    train_rows: np.ndarray
+
+
+def _saved_fold_scores(fits: Iterable[FoldFit], subjects: list[str], store: Warehouse, dataset: str,
+                       saved: list[_SavedFold], log: dg.DagsterLogManager) -> Iterator[pa.RecordBatch]:
+    """Each fold's score batches, after saving its model under `dataset`/models and appending what is kept of it
+    to `saved`. Folds are fitted as the batches are read, so one fold's scores are in memory at a time."""
+    for fit in fits:
+        target = store.dataset_dir(dataset) / "models" / f"fold-{fit.fold}.npz"
+        with store.staged(target) as temporary:
+            fit.save(temporary)
+        summary = fit.summary()
+        saved.append(_SavedFold({**summary, "model": str(target)}, fit.model.explained_variance_ratio_,
+                               fit.scores[fit.train_rows, :2], fit.train_rows))
+        log.info(f"fold {fit.fold}: {fit.n_components} components ({summary['n_components_reason']}), "
+                 f"{len(fit.train_rows)} training / {len(fit.heldout_rows)} held-out subjects, "
+                 f"{summary['captured_variance_vs_exact']:.5f} of the exact captured variance")
+        yield from fit.record_batches(subjects)
 
 
 def build_cohort_assets(recipe: Recipe, encoders: list[EncoderAssets]) -> list:
@@ -194,7 +219,7 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
         """Subjects × (genes·H) in factored form: the analysis subjects (rows), and per gene of the gene set (in
         manifest order) its distinct vectors and the rows that carry a non-reference one. Row i is the
         concatenation of its genes' vectors (or their mean or max, per the recipe); the dense matrix is never
-        stored (`kb-assets export subject-matrix` writes it when asked)."""
+        formed or stored."""
         settings = recipe.checked()
         store = warehouse.get()
         genes = store.read_table("gene_set").to_pandas().sort_values("gene_order")
@@ -211,27 +236,12 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
                              "check that the VCF and covariates name the same subjects")
         blocks, gene_table = assemble_gene_blocks(subjects, genes, partitions,
                                                   str(store.dataset_dir(encoder.dataset("gene_embeddings"))))
+        tables = gene_block_tables(matrix_dataset, subjects, gene_table, blocks)
         hidden = blocks[0].vectors.shape[1]
         mode = settings.aggregation.genes_to_subject
-        vectors = pa.table({
-            "gene_index": pa.array(np.repeat(np.arange(len(blocks)), [len(b.vectors) for b in blocks]), pa.int32()),
-            "code": pa.array(np.concatenate([np.arange(len(b.vectors)) for b in blocks]), pa.int32()),
-            "vector": vector_column(np.vstack([b.vectors for b in blocks])),
-        })
-        assignments = pa.table({
-            "row": pa.array(np.concatenate([b.rows for b in blocks]), pa.int32()),
-            "gene_index": pa.array(np.repeat(np.arange(len(blocks)), [len(b.rows) for b in blocks]), pa.int32()),
-            "code": pa.array(np.concatenate([b.codes for b in blocks]), pa.int32()),
-        })
-        index = pa.table({"row": pa.array(np.arange(len(subjects)), pa.int32()),
-                          "subject_id": pa.array(subjects, pa.string())})
         width = len(blocks) * hidden if mode == "concat" else hidden
         return publish(
-            context, store, settings,
-            {matrix_dataset: index,
-             f"{matrix_dataset}/genes": pa.Table.from_pandas(gene_table, preserve_index=False),
-             f"{matrix_dataset}/vectors": vectors,
-             f"{matrix_dataset}/assignments": assignments},
+            context, store, settings, tables,
             facts={
                 "encoder": encoder.label,
                 **embedding_settings,
@@ -241,8 +251,8 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
             },
             metadata={
                 "shape": [len(subjects), width],
-                "stored_vectors": vectors.num_rows,
-                "stored_assignments": assignments.num_rows,
+                "stored_vectors": tables[f"{matrix_dataset}/vectors"].num_rows,
+                "stored_assignments": tables[f"{matrix_dataset}/assignments"].num_rows,
                 "dense_size_gb": round(len(subjects) * width * 4 / 1e9, 3),
                 "subjects_without_every_chromosome": without_every_chromosome,
                 "genes_without_regions": sorted(set(store.read_table("gene_set").to_pandas()["gene_name"])
@@ -272,30 +282,15 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
         folds = folds[folds["subject_id"].isin(set(subjects))]
         template = ResidualizedPCA(settings.pca.n_components, settings.pca.order, settings.pca.scale,
                                    random_state=settings.folds.seed)
-        fits, ratios, first_fold = [], {}, None
-
-        def batches():
-            nonlocal first_fold
-            for fit in fit_folds(matrix, frame, folds, covariate_coder(frame), template):
-                target = store.dataset_dir(pca_dataset) / "models" / f"fold-{fit.fold}.npz"
-                with store.staged(target) as temporary:
-                    fit.save(temporary)
-                summary = fit.summary()
-                fits.append({**summary, "model": str(target)})
-                ratios[fit.fold] = fit.model.explained_variance_ratio_
-                if first_fold is None:
-                    first_fold = (fit.scores[fit.train_rows, :2], frame["batch"].astype(str).to_numpy()[fit.train_rows])
-                context.log.info(f"fold {fit.fold}: {fit.n_components} components ({summary['n_components_reason']}"
-                                 f"), {len(fit.train_rows)} training / {len(fit.heldout_rows)} held-out subjects, "
-                                 f"{summary['captured_variance_vs_exact']:.5f} of the exact captured variance")
-                yield from fit.record_batches(subjects)
-
+        saved: list[_SavedFold] = []
+        scores = _saved_fold_scores(fit_folds(matrix, frame, folds, covariate_coder(frame), template), subjects,
+                                    store, pca_dataset, saved, context.log)
         facts = {
             "recipe_id": settings.recipe_id,
             "n_components_requested": settings.pca.n_components,
             "order": settings.pca.order,
             "scale": settings.pca.scale,
-            "covariates": covariate_names(frame),
+            "covariates": covariate_names(frame.columns),
             "coding": "effect (sum-to-zero) coding of sex and batch over the levels of each training fold",
             "fit_on": f"training subjects of each fold ({settings.folds.k - 1} of {settings.folds.k} folds); "
                       "held-out subjects projected with that fit",
@@ -304,24 +299,25 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
         facts.pop("write_id", None)
         # The fold models, the scores and the fold table replace the previous ones as one set, or not at all.
         with store.together():
-            path = store.write_stream(pca_dataset, FOLD_SCORES_SCHEMA, batches(), facts)
+            path = store.write_stream(pca_dataset, FOLD_SCORES_SCHEMA, scores, facts)
+            fold_rows = [fold.row for fold in saved]
             folds_table = pa.Table.from_pylist([{k: (json.dumps(v) if isinstance(v, dict) else v)
-                                                  for k, v in fit.items()} for fit in fits])
+                                                  for k, v in row.items()} for row in fold_rows])
             paths, _, _ = store.write_outputs({f"{pca_dataset}/folds": folds_table}, None, facts)
         store.register_views([pca_dataset, f"{pca_dataset}/folds"])
-        kept = {fit["fold"]: fit["n_components"] for fit in fits}
+        kept = {row["fold"]: row["n_components"] for row in fold_rows}
         n_common = min(kept.values())
-        mean_ratio = np.mean([ratios[f][:n_common] for f in sorted(ratios)], axis=0)
+        mean_ratio = np.mean([fold.explained_variance_ratio[:n_common] for fold in saved], axis=0)
         written = {pca_dataset: path, **paths}
         return report(
             written_shapes(written), written, content_version(*written.values()), facts,
             metadata={
                 "n_components_per_fold": dg.MetadataValue.json(kept),
-                "n_components_reason": dg.MetadataValue.json({fit["fold"]: fit["n_components_reason"]
-                                                              for fit in fits}),
-                "captured_variance_vs_exact": round(min(fit["captured_variance_vs_exact"] for fit in fits), 6),
-                "unseen_levels": dg.MetadataValue.json({fit["fold"]: fit["unseen_levels"] for fit in fits
-                                                        if fit["unseen_levels"]}),
+                "n_components_reason": dg.MetadataValue.json({row["fold"]: row["n_components_reason"]
+                                                              for row in fold_rows}),
+                "captured_variance_vs_exact": round(min(row["captured_variance_vs_exact"] for row in fold_rows), 6),
+                "unseen_levels": dg.MetadataValue.json({row["fold"]: row["unseen_levels"] for row in fold_rows
+                                                        if row["unseen_levels"]}),
                 "explained_variance_first_10": [round(float(r), 6) for r in mean_ratio[:10]],
                 "explained_variance_total": round(float(mean_ratio.sum()), 6),
                 "folds": dg.MetadataValue.md(folds_table.select(
@@ -329,7 +325,8 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
                      "captured_variance_vs_exact", "heldout_with_unseen_levels"]).to_pandas().to_markdown(
                     index=False)),
                 "scree_plot": png_markdown(scree_plot_png(mean_ratio), "scree plot (mean over folds)"),
-                "pc_scatter": png_markdown(pc_scatter_png(*first_fold),
+                "pc_scatter": png_markdown(pc_scatter_png(saved[0].train_pcs,
+                                                          frame["batch"].astype(str).to_numpy()[saved[0].train_rows]),
                                            "fold 0 training subjects on pc_1 and pc_2, coloured by batch")
                 if n_common >= 2 else "fewer than two components",
             },

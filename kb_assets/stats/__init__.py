@@ -15,7 +15,6 @@ from kb_assets.stats.subject_matrix import (
     FactoredSubjectMatrix,
     GeneBlock,
     as_subject_matrix,
-    feature_table,
 )
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "as_subject_matrix",
     "assign_folds",
     "covariate_coder",
-    "feature_table",
     "fit_folds",
     "intersect_subjects",
     "load_covariates",

@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 
 from kb_assets.errors import InputError
+from kb_assets.stats.subject_tables import SHOWN, read_subject_table, sample
 
-_TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
-_SHOWN = 5  # how many offending records an error lists before "and N more"
 _ID_KEY = "brain.columns.subject_id"
 _FEATURES_KEY = "brain.columns.features"
 
@@ -46,10 +45,10 @@ class BrainTable:
         rows = index.get_indexer(wanted)
         absent = wanted[rows < 0]
         if len(absent):
-            more = f" and {len(absent) - _SHOWN} more" if len(absent) > _SHOWN else ""
+            more = f" and {len(absent) - SHOWN} more" if len(absent) > SHOWN else ""
             raise InputError(
                 self.source,
-                "subject " + ", ".join(absent[:_SHOWN]) + more,
+                "subject " + ", ".join(absent[:SHOWN]) + more,
                 f"not in the brain table ({len(absent)} of {len(wanted)} subjects)",
                 "analyse only subjects with brain data (those in both tables), or add their rows",
             )
@@ -70,15 +69,15 @@ def load_brain_table(
     with ``missing="drop"`` subjects with a missing value are left out and listed in ``dropped``.
     """
     path = Path(path)
-    raw = _read(path)
+    raw = read_subject_table(path, "brain table", "inputs.brain")
     if subject_id not in raw.columns:
-        raise InputError(path, f"column '{subject_id}'", f"not found; the file has columns {_sample(list(raw), 12)}",
+        raise InputError(path, f"column '{subject_id}'", f"not found; the file has columns {sample(list(raw), 12)}",
                          f"set {_ID_KEY} to the file's subject id column")
     names = [c for c in raw.columns if c != subject_id] if features is None else list(features)
     absent = [c for c in names if c not in raw.columns or c == subject_id]
     if absent:
         raise InputError(path, "column(s) " + ", ".join(f"'{c}'" for c in absent),
-                         f"not found among the feature columns {_sample([c for c in raw if c != subject_id], 12)}",
+                         f"not found among the feature columns {sample([c for c in raw if c != subject_id], 12)}",
                          f"list the file's feature columns in {_FEATURES_KEY}")
     if not names:
         raise InputError(path, None, "the table has no feature column besides the subject id",
@@ -107,7 +106,7 @@ def load_brain_table(
         columns = [n for n, gap in zip(names, gaps[first]) if gap]
         raise InputError(
             path,
-            f"row {first + 1} (subject {ids.iloc[first]}), column(s) {', '.join(columns[:_SHOWN])}",
+            f"row {first + 1} (subject {ids.iloc[first]}), column(s) {', '.join(columns[:SHOWN])}",
             f"missing value ({len(rows)} row(s) have missing values)",
             "fill them in, or set brain.missing: drop to leave those subjects out (they are counted)",
         )
@@ -122,35 +121,6 @@ def load_brain_table(
     return BrainTable(frame=frame, source=path, features=names, dropped=dropped)
 
 
-def _read(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(path, None, "brain table not found", "point inputs.brain at an existing file")
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes[-1:] == [".gz"]:
-        suffixes = suffixes[:-1]
-    kind = suffixes[-1] if suffixes else ""
-    if kind != ".parquet" and kind not in _TEXT_SEPARATORS:
-        raise InputError(path, None, f"unknown brain table file type '{kind or path.name}'",
-                         "save it as .csv, .tsv, .txt (tab-separated) or .parquet")
-    try:
-        if kind == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, sep=_TEXT_SEPARATORS[kind], dtype=str)
-    except (ValueError, OSError) as err:  # pandas' parser errors and pyarrow's ArrowInvalid are ValueErrors
-        raise InputError(path, None, f"cannot read the file as {kind} ({err})",
-                         "check that the extension matches the contents") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.empty:
-        raise InputError(path, None, "the file has a header but no subject rows", "add one row per subject")
-    # Surrounding spaces are not part of a value, and an empty cell is a missing value.
-    for name in frame.columns:
-        if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
-            stripped = frame[name].str.strip()
-            frame[name] = stripped.mask(stripped == "")
-    return frame
-
-
 def _subject_ids(path: Path, values: pd.Series, column: str) -> pd.Series:
     blank = np.flatnonzero(values.isna().to_numpy())
     if len(blank):
@@ -161,8 +131,8 @@ def _subject_ids(path: Path, values: pd.Series, column: str) -> pd.Series:
     if len(repeated):
         rows = repeated.groupby(repeated, sort=False).groups
         listed = [f"{subject} (rows {', '.join(str(r + 1) for r in index)})" for subject, index in rows.items()]
-        more = f" and {len(listed) - _SHOWN} more" if len(listed) > _SHOWN else ""
-        raise InputError(path, "subject " + "; subject ".join(listed[:_SHOWN]) + more,
+        more = f" and {len(listed) - SHOWN} more" if len(listed) > SHOWN else ""
+        raise InputError(path, "subject " + "; subject ".join(listed[:SHOWN]) + more,
                          "subject id appears more than once", "keep exactly one row per subject")
     return ids
 
@@ -173,7 +143,7 @@ def _numeric(path: Path, values: pd.Series, column: str, ids: pd.Series) -> pd.S
     bad = np.flatnonzero((values.notna() & ~np.isfinite(numbers)).to_numpy())
     if len(bad):
         first, rest = bad[0], bad[1:]
-        others = [f"row {r + 1} '{values.iloc[r]}'" for r in rest[: _SHOWN - 1]]
+        others = [f"row {r + 1} '{values.iloc[r]}'" for r in rest[: SHOWN - 1]]
         more = f" (also {', '.join(others)}{' and more' if len(rest) > len(others) else ''})" if others else ""
         kind = "finite" if pd.notna(numbers.iloc[first]) else "a number"
         raise InputError(
@@ -184,8 +154,3 @@ def _numeric(path: Path, values: pd.Series, column: str, ids: pd.Series) -> pd.S
             "to them)",
         )
     return numbers
-
-
-def _sample(values: list, shown: int = _SHOWN) -> str:
-    head = ", ".join(str(v) for v in values[:shown])
-    return head + (f", … ({len(values)} in all)" if len(values) > shown else "")

@@ -11,7 +11,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,11 +22,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from kb_assets.errors import InputError
 from kb_assets.settings import CovariateColumns
+from kb_assets.stats.subject_tables import SHOWN, read_subject_table, sample
 
-_TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
-_CATEGORICAL = ("sex", "batch", "site", "label")
+CATEGORICAL = ("sex", "batch", "site", "label")
 _OPTIONAL = ("site", "label")
-_SHOWN = 5  # how many offending records an error lists before "and N more"
 
 
 @dataclass(frozen=True)
@@ -45,18 +44,18 @@ class CovariateTable:
     dropped: dict[str, list[str]] = field(default_factory=dict)  # reason → subject ids left out
 
     @property
-    def pcs(self) -> list[str]:
-        """The ancestry PC columns, in order."""
-        return [c for c in self.frame.columns if c.startswith("pc") and c[2:].isdigit()]
-
-    @property
     def covariate_names(self) -> list[str]:
-        """The covariates residualized out: age, sex, the ancestry PCs and batch."""
-        return ["age", "sex", *self.pcs, "batch"]
+        return covariate_names(self.frame.columns)
 
-    @property
-    def n_dropped(self) -> int:
-        return sum(len(ids) for ids in self.dropped.values())
+
+def pc_columns(columns: Iterable[str]) -> list[str]:
+    """The ancestry PC columns (pc1, pc2, …) among canonical column names, in their order."""
+    return [c for c in columns if c.startswith("pc") and c[2:].isdigit()]
+
+
+def covariate_names(columns: Iterable[str]) -> list[str]:
+    """The covariates residualized out of canonical columns: age, sex, the ancestry PCs and batch."""
+    return ["age", "sex", *pc_columns(columns), "batch"]
 
 
 def load_covariates(
@@ -69,7 +68,7 @@ def load_covariates(
     with a missing value are left out and listed in ``dropped``.
     """
     path = Path(path)
-    raw = _read(path)
+    raw = read_subject_table(path, "covariates file", "inputs.covariates")
     mapped = _mapped_columns(path, raw, columns)
     frame = raw[[c.source for c in mapped]].copy()
     frame.columns = [c.canonical for c in mapped]
@@ -77,9 +76,9 @@ def load_covariates(
 
     _check_not_all_missing(path, frame, by_name)
     _check_subject_ids(path, frame, by_name["subject_id"])
-    for name in ["age", *(c for c in frame.columns if c.startswith("pc") and c[2:].isdigit())]:
+    for name in ["age", *pc_columns(frame.columns)]:
         frame[name] = _numeric(path, frame, by_name[name])
-    for name in _CATEGORICAL:
+    for name in CATEGORICAL:
         if name in frame:
             frame[name] = _categorical(frame[name])
 
@@ -88,7 +87,7 @@ def load_covariates(
     if frame.empty:
         raise InputError(path, None, "no subject is left after dropping those with missing values",
                          "fill in the missing values")
-    for name in _CATEGORICAL:
+    for name in CATEGORICAL:
         if name in frame:
             frame[name] = frame[name].cat.remove_unused_categories()
     return CovariateTable(frame=frame.reset_index(drop=True), source=path, dropped=dropped)
@@ -107,7 +106,7 @@ def intersect_subjects(table: CovariateTable, vcf_subjects: list[str]) -> tuple[
             table.source,
             None,
             f"no subject is in both the VCF and the covariates table (VCF ids look like "
-            f"{_sample(sorted(in_vcf))}; table ids look like {_sample(sorted(in_table))})",
+            f"{sample(sorted(in_vcf))}; table ids look like {sample(sorted(in_table))})",
             "make the subject ids in covariates.columns.subject_id match the VCF sample names",
         )
     only_in_vcf = sorted(in_vcf - in_table)
@@ -120,7 +119,7 @@ def intersect_subjects(table: CovariateTable, vcf_subjects: list[str]) -> tuple[
         "only_in_table": only_in_table,
     }
     frame = table.frame[keep].reset_index(drop=True)
-    for name in _CATEGORICAL:
+    for name in CATEGORICAL:
         if name in frame:
             frame[name] = frame[name].cat.remove_unused_categories()
     return CovariateTable(frame=frame, source=table.source, dropped=table.dropped), report
@@ -241,37 +240,7 @@ class CovariateCoder(TransformerMixin, BaseEstimator):
 def covariate_coder(frame: pd.DataFrame) -> CovariateCoder:
     """The recipe's coder for a canonical covariates frame: age and the ancestry PCs numeric, sex and batch
     categorical (the covariates residualized out; site and label are not)."""
-    pcs = [c for c in frame.columns if c.startswith("pc") and c[2:].isdigit()]
-    return CovariateCoder(categorical=["sex", "batch"], numeric=["age", *pcs])
-
-
-def _read(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(path, None, "covariates file not found", "point inputs.covariates at an existing file")
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes[-1:] == [".gz"]:
-        suffixes = suffixes[:-1]
-    kind = suffixes[-1] if suffixes else ""
-    if kind != ".parquet" and kind not in _TEXT_SEPARATORS:
-        raise InputError(path, None, f"unknown covariates file type '{kind or path.name}'",
-                         "save it as .csv, .tsv, .txt (tab-separated) or .parquet")
-    try:
-        if kind == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, sep=_TEXT_SEPARATORS[kind], dtype=str)
-    except (ValueError, OSError) as err:  # pandas' parser errors and pyarrow's ArrowInvalid are ValueErrors
-        raise InputError(path, None, f"cannot read the file as {kind} ({err})",
-                         "check that the extension matches the contents") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.empty:
-        raise InputError(path, None, "the file has a header but no subject rows", "add one row per subject")
-    # Surrounding spaces are not part of a value, and an empty cell is a missing value.
-    for name in frame.columns:
-        if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
-            stripped = frame[name].str.strip()
-            frame[name] = stripped.mask(stripped == "")
-    return frame
+    return CovariateCoder(categorical=["sex", "batch"], numeric=["age", *pc_columns(frame.columns)])
 
 
 def _mapped_columns(path: Path, raw: pd.DataFrame, columns: CovariateColumns) -> list[_Column]:
@@ -297,7 +266,7 @@ def _mapped_columns(path: Path, raw: pd.DataFrame, columns: CovariateColumns) ->
         raise InputError(
             path,
             "column(s) " + ", ".join(f"'{c.source}'" for c in absent),
-            f"not found; the file has columns {_sample(have, 12)}",
+            f"not found; the file has columns {sample(have, 12)}",
             "map them in the recipe: " + "; ".join(hints),
         )
     return wanted
@@ -346,10 +315,10 @@ def _check_subject_ids(path: Path, frame: pd.DataFrame, column: _Column) -> None
     if len(repeated):
         rows = repeated.groupby(repeated, sort=False).groups
         listed = [f"{subject} (rows {', '.join(str(r + 1) for r in index)})" for subject, index in rows.items()]
-        more = f" and {len(listed) - _SHOWN} more" if len(listed) > _SHOWN else ""
+        more = f" and {len(listed) - SHOWN} more" if len(listed) > SHOWN else ""
         raise InputError(
             path,
-            "subject " + "; subject ".join(listed[:_SHOWN]) + more,
+            "subject " + "; subject ".join(listed[:SHOWN]) + more,
             "subject id appears more than once",
             "keep exactly one row per subject",
         )
@@ -368,7 +337,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: _Column) -> pd.Series:
     bad = np.flatnonzero((values.notna() & ~np.isfinite(numbers)).to_numpy())
     if len(bad):
         first, rest = bad[0], bad[1:]
-        others = [f"row {r + 1} '{values.iloc[r]}'" for r in rest[: _SHOWN - 1]]
+        others = [f"row {r + 1} '{values.iloc[r]}'" for r in rest[: SHOWN - 1]]
         more = f" (also {', '.join(others)}{' and more' if len(rest) > len(others) else ''})" if others else ""
         raise InputError(
             path,
@@ -401,8 +370,3 @@ def _apply_missing_policy(
         reason = "missing " + ", ".join(gaps.columns[gaps.iloc[row].to_numpy()])
         dropped.setdefault(reason, []).append(frame["subject_id"].iloc[row])
     return dropped
-
-
-def _sample(values: list, shown: int = _SHOWN) -> str:
-    head = ", ".join(str(v) for v in values[:shown])
-    return head + (f", … ({len(values)} in all)" if len(values) > shown else "")

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from kb_assets.errors import InputError
 from kb_assets.stats.subject_matrix import GeneBlock
+from kb_assets.storage.vectors import vector_column
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,28 @@ def assemble_gene_blocks(subjects: pd.Index, genes: pd.DataFrame, partitions: It
         "rows_not_reference": np.array([len(b.rows) for b, _, _ in chosen], dtype=np.int64),
     })
     return [b for b, _, _ in chosen], table
+
+
+def gene_block_tables(dataset: str, subjects: Sequence[str], gene_table: pd.DataFrame,
+                      blocks: Sequence[GeneBlock]) -> dict[str, pa.Table]:
+    """The blocks as subject_matrix stores them under `dataset`, read back by `read_gene_blocks`: the rows
+    (row, subject_id), `dataset`/genes (the gene table of `assemble_gene_blocks`), `dataset`/vectors (gene_index,
+    code, vector) and `dataset`/assignments (row, gene_index, code)."""
+    gene_index = np.arange(len(blocks))
+    vectors = pa.table({
+        "gene_index": pa.array(np.repeat(gene_index, [len(b.vectors) for b in blocks]), pa.int32()),
+        "code": pa.array(np.concatenate([np.arange(len(b.vectors)) for b in blocks]), pa.int32()),
+        "vector": vector_column(np.vstack([b.vectors for b in blocks])),
+    })
+    assignments = pa.table({
+        "row": pa.array(np.concatenate([b.rows for b in blocks]), pa.int32()),
+        "gene_index": pa.array(np.repeat(gene_index, [len(b.rows) for b in blocks]), pa.int32()),
+        "code": pa.array(np.concatenate([b.codes for b in blocks]), pa.int32()),
+    })
+    rows = pa.table({"row": pa.array(np.arange(len(subjects)), pa.int32()),
+                     "subject_id": pa.array(subjects, pa.string())})
+    return {dataset: rows, f"{dataset}/genes": pa.Table.from_pandas(gene_table, preserve_index=False),
+            f"{dataset}/vectors": vectors, f"{dataset}/assignments": assignments}
 
 
 def read_gene_blocks(genes: pd.DataFrame, vectors: pd.DataFrame, matrix: np.ndarray,

@@ -23,14 +23,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import scipy.sparse
 from sklearn.utils import gen_batches
 
 from kb_assets.errors import InputError
-
-GenesToSubject = Literal["concat", "mean", "max"]
-GENES_TO_SUBJECT = ("concat", "mean", "max")
 
 _BLOCK_BYTES = 128 << 20  # bytes of dense rows (or dense row blocks of results) produced at once
 
@@ -187,7 +183,7 @@ class FactoredSubjectMatrix:
         return out
 
     def dense_rows(self, rows: np.ndarray | slice) -> np.ndarray:
-        """The listed rows as a dense float32 array [len(rows), genes·H] (for an export, or a small check)."""
+        """The listed rows as a dense float32 array [len(rows), genes·H] (a block of rows at a time)."""
         rows = np.arange(self.n_rows)[rows] if isinstance(rows, slice) else _checked_rows(rows, self.n_rows)
         out = np.empty((len(rows), self.n_features), dtype=np.float32)
         out[:] = self.reference
@@ -198,11 +194,6 @@ class FactoredSubjectMatrix:
             codes = picked.col[at] - self._offsets[g] + 1
             out[picked.row[at], self._columns(g)] = self._vectors[g][codes]
         return out
-
-    def dense_blocks(self, max_bytes: int = _BLOCK_BYTES) -> Iterator[tuple[slice, np.ndarray]]:
-        """(row slice, dense float32 rows) blocks of about `max_bytes`, top to bottom."""
-        for rows in gen_batches(self.n_rows, max(1, max_bytes // (self.n_features * 4))):
-            yield rows, self.dense_rows(rows)
 
     def genes_to_subject(self, mode: Literal["mean", "max"], out: np.ndarray | None = None) -> np.ndarray:
         """Rows × H: the mean or the elementwise max of each subject's gene vectors (into `out` if given)."""
@@ -318,9 +309,6 @@ class DenseSubjectMatrix:
     def dense_rows(self, rows: np.ndarray | slice) -> np.ndarray:
         return np.asarray(self._X[self._rows[rows]], dtype=np.float32)
 
-    def dense_blocks(self, max_bytes: int = _BLOCK_BYTES) -> Iterator[tuple[slice, np.ndarray]]:
-        yield from self._blocks(np.float32, max_bytes=max_bytes)
-
     def _blocks(self, dtype: type, offset: np.ndarray | None = None,
                 max_bytes: int = _BLOCK_BYTES) -> Iterator[tuple[slice, np.ndarray]]:
         offset = None if offset is None else np.asarray(offset, dtype=dtype)
@@ -337,21 +325,6 @@ SubjectMatrix = FactoredSubjectMatrix | DenseSubjectMatrix
 def as_subject_matrix(X: np.ndarray | SubjectMatrix) -> SubjectMatrix:
     """A factored or dense subject matrix as it is; an ndarray or memmap wrapped in `DenseSubjectMatrix`."""
     return X if isinstance(X, (FactoredSubjectMatrix, DenseSubjectMatrix)) else DenseSubjectMatrix(X)
-
-
-def feature_table(genes: pd.DataFrame, hidden_size: int, genes_to_subject: GenesToSubject) -> pd.DataFrame:
-    """What each matrix column is: (column, gene_id, gene_name, dim); gene_id is '*' for mean/max columns."""
-    if genes_to_subject not in GENES_TO_SUBJECT:
-        raise ValueError(f"genes_to_subject must be one of {GENES_TO_SUBJECT}, got {genes_to_subject!r}")
-    if genes_to_subject == "concat":
-        return pd.DataFrame({
-            "column": np.arange(len(genes) * hidden_size),
-            "gene_id": np.repeat(genes["gene_id"].to_numpy(), hidden_size),
-            "gene_name": np.repeat(genes["gene_name"].to_numpy(), hidden_size),
-            "dim": np.tile(np.arange(hidden_size), len(genes)),
-        })
-    return pd.DataFrame({"column": np.arange(hidden_size), "gene_id": "*", "gene_name": f"{genes_to_subject} of genes",
-                         "dim": np.arange(hidden_size)})
 
 
 def _check_block(block: GeneBlock, n_rows: int, hidden: int, source: str | None) -> None:

@@ -128,7 +128,7 @@ def test_unknown_file_type_and_absent_file(tmp_path: Path):
     with pytest.raises(InputError, match="brain table not found. Fix: point inputs.brain at an existing file"):
         _load(tmp_path / "absent.csv")
     (tmp_path / "b.xlsx").write_text("x")
-    with pytest.raises(InputError, match="unknown brain table file type '.xlsx'"):
+    with pytest.raises(InputError, match="unknown brain table type '.xlsx'"):
         _load(tmp_path / "b.xlsx")
 
 

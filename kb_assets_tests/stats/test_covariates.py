@@ -121,7 +121,6 @@ def test_missing_values_dropped_and_counted_with_drop_policy(tmp_path: Path):
     table = load_covariates(path, TWO_PCS, missing="drop")
     assert table.frame["subject_id"].tolist() == ["S1", "S3"]
     assert table.dropped == {"missing pc1": ["S2"], "missing age, batch": ["S4"]}
-    assert table.n_dropped == 2
     assert list(table.frame["batch"].cat.categories) == ["b1"]  # b2 left with the dropped subjects
 
 

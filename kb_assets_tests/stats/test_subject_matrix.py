@@ -5,11 +5,10 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from kb_assets.errors import InputError
-from kb_assets.stats.subject_matrix import DenseSubjectMatrix, FactoredSubjectMatrix, GeneBlock, feature_table
+from kb_assets.stats.subject_matrix import DenseSubjectMatrix, FactoredSubjectMatrix, GeneBlock
 from kb_assets_tests.stats.conftest import factored_matrix
 
 
@@ -67,8 +66,6 @@ def test_moments_row_subsets_and_rank_bound_match_the_dense_matrix():
     np.testing.assert_allclose(squares, ((dense - dense.mean(0)) ** 2).sum(0), rtol=1e-10, atol=1e-12)
     # Few distinct vectors per gene: the bound is below H per gene and equals the true rank here.
     assert subset.rank_bound() == np.linalg.matrix_rank(dense - dense.mean(0)) < subset.n_features
-    stacked = np.vstack([block for _, block in subset.dense_blocks(max_bytes=subset.n_features * 4 * 32)])
-    np.testing.assert_array_equal(stacked, dense)
 
 
 def test_a_gene_every_subject_shares_has_exactly_zero_spread():
@@ -115,10 +112,3 @@ def test_bad_blocks_name_the_gene(rows, codes, vectors, problem):
     block = GeneBlock("ENSG7", vectors, np.array(rows), np.array(codes, np.int32))
     with pytest.raises(InputError, match=f"gene ENSG7: {problem}"):
         FactoredSubjectMatrix(10, [block])
-
-
-def test_feature_table_names_every_column():
-    genes = pd.DataFrame({"gene_id": ["gB", "gA"], "gene_name": ["B", "A"]})
-    features = feature_table(genes, 2, "concat")
-    assert features[["gene_name", "dim"]].values.tolist() == [["B", 0], ["B", 1], ["A", 0], ["A", 1]]
-    assert len(feature_table(genes, 2, "max")) == 2
