@@ -235,8 +235,7 @@ def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
     covariates = latest_materialization(instance, "covariates")
     if covariates is not None:
         meta = covariates.metadata
-        dropped = meta.get("dropped") or {}
-        n_missing = sum(len(ids) for ids in dropped.values()) if isinstance(dropped, dict) else 0
+        n_missing = sum((meta.get("dropped_by_reason") or {}).values())
         left_out = []
         if "intersection/n_only_in_vcf" in meta:
             left_out += [f"{meta['intersection/n_only_in_vcf']} in the VCF without covariates",

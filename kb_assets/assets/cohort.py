@@ -41,7 +41,7 @@ from kb_assets.stats import (
     pc_scatter_png,
     scree_plot_png,
 )
-from kb_assets.stats.covariates import CATEGORICAL, covariate_coder, covariate_names
+from kb_assets.stats.covariates import CATEGORICAL, covariate_coder, covariate_names, left_out_subjects
 from kb_assets.stats.gene_blocks import (
     ChromosomeVectors,
     analysis_subjects,
@@ -51,9 +51,11 @@ from kb_assets.stats.gene_blocks import (
     shared_settings,
 )
 from kb_assets.stats.projection import FOLD_SCORES_SCHEMA, fit_folds
-from kb_assets.storage import Warehouse, content_version, to_matrix
+from kb_assets.storage import Warehouse, content_version, to_matrix, view_name
 
 CODE_VERSION = "1"
+COVARIATES_CODE_VERSION = "2"  # 2: writes covariates/left_out
+LEFT_OUT_SCHEMA = pa.schema([("subject_id", pa.string()), ("reason", pa.string())])
 GROUP = "cohort"
 # Facts that must agree across every gene_embeddings partition before their vectors share one matrix.
 EMBEDDING_SETTINGS = ("model_sha256", "tokenizer_version", "rc_mode", "pooling_strategy", "region_to_gene",
@@ -149,7 +151,7 @@ def build_cohort_assets(recipe: Recipe, encoders: list[EncoderAssets]) -> list:
 def _shared_cohort_assets(recipe: Recipe) -> list:
     @dg.asset(
         automation_condition=after_upstream_data_changes(),
-        group_name=GROUP, code_version=f"{CODE_VERSION}-{recipe.fingerprint('covariates')}",
+        group_name=GROUP, code_version=f"{COVARIATES_CODE_VERSION}-{recipe.fingerprint('covariates')}",
         deps=[input_key(name) for name in ("covariates", "vcf") if name in input_names(recipe)], kinds={"parquet"})
     def covariates(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource,
@@ -162,17 +164,22 @@ def _shared_cohort_assets(recipe: Recipe) -> list:
             raise InputError(settings.source, "inputs.covariates", "the recipe names no covariates table",
                              "add inputs.covariates (CSV, TSV or parquet) to the recipe")
         table = load_covariates(settings.inputs.covariates, settings.covariates.columns, settings.covariates.missing)
-        report = {}
+        intersection = {}
         if settings.inputs.vcf is not None:
-            table, report = intersect_subjects(table, vcf_samples(settings.inputs.vcf))
+            table, intersection = intersect_subjects(table, vcf_samples(settings.inputs.vcf))
+        left_out = left_out_subjects(table.dropped, intersection)
         return publish(
-            context, store, settings, {"covariates": arrow_table(table.frame)},
+            context, store, settings,
+            {"covariates": arrow_table(table.frame),
+             "covariates/left_out": pa.Table.from_pandas(left_out, LEFT_OUT_SCHEMA, preserve_index=False)},
             facts={"covariates": table.covariate_names, "missing_policy": settings.covariates.missing},
             metadata={
                 "n_subjects": len(table.frame),
-                "dropped": dg.MetadataValue.json(table.dropped),
-                **{f"intersection/{k}": dg.MetadataValue.json(v) if isinstance(v, list) else v
-                   for k, v in report.items()},
+                "dropped_by_reason": dg.MetadataValue.json({reason: len(ids) for reason, ids in table.dropped.items()}),
+                **{f"intersection/{k}": v for k, v in intersection.items() if not isinstance(v, list)},
+                # Ids by the thousand would bloat every event: a sample here, the full list in the catalog.
+                "left_out_first_20": dg.MetadataValue.json(left_out.head(20).to_dict("records")),
+                "left_out_table": view_name("covariates/left_out"),
             },
             inputs=input_facts(store, covariates=settings.inputs.covariates, vcf=settings.inputs.vcf),
         )

@@ -17,6 +17,7 @@ from kb_assets.genome import COUNT_DESCRIPTIONS, ReferenceGenome, build_haplotyp
 from kb_assets.resources import WarehouseResource
 from kb_assets.schedules import after_upstream_data_changes
 from kb_assets.settings import Recipe
+from kb_assets.storage import view_name
 
 CODE_VERSION = "2"
 ALLELE_SCHEMA = pa.schema([
@@ -77,7 +78,9 @@ def build_haplotype_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
             metadata={
                 **{f"counts/{name}": value for name, value in counts.items()},
                 "count_descriptions": dg.MetadataValue.json(COUNT_DESCRIPTIONS),
-                "excluded_subjects": result.excluded_subjects,
+                # Ids by the thousand would bloat every event: a sample here; the subjects table flags them all.
+                "excluded_subjects_first_20": result.excluded_subjects[:20],
+                "excluded_subjects_table": view_name("subject_haplotypes/subjects"),
                 "alleles": len(result.alleles),
                 # Share of subject × region × haplotype units stored (the rest carry the reference).
                 "non_reference_share": round(counts["non_reference_haplotypes"] / units, 6) if units else 0.0,

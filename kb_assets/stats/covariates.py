@@ -26,6 +26,8 @@ from kb_assets.stats.subject_tables import SHOWN, read_subject_table, sample
 
 CATEGORICAL = ("sex", "batch", "site", "label")
 _OPTIONAL = ("site", "label")
+ONLY_IN_VCF = "in the VCF without covariates"
+ONLY_IN_TABLE = "in the covariates table without genotypes"
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,12 @@ def load_covariates(
 def intersect_subjects(table: CovariateTable, vcf_subjects: list[str]) -> tuple[CovariateTable, dict]:
     """Keep the subjects present in both the VCF and the table (in table order); report the rest.
 
-    The report holds ``only_in_vcf`` / ``only_in_table`` (sorted ids), their counts and ``n_analysis``.
+    The report holds ``only_in_vcf`` / ``only_in_table`` (sorted ids), their counts and ``n_analysis``. A subject
+    the table dropped for a missing value is in neither: it is left out once, as dropped.
     """
     in_vcf = set(vcf_subjects)
     in_table = set(table.frame["subject_id"])
+    dropped = {s for ids in table.dropped.values() for s in ids}
     keep = table.frame["subject_id"].isin(in_vcf)
     if not keep.any():
         raise InputError(
@@ -109,7 +113,7 @@ def intersect_subjects(table: CovariateTable, vcf_subjects: list[str]) -> tuple[
             f"{sample(sorted(in_vcf))}; table ids look like {sample(sorted(in_table))})",
             "make the subject ids in covariates.columns.subject_id match the VCF sample names",
         )
-    only_in_vcf = sorted(in_vcf - in_table)
+    only_in_vcf = sorted(in_vcf - in_table - dropped)
     only_in_table = sorted(in_table - in_vcf)
     report = {
         "n_analysis": int(keep.sum()),
@@ -123,6 +127,15 @@ def intersect_subjects(table: CovariateTable, vcf_subjects: list[str]) -> tuple[
         if name in frame:
             frame[name] = frame[name].cat.remove_unused_categories()
     return CovariateTable(frame=frame, source=table.source, dropped=table.dropped), report
+
+
+def left_out_subjects(dropped: Mapping[str, list[str]], intersection: Mapping[str, object]) -> pd.DataFrame:
+    """Every input subject left out of the analysis set, once, and why (subject_id, reason): those `dropped` for a
+    missing value, then those an `intersect_subjects` report (empty without a VCF) finds in one source only."""
+    reasons = {**dropped, ONLY_IN_VCF: intersection.get("only_in_vcf", []),
+               ONLY_IN_TABLE: intersection.get("only_in_table", [])}
+    return pd.DataFrame({"subject_id": [s for ids in reasons.values() for s in ids],
+                         "reason": [reason for reason, ids in reasons.items() for _ in ids]})
 
 
 class CovariateCoder(TransformerMixin, BaseEstimator):

@@ -9,6 +9,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from kb_assets.assets.cohort import read_covariates, read_subject_matrix
+from kb_assets.cli import run_summary
 from kb_assets.definitions import build_definitions
 from kb_assets.encoders import write_checkpoint
 from kb_assets.errors import InputError
@@ -59,6 +60,34 @@ def test_covariates_report_the_subjects_of_only_one_source(built):
     meta = metadata(results, "covariates")
     assert meta["intersection/n_only_in_vcf"] == 2 and meta["intersection/n_only_in_table"] == 2
     assert meta["n_subjects"] == 218
+
+
+def test_left_out_subjects_are_counted_and_sampled_in_metadata_and_listed_whole_in_the_catalog(demo_recipe, tmp_path):
+    """Thirty subjects without an age, dropped (covariates.missing: drop), beside the demo's two subjects only in
+    the VCF and two only in the covariates table: the metadata holds counts and at most 20 ids (at cohort scale
+    the ids are tens of thousands per event), the catalog lists every one once, and the run summary counts each
+    subject left out once."""
+    frame = pd.read_csv(demo_recipe.inputs.covariates, sep="\t", dtype=str)
+    no_age = frame["subject_id"].iloc[:30].tolist()
+    frame.loc[frame["subject_id"].isin(no_age), "age"] = ""
+    covariates = tmp_path / "covariates.tsv"
+    frame.to_csv(covariates, sep="\t", index=False)
+    recipe = write_recipe(tmp_path, demo_recipe, inputs={"covariates": str(covariates)}, covariates={"missing": "drop"})
+    with dg.instance_for_test() as instance:
+        job = build_definitions(recipe).resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(asset_selection=[dg.AssetKey("covariates")], instance=instance)
+        summary = run_summary(recipe, instance, [result])
+    assert (f"Subjects: {len(frame) - 32} analysed; left out: 2 in the VCF without covariates, 2 in the covariates "
+            "table without genotypes, 30 with missing covariate values (covariates.missing)") in summary
+    meta = metadata([result], "covariates")
+    assert max(str(value).count("SUBJ") for value in meta.values()) <= 20  # demo ids are SUBJ0001 …
+    assert meta["dropped_by_reason"] == {"missing age": 30}
+    assert meta["intersection/n_only_in_vcf"] == 2 and meta["intersection/n_only_in_table"] == 2
+    assert [row["subject_id"] for row in meta["left_out_first_20"]] == no_age[:20]
+    with Warehouse(recipe.warehouse.root).catalog(read_only=True) as catalog:
+        left_out = catalog.execute(f"select subject_id, reason from {meta['left_out_table']}").df()
+    assert left_out["subject_id"].is_unique and len(left_out) == 34
+    assert set(left_out.loc[left_out["reason"] == "missing age", "subject_id"]) == set(no_age)
 
 
 def test_every_subject_is_held_out_once_and_folds_are_group_disjoint(built):

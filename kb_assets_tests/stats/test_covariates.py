@@ -8,7 +8,15 @@ from sklearn.base import clone
 
 from kb_assets.errors import InputError
 from kb_assets.settings import CovariateColumns
-from kb_assets.stats.covariates import CovariateCoder, covariate_coder, intersect_subjects, load_covariates
+from kb_assets.stats.covariates import (
+    ONLY_IN_TABLE,
+    ONLY_IN_VCF,
+    CovariateCoder,
+    covariate_coder,
+    intersect_subjects,
+    left_out_subjects,
+    load_covariates,
+)
 from kb_assets_tests.stats.conftest import cohort_frame, write_table
 
 HEADER = ["subject_id", "age", "sex", "pc1", "pc2", "batch"]
@@ -135,6 +143,17 @@ def test_intersection_keeps_shared_subjects_and_reports_the_rest(tmp_path: Path)
         "only_in_vcf": ["S8", "S9"],
         "only_in_table": ["S2", "S4"],
     }
+
+
+def test_a_subject_dropped_for_a_missing_value_is_left_out_once_as_dropped(tmp_path: Path):
+    rows = [list(r) for r in ROWS]
+    rows[1][1] = ""  # S2, in the VCF, has no age
+    table = load_covariates(write_table(tmp_path / "c.csv", HEADER, rows), TWO_PCS, missing="drop")
+    shared, report = intersect_subjects(table, ["S1", "S2", "S3", "S9"])
+    assert report["only_in_vcf"] == ["S9"] and report["only_in_table"] == ["S4"]
+    left_out = left_out_subjects(shared.dropped, report)
+    assert left_out.values.tolist() == [["S2", "missing age"], ["S9", ONLY_IN_VCF], ["S4", ONLY_IN_TABLE]]
+    assert left_out_subjects(table.dropped, {}).values.tolist() == [["S2", "missing age"]]  # no VCF
 
 
 def test_no_shared_subject_is_an_error(tmp_path: Path):
