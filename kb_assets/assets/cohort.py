@@ -157,7 +157,7 @@ def _shared_cohort_assets(recipe: Recipe) -> list:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
         """The validated covariates (age, sex, ancestry PCs, batch, site, label) of the analysis set: the
-        subjects in both the covariates table and the VCF."""
+        subjects in both the covariates table and the VCF; and every subject left out, with why (left_out)."""
         settings = recipe.checked()
         store = warehouse.get()
         if settings.inputs.covariates is None:
@@ -226,7 +226,7 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
         """Subjects × (genes·H) in factored form: the analysis subjects (rows), and per gene of the gene set (in
         manifest order) its distinct vectors and the rows that carry a non-reference one. Row i is the
         concatenation of its genes' vectors (or their mean or max, per the recipe); the dense matrix is never
-        formed or stored."""
+        formed whole or stored."""
         settings = recipe.checked()
         store = warehouse.get()
         genes = store.read_table("gene_set").to_pandas().sort_values("gene_order")
