@@ -38,6 +38,7 @@ NAMED_IN_AT_LEAST = {
                   "gene_embeddings", "subject_matrix_genes"},
 }
 HOSTILE = {"subject_id": HOSTILE_SUBJECT, "gene_name": HOSTILE_GENE}
+LEFT_OUT_VIEWS = {"covariates_left_out"}  # subjects left out of the analysis: the hostile subject is analysed
 
 
 def test_names_with_quotes_and_semicolons_round_trip(hostile):
@@ -60,7 +61,7 @@ def test_names_with_quotes_and_semicolons_round_trip(hostile):
                                     column)) for column in HOSTILE}
         for column, views in NAMED_IN_AT_LEAST.items():
             assert views <= named[column], f"views without a {column} column: {views - named[column]}"
-        missing = [f"{view}.{column}" for column, views in named.items() for view in sorted(views)
+        missing = [f"{view}.{column}" for column, views in named.items() for view in sorted(views - LEFT_OUT_VIEWS)
                    if values(f"select count(*) from {quote_identifier(view)} where {quote_identifier(column)} = ?",
                              HOSTILE[column]) == [0]]
         assert missing == [], f"views that lost {HOSTILE_SUBJECT} or {HOSTILE_GENE}: {missing}"
