@@ -23,7 +23,15 @@ from pathlib import Path
 import yaml
 
 from kb_assets.errors import InputError
-from kb_assets.settings import DEMO_RECIPE, PROJECT_ROOT, RECIPE_ENV, Recipe, load_recipe, recipe_run_tags
+from kb_assets.settings import (
+    DEMO_RECIPE,
+    PRIMARY_ASSEMBLY,
+    PROJECT_ROOT,
+    RECIPE_ENV,
+    Recipe,
+    load_recipe,
+    recipe_run_tags,
+)
 
 INSTANCE_SETTINGS = PROJECT_ROOT / "data" / "dagster.yaml"
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
@@ -545,20 +553,26 @@ def input_paths(recipe: Recipe) -> dict[str, Path]:
 
 def new_recipe(path: Path, inputs: Mapping[str, str | None], warehouse: str | None = None,
                recipe_id: str | None = None, compare_with: Mapping[str, str] | None = None) -> Recipe:
-    """A recipe for `path`: the demo recipe's settings and inputs, with `inputs` replacing any of the demo's
-    (a new FASTA also resets the reference section to its defaults: build hg38, chromosomes chr1..chrM; a new
-    checkpoint drops the demo's encoders to compare and its brain table, unless given too), every path absolute,
-    the warehouse (and so the Dagster history) of its own beside the recipe file."""
-    from kb_assets.settings import ReferenceSettings
+    """A recipe for `path`: the demo recipe's settings and inputs, with `inputs` replacing any of the demo's, every
+    path absolute, the warehouse (and so the Dagster history) of its own beside the recipe file.
+
+    What belongs to the demo goes where its inputs go: a new FASTA resets the reference section (build hg38, the
+    primary chromosomes the FASTA holds, under its naming); a new checkpoint drops the demo's encoders to compare; a
+    new checkpoint, VCF or covariates table drops the demo's brain table (it describes the demo's subjects); and
+    whenever the demo's brain table is not kept, the evaluation settings are the defaults, not the demo's small ones.
+    """
+    from kb_assets.settings import EvaluationSettings, ReferenceSettings
 
     demo = load_recipe(DEMO_RECIPE, require_inputs=False)
+
     def absolute(value: str) -> Path:
         return Path(os.path.abspath(os.path.expanduser(value)))
 
     given = {name: absolute(value) for name, value in inputs.items() if value}
     if "checkpoint" in given:
-        given.setdefault("brain", None)
         given["compare_with"] = {}
+    if given.keys() & {"checkpoint", "vcf", "covariates"}:
+        given.setdefault("brain", None)
     if compare_with:
         given["compare_with"] = {name: absolute(value) for name, value in compare_with.items()}
     updates = {
@@ -569,8 +583,28 @@ def new_recipe(path: Path, inputs: Mapping[str, str | None], warehouse: str | No
         "source": None,
     }
     if "fasta" in given:
-        updates["reference"] = ReferenceSettings()
+        updates["reference"] = ReferenceSettings(chromosomes=primary_chromosomes(given["fasta"]))
+    if "brain" in given:
+        updates["evaluation"] = EvaluationSettings()
     return demo.model_copy(update=updates)
+
+
+def primary_chromosomes(fasta: Path) -> list[str]:
+    """The primary-assembly chromosomes (1–22, X, Y, M) a FASTA holds, under its own naming ("chr1" or "1", "chrM"
+    or "MT"), in that order; the default list when the FASTA is not there yet or holds none of them."""
+    from kb_assets.genome import ReferenceGenome
+
+    if not fasta.is_file():
+        return list(PRIMARY_ASSEMBLY)
+    contigs = ReferenceGenome(fasta).contigs
+    found = []
+    for name in PRIMARY_ASSEMBLY:
+        bare = name.removeprefix("chr")
+        aliases = (name, bare, "MT") if bare == "M" else (name, bare)
+        present = [alias for alias in aliases if alias in contigs]
+        if present:
+            found.append(present[0])
+    return found or list(PRIMARY_ASSEMBLY)
 
 
 def _cmd_recipe_new(args) -> None:
@@ -592,6 +626,7 @@ def _cmd_recipe_new(args) -> None:
     missing = [name for name, path in input_paths(written).items() if not path.exists()]
     print(f"recipe written: {path}")
     print(f"  warehouse and Dagster history: {written.warehouse.root}")
+    print(f"  chromosomes (one partition each): {', '.join(written.reference.chromosomes)}")
     if missing:
         print(f"  inputs not there yet: {', '.join(missing)} (run `kb-assets demo init` for the demo inputs)")
     print(f"next: kb-assets materialize --recipe {path}")

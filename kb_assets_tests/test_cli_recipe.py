@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from kb_assets.cli import input_paths, main
-from kb_assets.settings import DEMO_RECIPE, PRIMARY_ASSEMBLY, RECIPE_ENV, Recipe, load_recipe
+from kb_assets.settings import DEMO_RECIPE, PRIMARY_ASSEMBLY, RECIPE_ENV, EvaluationSettings, Recipe, load_recipe
 
 KEY = re.compile(r"^(?P<indent> *)(?P<key>\w+):(?P<value>.*)$")
 
@@ -103,6 +103,29 @@ def test_given_inputs_replace_the_demo_ones_and_a_new_genome_resets_the_referenc
     assert recipe.inputs.gtf == load_recipe(DEMO_RECIPE, require_inputs=False).inputs.gtf
     assert recipe.warehouse.root == tmp_path / "out"
     assert recipe.reference.build == "hg38" and recipe.reference.chromosomes == PRIMARY_ASSEMBLY
+
+
+def test_a_new_genome_gives_the_primary_chromosomes_it_holds_under_its_own_naming(tmp_path, capsys):
+    fasta = tmp_path / "ensembl.fa"
+    fasta.write_text("".join(f">{name}\nACGTACGT\n" for name in ("1", "2", "X", "MT", "KI270706.1")))
+    path = tmp_path / "ensembl.yaml"
+    assert main(["recipe", "new", str(path), "--fasta", str(fasta)]) == 0
+    assert "chromosomes (one partition each): 1, 2, X, MT" in capsys.readouterr().out
+    assert load_recipe(path, require_inputs=False).reference.chromosomes == ["1", "2", "X", "MT"]
+
+
+def test_a_new_cohort_drops_the_demo_brain_table_and_its_small_evaluation_settings(tmp_path):
+    demo = load_recipe(DEMO_RECIPE, require_inputs=False)
+    assert demo.evaluation != EvaluationSettings()  # the demo's few permutations and components
+    for flag in ("--vcf", "--covariates", "--checkpoint", "--brain"):
+        path = tmp_path / f"{flag[2:]}.yaml"
+        assert main(["recipe", "new", str(path), flag, str(tmp_path / "given")]) == 0
+        recipe = load_recipe(path, require_inputs=False)
+        assert recipe.inputs.brain == (tmp_path / "given" if flag == "--brain" else None), flag
+        assert recipe.evaluation == EvaluationSettings(), flag  # so each value is the default its comment names
+    genome_only = tmp_path / "genome.yaml"
+    assert main(["recipe", "new", str(genome_only), "--fasta", str(tmp_path / "hg38.fa")]) == 0
+    assert load_recipe(genome_only, require_inputs=False).evaluation == demo.evaluation
 
 
 def test_a_new_checkpoint_drops_the_demo_comparison_and_brain_table_unless_given(tmp_path):
