@@ -9,6 +9,7 @@ act on another's.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import socket
@@ -119,7 +120,8 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
     """Materialize the whole graph in dependency order: the unpartitioned assets the chromosome partitions
     need, then each chromosome partition (one run each, as a backfill would), then everything downstream.
     With `partitions`, only those partitions and what feeds them: downstream assets need every partition. With
-    `only_outdated`, only what `outdated` finds after observing the inputs: nothing, when nothing changed.
+    `only_outdated`, after observing the inputs, only what is stale or missing at the time its turn comes (see
+    below): nothing, when nothing changed.
 
     An InputError inside a run is raised as itself (not as Dagster's step or run failure), and Dagster's console
     logging stays silent unless `verbose`, so the error is told once, by the caller."""
@@ -159,52 +161,75 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
     log("observing the input files")
     defs.resolve_job_def("observe_inputs").execute_in_process(instance=instance, run_config=console, tags=tags)
     warehouse_root = Path(defs.resources["warehouse"].root)
-    chosen = outdated(graph, instance, warehouse_root) if only_outdated else None
-
-    def wanted(selection, partition=None):
-        return [k for k in selection if chosen is None or (k, partition) in chosen]
-
-    if wanted(upstream):
-        run(wanted(upstream))
+    groups = [(upstream, None)]
     if partitioned:
-        for partition in partitions or graph.get(partitioned[0]).partitions_def.get_partition_keys():
-            if wanted(partitioned, partition):
-                run(wanted(partitioned, partition), partition)
-    if wanted(downstream) and partitions is None:
-        run(wanted(downstream))
-    if chosen is not None and not results:
+        groups += [(partitioned, partition)
+                   for partition in partitions or graph.get(partitioned[0]).partitions_def.get_partition_keys()]
+    if partitions is None:
+        groups.append((downstream, None))
+    if not only_outdated:
+        for selection, partition in groups:
+            if selection:
+                run(selection, partition)
+        return results
+    # Stage by stage, each time asking Dagster what is stale now: a stage whose output came out byte-identical
+    # (same data version) leaves the stages after it fresh, so a gene added on chrX re-runs chr1's reference
+    # sequences but nothing after them. A stale stage runs together with the stale stages right after it, so a
+    # partition never materialized is still one run.
+    affected = outdated(graph, instance, warehouse_root)
+    for selection, partition in groups:
+        if not any((key, partition) in affected for key in selection):
+            continue
+        done: set = set()
+        while stale := [key for key, _ in stale_or_missing(graph, instance, warehouse_root,
+                                                           [(key, partition) for key in selection])
+                        if key not in done]:
+            first = selection.index(stale[0])
+            together = list(itertools.takewhile(lambda key: key in stale, selection[first:]))
+            run(together, partition)
+            done.update(together)  # once per command: what Dagster still calls stale after its run is not re-run
+    if not results:
         log("everything is up to date: no input, setting or code changed since the last materialization")
     return results
 
 
-def outdated(graph, instance, warehouse_root: Path) -> set[tuple]:
-    """(asset key, partition) of every asset partition Dagster's own staleness (what the UI shows) marks missing or
-    stale, or whose recorded file is not in this warehouse any more (deleted, or written for another recipe on a
-    shared Dagster history), and everything downstream of those: a parent that runs again may bring new data."""
-    import dagster as dg
+def stale_or_missing(graph, instance, warehouse_root: Path, items: Sequence[tuple]) -> list[tuple]:
+    """The (asset key, partition) `items`, in their order, that Dagster's own staleness (what the UI shows) marks
+    missing or stale, or whose recorded file is not in this warehouse any more (deleted, or written for another
+    recipe on a shared Dagster history)."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._time import get_current_datetime
 
-    def file_missing(key, partition) -> bool:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
-        recorded = records[0].asset_materialization.metadata.get("path") if records else None
-        if recorded is None:  # nothing to check (a SLURM job reports the files it published, not a path)
-            return False
-        path = Path(recorded.value)
-        return not (path.is_relative_to(warehouse_root) and path.exists())
-
     view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
                           instance=instance, asset_graph=graph)
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    return [(key, partition) for key, partition in items if resolver.get_status(key, partition) != StaleStatus.FRESH
+            or _file_missing(instance, warehouse_root, key, partition)]
+
+
+def _file_missing(instance, warehouse_root: Path, key, partition: str | None) -> bool:
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+    recorded = records[0].asset_materialization.metadata.get("path") if records else None
+    if recorded is None:  # nothing to check (a SLURM job reports the files it published, not a path)
+        return False
+    path = Path(recorded.value)
+    return not (path.is_relative_to(warehouse_root) and path.exists())
+
+
+def outdated(graph, instance, warehouse_root: Path) -> set[tuple]:
+    """(asset key, partition) of every asset partition `stale_or_missing`, and everything downstream of those:
+    what a change may reach, before knowing whether the stages that run again change their output."""
 
     def partitions_of(key):
         definition = graph.get(key).partitions_def
         return definition.get_partition_keys() if definition is not None else [None]
 
-    pending = [(key, partition) for key in graph.materializable_asset_keys for partition in partitions_of(key)
-               if resolver.get_status(key, partition) != StaleStatus.FRESH or file_missing(key, partition)]
+    pending = stale_or_missing(graph, instance, warehouse_root, [
+        (key, partition) for key in graph.materializable_asset_keys for partition in partitions_of(key)])
     found = set(pending)
     while pending:
         key, partition = pending.pop()

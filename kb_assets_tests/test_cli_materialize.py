@@ -224,3 +224,16 @@ def test_a_second_materialize_runs_only_what_changed(demo_recipe, tmp_path, monk
                       "cv_folds"}
     everything = _materialize(recipe, "--all")
     assert "subject_haplotypes" in everything and "covariates" in everything
+
+    # A gene added on chrX: every partition's reference sequences are asked again (the gene set feeds them all),
+    # but only chrX's come out changed, so only chrX's chain runs after them.
+    recipe = write_recipe(tmp_path / "again", demo_recipe, genes=["CHD8_demo", "SCN2A_demo", "MECP2_demo"],
+                          encoder={"dtype": "float32", "pooling": "max"})
+    fourth = _materialize(recipe)
+    ran_in = {}
+    for names, label in re.findall(r"^materializing (.*) \((.*)\)$", fourth, re.MULTILINE):
+        ran_in.setdefault(label, set()).update(names.split(", "))
+    assert ran_in["partition chr1"] == ran_in["partition chr2"] == {"reference_sequences"}
+    assert ran_in["partition chrX"] == {"reference_sequences", "subject_haplotypes", "tokenized_genes",
+                                        "gene_embeddings"}
+    assert {"gene_set", "subject_matrix", "subject_embeddings_pca"} <= ran_in["unpartitioned"]
