@@ -266,6 +266,8 @@ def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
 
     lines = []
     covariates = latest_materialization(instance, "covariates")
+    matrix = latest_materialization(instance, "subject_matrix")
+    matrix_meta = matrix.metadata if matrix is not None else {}
     if covariates is not None:
         meta = covariates.metadata
         n_missing = sum((meta.get("dropped_by_reason") or {}).values())
@@ -274,10 +276,14 @@ def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
             left_out += [f"{meta['intersection/n_only_in_vcf']} in the VCF without covariates",
                          f"{meta['intersection/n_only_in_table']} in the covariates table without genotypes"]
         left_out.append(f"{n_missing} with missing covariate values (covariates.missing)")
-        lines.append(f"Subjects: {meta.get('n_subjects', '?')} analysed; left out: {', '.join(left_out)}")
-    matrix = latest_materialization(instance, "subject_matrix")
-    if matrix is not None and matrix.metadata.get("subjects_without_every_chromosome"):
-        lines.append(f"  {matrix.metadata['subjects_without_every_chromosome']} covariates subject(s) without "
+        if "excluded_for_missing_genotypes" in matrix_meta:
+            left_out.append(f"{matrix_meta['excluded_for_missing_genotypes']} with a missing genotype call "
+                            "(haplotypes.missing_genotypes: exclude_subject)")
+        # The subject matrix's rows are the subjects analysed: the covariates' minus any the VCF excluded.
+        analysed = matrix_meta["shape"][0] if "shape" in matrix_meta else meta.get("n_subjects", "?")
+        lines.append(f"Subjects: {analysed} analysed; left out: {', '.join(left_out)}")
+    if matrix_meta.get("subjects_without_every_chromosome") and "excluded_for_missing_genotypes" not in matrix_meta:
+        lines.append(f"  {matrix_meta['subjects_without_every_chromosome']} covariates subject(s) without "
                      "gene vectors on every chromosome left out of the subject matrix")
     for encoder in recipe_encoders(recipe):
         named = f" [{encoder.label}]" if recipe.inputs.compare_with else ""

@@ -114,10 +114,14 @@ def test_tables_match_the_warehouse(reported):
             "select view_name from duckdb_views() where not internal").fetchall()}
         pca_folds = connection.execute("select fold, n_components from subject_embeddings_pca_folds order by fold"
                                        ).fetchall()
+        left_out = {row[0] for row in connection.execute("select subject_id from covariates_left_out").fetchall()}
     # The PCA section previews the per-fold table (fold first, components kept among its columns).
     assert [int(row[0]) for row in page.rows["pca"]] == [fold for fold, _ in pca_folds] == list(range(folds))
     assert all(str(n) in row for row, (_, n) in zip(page.rows["pca"], pca_folds))
+    # The subjects left out are shown with the subjects (the demo's 2 only in the VCF, 2 only in the covariates).
+    assert len(left_out) == 4 and left_out <= {row[0] for row in page.rows["subjects"]}
     other = {row[0] for row in page.rows["tables"]}
+    assert "covariates_left_out" not in other
     shown = {name for name in views if any(name.startswith(p) for s in SECTIONS for p in s.views)}
     assert other == views - shown
 

@@ -41,7 +41,13 @@ from kb_assets.stats import (
     pc_scatter_png,
     scree_plot_png,
 )
-from kb_assets.stats.covariates import CATEGORICAL, covariate_coder, covariate_names, left_out_subjects
+from kb_assets.stats.covariates import (
+    CATEGORICAL,
+    covariate_coder,
+    covariate_names,
+    left_out_subjects,
+    unfittable_folds,
+)
 from kb_assets.stats.gene_blocks import (
     ChromosomeVectors,
     analysis_subjects,
@@ -54,6 +60,7 @@ from kb_assets.stats.projection import FOLD_SCORES_SCHEMA, fit_folds
 from kb_assets.storage import Warehouse, content_version, to_matrix, view_name
 
 CODE_VERSION = "1"
+SUBJECT_MATRIX_CODE_VERSION = "2"  # 2: reads cv_folds to refuse exclusions that leave the PCA unfittable
 COVARIATES_CODE_VERSION = "2"  # 2: writes covariates/left_out
 LEFT_OUT_SCHEMA = pa.schema([("subject_id", pa.string()), ("reason", pa.string())])
 GROUP = "cohort"
@@ -102,6 +109,24 @@ def read_subject_matrix(store: Warehouse, genes_to_subject: str, encoder_name: s
     matrix = FactoredSubjectMatrix(len(subjects), blocks,
                                    source=str(store.dataset_dir(encoder_dataset(encoder_name, "subject_matrix"))))
     return subjects, matrix if genes_to_subject == "concat" else matrix.genes_to_subject(genes_to_subject)
+
+
+def _refuse_unfittable_exclusions(settings: Recipe, cohort: pd.DataFrame, subjects: pd.Index, folds: pd.DataFrame,
+                                  excluded_by_chromosome: dict[str, int]) -> None:
+    """Stop before the subject matrix is written when missing_genotypes: exclude_subject leaves subjects the folds
+    and the PCA cannot use: on whole-exome data nearly every subject has a missing call somewhere."""
+    remaining = cohort.set_index("subject_id").loc[subjects].reset_index()
+    reasons = unfittable_folds(remaining, folds, settings.pca.order == "residualize_then_pca")
+    if reasons:
+        by_chromosome = ", ".join(f"{chrom} {n}" for chrom, n in excluded_by_chromosome.items())
+        raise InputError(
+            settings.inputs.vcf, "haplotypes.missing_genotypes: exclude_subject",
+            f"{len(cohort) - len(subjects)} of {len(cohort)} subjects were excluded for a missing genotype call "
+            f"(by chromosome: {by_chromosome}), and the {len(subjects)} left cannot fill the folds and fit the "
+            f"PCA ({'; '.join(reasons[:5])}{'; …' if len(reasons) > 5 else ''})",
+            "set haplotypes.missing_genotypes: ref (a missing call reads as the reference allele), or filter or "
+            "impute the VCF's missing calls",
+        )
 
 
 def _chromosome_vectors(store: Warehouse, chrom: str, encoder: EncoderAssets) -> ChromosomeVectors:
@@ -218,15 +243,16 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
 
     @dg.asset(
         key=encoder.key("subject_matrix"), group_name=encoder.group(GROUP),
-        code_version=f"{CODE_VERSION}-{recipe.fingerprint('aggregation')}",
-        deps=[encoder.key("gene_embeddings"), "gene_set", "covariates"], kinds={"parquet"},
+        code_version=f"{SUBJECT_MATRIX_CODE_VERSION}-{recipe.fingerprint('aggregation')}",
+        deps=[encoder.key("gene_embeddings"), "gene_set", "covariates", "cv_folds"], kinds={"parquet"},
         automation_condition=after_upstream_data_changes(),
     )
     def subject_matrix(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         """Subjects × (genes·H) in factored form: the analysis subjects (rows), and per gene of the gene set (in
         manifest order) its distinct vectors and the rows that carry a non-reference one. Row i is the
         concatenation of its genes' vectors (or their mean or max, per the recipe); the dense matrix is never
-        formed whole or stored."""
+        formed whole or stored. Subjects excluded for a missing call (haplotypes.missing_genotypes: exclude_subject)
+        are counted; too many for the folds and the PCA stop the run here."""
         settings = recipe.checked()
         store = warehouse.get()
         genes = store.read_table("gene_set").to_pandas().sort_values("gene_order")
@@ -235,8 +261,17 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
         partitions = [_chromosome_vectors(store, chrom, encoder) for chrom in chromosomes]
         embedded = set().union(*(set(p.vectors["gene_id"]) for p in partitions)) if partitions else set()
         genes = genes[genes["gene_id"].isin(embedded)]
-        subjects, without_every_chromosome = analysis_subjects(read_covariates(store)["subject_id"],
-                                                               (p.subjects for p in partitions))
+        cohort = read_covariates(store)
+        subjects, without_every_chromosome = analysis_subjects(cohort["subject_id"], (p.subjects for p in partitions))
+        # A subject absent from a partition's kept subjects was excluded there for a missing call.
+        excluded_by_chromosome = {p.chrom: int((~cohort["subject_id"].isin(p.subjects["subject_id"])).sum())
+                                  for p in partitions}
+        excluding = settings.haplotypes.missing_genotypes == "exclude_subject"
+        if excluding and without_every_chromosome:
+            _refuse_unfittable_exclusions(settings, cohort, subjects, store.read_table("cv_folds").to_pandas(),
+                                          excluded_by_chromosome)
+            context.log.warning(f"{without_every_chromosome} of {len(cohort)} subjects excluded for a missing "
+                                "genotype call (haplotypes.missing_genotypes: exclude_subject)")
         if subjects.empty:
             raise InputError(store.dataset_dir(encoder.dataset("gene_embeddings")), None,
                              "no covariates subject has gene vectors on every chromosome",
@@ -262,6 +297,12 @@ def _encoder_cohort_assets(recipe: Recipe, encoder: EncoderAssets) -> list:
                 "stored_assignments": tables[f"{matrix_dataset}/assignments"].num_rows,
                 "dense_size_gb": round(len(subjects) * width * 4 / 1e9, 3),
                 "subjects_without_every_chromosome": without_every_chromosome,
+                **({"excluded_for_missing_genotypes": without_every_chromosome,
+                    "excluded_by_chromosome": dg.MetadataValue.json(excluded_by_chromosome),
+                    # A sample: the subjects table of subject_haplotypes flags every one, per chromosome.
+                    "excluded_first_20": cohort.loc[~cohort["subject_id"].isin(subjects), "subject_id"].head(20)
+                    .tolist(),
+                    "excluded_subjects_table": view_name("subject_haplotypes/subjects")} if excluding else {}),
                 "genes_without_regions": sorted(set(store.read_table("gene_set").to_pandas()["gene_name"])
                                                 - set(gene_table["gene_name"])),
             },

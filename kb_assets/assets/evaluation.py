@@ -22,11 +22,19 @@ from kb_assets.stats.alignment_plots import (
     gene_loadings_png,
     null_distribution_png,
 )
-from kb_assets.stats.brain import BrainTable, load_brain_table
+from kb_assets.stats.brain import (
+    NO_BRAIN_ROW,
+    ONLY_IN_BRAIN,
+    BrainTable,
+    left_out_of_evaluation,
+    load_brain_table,
+)
 from kb_assets.stats.evaluation import InputFiles, evaluate_gene_brain
-from kb_assets.storage import Warehouse
+from kb_assets.storage import Warehouse, view_name
 
 CODE_VERSION = "2"  # 2: top_genes_by_attribution as a ranked list
+BRAIN_FEATURES_CODE_VERSION = "3"  # 3: writes brain_features/left_out
+LEFT_OUT_SCHEMA = pa.schema([("subject_id", pa.string()), ("reason", pa.string())])
 GROUP = "evaluation"
 
 
@@ -48,28 +56,37 @@ def build_evaluation_assets(recipe: Recipe, encoders: list[EncoderAssets]) -> li
 
 
 def _brain_features(recipe: Recipe):
-    settings_code = f"{CODE_VERSION}-{recipe.fingerprint('evaluation')}"
+    settings_code = f"{BRAIN_FEATURES_CODE_VERSION}-{recipe.fingerprint('evaluation')}"
 
     @dg.asset(
         automation_condition=after_upstream_data_changes(),
         group_name=GROUP, code_version=settings_code, deps=[input_key("brain"), "covariates"], kinds={"parquet"},
     )
     def brain_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        """The validated brain feature table of the analysis subjects (those in the covariates table too)."""
+        """The validated brain feature table of the analysis subjects (those in the covariates table too); and
+        every subject of either table left out, with why (left_out)."""
         settings = recipe.checked()
         options = settings.evaluation
         store = warehouse.get()
         table = load_brain_table(settings.inputs.brain, options.columns.subject_id, options.columns.features,
                                  options.missing)
-        cohort = set(store.read_table("covariates", columns=["subject_id"]).column("subject_id").to_pylist())
-        kept = table.frame[table.frame["subject_id"].isin(cohort)]
+        cohort = store.read_table("covariates", columns=["subject_id"]).column("subject_id").to_pylist()
+        kept = table.frame[table.frame["subject_id"].isin(set(cohort))]
+        left_out = left_out_of_evaluation(table, cohort)
         return publish(
-            context, store, settings, {"brain_features": arrow_table(kept)},
+            context, store, settings,
+            {"brain_features": arrow_table(kept),
+             "brain_features/left_out": pa.Table.from_pandas(left_out, LEFT_OUT_SCHEMA, preserve_index=False)},
             facts={"brain_features": table.features, "missing_policy": options.missing},
             metadata={"n_subjects": len(kept), "n_features": len(table.features),
-                      "only_in_brain_table": len(table.frame) - len(kept),
-                      "covariates_subjects_without_brain_data": len(cohort - set(kept["subject_id"])),
-                      "dropped": dg.MetadataValue.json(table.dropped)},
+                      # Each subject counted once: one dropped for a missing value is not also without brain data.
+                      "only_in_brain_table": int((left_out["reason"] == ONLY_IN_BRAIN).sum()),
+                      "covariates_subjects_without_brain_data": int((left_out["reason"] == NO_BRAIN_ROW).sum()),
+                      "dropped_by_reason": dg.MetadataValue.json({reason: len(ids)
+                                                                  for reason, ids in table.dropped.items()}),
+                      # Ids by the thousand would bloat every event: a sample here, the full list in the catalog.
+                      "left_out_first_20": dg.MetadataValue.json(left_out.head(20).to_dict("records")),
+                      "left_out_table": view_name("brain_features/left_out")},
             inputs=input_facts(store, brain=settings.inputs.brain),
         )
 

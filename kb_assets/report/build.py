@@ -45,7 +45,8 @@ SECTIONS = (
                 "the transcript whose regions are embedded.", ("gene_set",), ("gene_set",), rows=200),
     SectionSpec("subjects", "Subjects and folds", "Who is analysed: subjects in both the VCF and the covariates "
                 "table, those left out, and the cross-validation folds.", ("covariates", "cv_folds",
-                                                                           "subject_matrix")),
+                                                                           "subject_matrix"),
+                ("covariates_left_out",)),
     SectionSpec("embeddings", "Tokens and embeddings", "Per chromosome: token lengths, and the cosine between "
                 "each sequence's forward and reverse-complement embeddings before averaging.",
                 ("tokenized_genes", "gene_embeddings")),

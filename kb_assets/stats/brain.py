@@ -1,13 +1,13 @@
 """The brain feature table: one row per subject, numeric columns (imaging-derived phenotypes or a brain
 foundation model's embedding); read, map the id column, validate, and hand out rows in a given subject order.
 
-Rows are numbered in errors as data rows counted from 1 below the header, as in the covariates table.
+Errors say where a row is as an editor shows the file ("line 3 of brain.tsv"), as in the covariates table.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 
 from kb_assets.errors import InputError
-from kb_assets.stats.subject_tables import SHOWN, read_subject_table, sample
+from kb_assets.stats.subject_tables import SHOWN, place, read_subject_table, sample
 
 _ID_KEY = "brain.columns.subject_id"
 _FEATURES_KEY = "brain.columns.features"
+ONLY_IN_BRAIN = "in the brain table without covariates"
+NO_BRAIN_ROW = "in the covariates table without brain data"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,20 @@ class BrainTable:
                 "analyse only subjects with brain data (those in both tables), or add their rows",
             )
         return self.frame[self.features].to_numpy(dtype=np.float64)[rows]
+
+
+def left_out_of_evaluation(table: BrainTable, cohort: Iterable[str]) -> pd.DataFrame:
+    """Every subject of the brain table or of the `cohort` (the covariates subjects) left out of the evaluation,
+    once, and why (subject_id, reason): those the table dropped for a missing value, those only in the brain
+    table, then cohort subjects without a brain row (in cohort order)."""
+    cohort = list(cohort)
+    in_cohort, in_table = set(cohort), set(table.subject_ids)
+    dropped = {s for ids in table.dropped.values() for s in ids}
+    reasons = {**table.dropped,
+               ONLY_IN_BRAIN: [s for s in table.subject_ids if s not in in_cohort],
+               NO_BRAIN_ROW: [s for s in cohort if s not in in_table and s not in dropped]}
+    return pd.DataFrame({"subject_id": [s for ids in reasons.values() for s in ids],
+                         "reason": [reason for reason, ids in reasons.items() for _ in ids]})
 
 
 def load_brain_table(
@@ -89,6 +105,7 @@ def load_brain_table(
 
     ids = _subject_ids(path, raw[subject_id], subject_id)
     values = pd.DataFrame({name: _numeric(path, raw[name], name, ids) for name in names})
+    where = raw.index
     for name in names:
         present = values[name].dropna()
         if present.empty:
@@ -106,7 +123,8 @@ def load_brain_table(
         columns = [n for n, gap in zip(names, gaps[first]) if gap]
         raise InputError(
             path,
-            f"row {first + 1} (subject {ids.iloc[first]}), column(s) {', '.join(columns[:SHOWN])}",
+            f"{place(path, where[[first]], where.name)} (subject {ids.iloc[first]}), "
+            f"column(s) {', '.join(columns[:SHOWN])}",
             f"missing value ({len(rows)} row(s) have missing values)",
             "fill them in, or set brain.missing: drop to leave those subjects out (they are counted)",
         )
@@ -124,31 +142,32 @@ def load_brain_table(
 def _subject_ids(path: Path, values: pd.Series, column: str) -> pd.Series:
     blank = np.flatnonzero(values.isna().to_numpy())
     if len(blank):
-        raise InputError(path, f"row {blank[0] + 1}, column '{column}'",
+        raise InputError(path, f"{place(path, values.index[blank[:1]], values.index.name)}, column '{column}'",
                          f"subject id is missing ({len(blank)} row(s) without an id)", "give every row a subject id")
-    ids = values.astype(str).reset_index(drop=True)
-    repeated = ids[ids.duplicated(keep=False)]
+    repeated = values[values.astype(str).duplicated(keep=False)].astype(str)
     if len(repeated):
         rows = repeated.groupby(repeated, sort=False).groups
-        listed = [f"{subject} (rows {', '.join(str(r + 1) for r in index)})" for subject, index in rows.items()]
+        listed = [f"{subject} on {place(path, index, values.index.name)}" for subject, index in rows.items()]
         more = f" and {len(listed) - SHOWN} more" if len(listed) > SHOWN else ""
         raise InputError(path, "subject " + "; subject ".join(listed[:SHOWN]) + more,
                          "subject id appears more than once", "keep exactly one row per subject")
-    return ids
+    return values.astype(str).reset_index(drop=True)
 
 
 def _numeric(path: Path, values: pd.Series, column: str, ids: pd.Series) -> pd.Series:
+    where = values.index
     values = values.reset_index(drop=True)
     numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
     bad = np.flatnonzero((values.notna() & ~np.isfinite(numbers)).to_numpy())
     if len(bad):
         first, rest = bad[0], bad[1:]
-        others = [f"row {r + 1} '{values.iloc[r]}'" for r in rest[: SHOWN - 1]]
+        others = [f"{place(path, where[[r]], where.name, with_file=False)} '{values.iloc[r]}'"
+                  for r in rest[: SHOWN - 1]]
         more = f" (also {', '.join(others)}{' and more' if len(rest) > len(others) else ''})" if others else ""
         kind = "finite" if pd.notna(numbers.iloc[first]) else "a number"
         raise InputError(
             path,
-            f"row {first + 1} (subject {ids.iloc[first]}), column '{column}'",
+            f"{place(path, where[[first]], where.name)} (subject {ids.iloc[first]}), column '{column}'",
             f"'{values.iloc[first]}' is not {kind}{more}",
             "write brain features as numbers; leave unknown values empty (brain.missing decides what happens "
             "to them)",

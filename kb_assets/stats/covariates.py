@@ -1,8 +1,9 @@
 """The covariates table: read, map the cohort's column names to canonical ones, validate; code OLS designs.
 
 Canonical columns: ``subject_id`` (str), ``age`` (float), ``sex`` (category), ``pc1``..``pcN`` (float),
-``batch`` (category), and ``site`` / ``label`` (category) when the file has them. Rows are numbered in errors
-as data rows counted from 1 below the header ("row 3" is the third subject row of the file).
+``batch`` (category), and ``site`` / ``label`` (category) when the file has them. Errors say where a row is as
+an editor shows the file ("line 3 of covariates.tsv", the header being line 1; a parquet file's rows count from 1),
+as the gene set's errors do.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from kb_assets.errors import InputError
 from kb_assets.settings import CovariateColumns
-from kb_assets.stats.subject_tables import SHOWN, read_subject_table, sample
+from kb_assets.stats.subject_tables import SHOWN, place, read_subject_table, sample
 
 CATEGORICAL = ("sex", "batch", "site", "label")
 _OPTIONAL = ("site", "label")
@@ -256,6 +257,29 @@ def covariate_coder(frame: pd.DataFrame) -> CovariateCoder:
     return CovariateCoder(categorical=["sex", "batch"], numeric=["age", *pc_columns(frame.columns)])
 
 
+def unfittable_folds(frame: pd.DataFrame, folds: pd.DataFrame, removes_design: bool) -> list[str]:
+    """Why the cross-validated PCA cannot run on the subjects of `frame` (canonical covariates) with the fold
+    assignment `folds` (subject_id, fold; it may list more subjects): one phrase per fold left without held-out
+    subjects, or whose training subjects do not outnumber what the PCA removes from them — the covariate design's
+    rank when `removes_design` (residualize_then_pca), else the mean (ResidualizedPCA.fit needs at least one
+    more). Empty when every fold can be fitted."""
+    fold_of = folds.set_index("subject_id")["fold"].reindex(frame["subject_id"]).to_numpy()
+    phrases = []
+    for fold in sorted(folds["fold"].unique()):
+        train = frame[fold_of != fold]
+        if len(train) == len(frame) or not len(train):
+            phrases.append(f"fold {fold} keeps no {'held-out' if len(train) else 'training'} subject")
+            continue
+        removed = 1
+        if removes_design:
+            coder = covariate_coder(train).fit(train)
+            removed = int(np.linalg.matrix_rank(coder.transform(train)))
+        if len(train) <= removed:
+            phrases.append(f"fold {fold} keeps {len(train)} training subject(s) for "
+                           + (f"a covariate design of rank {removed}" if removes_design else "the mean"))
+    return phrases
+
+
 def _mapped_columns(path: Path, raw: pd.DataFrame, columns: CovariateColumns) -> list[_Column]:
     wanted = [
         _Column("subject_id", columns.subject_id, "covariates.columns.subject_id"),
@@ -318,7 +342,7 @@ def _check_subject_ids(path: Path, frame: pd.DataFrame, column: _Column) -> None
     if len(blank):
         raise InputError(
             path,
-            f"row {blank[0] + 1}, column '{column.source}'",
+            f"{place(path, frame.index[blank[:1]], frame.index.name)}, column '{column.source}'",
             f"subject id is missing ({len(blank)} row(s) without an id)",
             "give every row a subject id",
         )
@@ -327,7 +351,7 @@ def _check_subject_ids(path: Path, frame: pd.DataFrame, column: _Column) -> None
     repeated = ids[ids.duplicated(keep=False)]
     if len(repeated):
         rows = repeated.groupby(repeated, sort=False).groups
-        listed = [f"{subject} (rows {', '.join(str(r + 1) for r in index)})" for subject, index in rows.items()]
+        listed = [f"{subject} on {place(path, index, frame.index.name)}" for subject, index in rows.items()]
         more = f" and {len(listed) - SHOWN} more" if len(listed) > SHOWN else ""
         raise InputError(
             path,
@@ -350,11 +374,14 @@ def _numeric(path: Path, frame: pd.DataFrame, column: _Column) -> pd.Series:
     bad = np.flatnonzero((values.notna() & ~np.isfinite(numbers)).to_numpy())
     if len(bad):
         first, rest = bad[0], bad[1:]
-        others = [f"row {r + 1} '{values.iloc[r]}'" for r in rest[: SHOWN - 1]]
+        unit = frame.index.name
+        others = [f"{place(path, frame.index[[r]], unit, with_file=False)} '{values.iloc[r]}'"
+                  for r in rest[: SHOWN - 1]]
         more = f" (also {', '.join(others)}{' and more' if len(rest) > len(others) else ''})" if others else ""
         raise InputError(
             path,
-            f"row {first + 1} (subject {frame['subject_id'].iloc[first]}), column '{column.source}'",
+            f"{place(path, frame.index[[first]], unit)} (subject {frame['subject_id'].iloc[first]}), "
+            f"column '{column.source}'",
             f"'{values.iloc[first]}' is not {'finite' if pd.notna(numbers.iloc[first]) else 'a number'}{more}",
             f"write {column.recipe_key} values as numbers; leave unknown values empty "
             "(covariates.missing decides what happens to them)",
@@ -374,7 +401,8 @@ def _apply_missing_policy(
         names = [by_name[c].source for c in gaps.columns[gaps.iloc[first].to_numpy()]]
         raise InputError(
             path,
-            f"row {first + 1} (subject {frame['subject_id'].iloc[first]}), column(s) {', '.join(names)}",
+            f"{place(path, frame.index[[first]], frame.index.name)} (subject {frame['subject_id'].iloc[first]}), "
+            f"column(s) {', '.join(names)}",
             f"missing value ({len(rows)} row(s) have missing values)",
             "fill them in, or set covariates.missing: drop to leave those subjects out (they are counted)",
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import re
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -18,6 +21,7 @@ from kb_assets.stats.covariates import CovariateCoder
 from kb_assets.storage import Warehouse
 from kb_assets_tests.assets.helpers import metadata
 from kb_assets_tests.conftest import SMALL_GENE_SET, materialize_on, write_recipe
+from kb_assets_tests.reliability.conftest import bgzip_vcf
 
 SETTINGS = {"encoder": {"dtype": "float32"}, "pca": {"n_components": 16}}
 
@@ -138,3 +142,56 @@ def test_subject_matrix_refuses_vectors_of_two_models(make_recipe, materialize, 
     job = build_definitions(swapped).resolve_implicit_global_asset_job_def()
     with pytest.raises(InputError, match=r"model_sha256.*re-materialize gene_embeddings for chr1, chrX"):
         job.execute_in_process(asset_selection=[dg.AssetKey("subject_matrix")], instance=materialize.instance)
+
+
+EXCLUDE = {"haplotypes": {"missing_genotypes": "exclude_subject"}}
+
+
+def test_subjects_excluded_for_missing_calls_are_counted_in_the_matrix_and_the_run_summary(demo_recipe, tmp_path):
+    """missing_genotypes: exclude_subject on the demo VCF, whose missing calls leave some subjects out: the run
+    summary's headline counts the subjects the subject matrix holds, and names the exclusions among those left out
+    (it said "218 analysed" while the matrix held fewer)."""
+    recipe = write_recipe(tmp_path, demo_recipe, **SETTINGS, **EXCLUDE)
+    with dg.instance_for_test() as instance:
+        results = materialize_on(instance)(recipe)
+        summary = run_summary(recipe, instance, results)
+    meta = metadata(results, "subject_matrix")
+    analysed = meta["shape"][0]
+    assert analysed < 218 and summary[0].startswith(f"Subjects: {analysed} analysed; ")
+    excluded = meta["excluded_for_missing_genotypes"]
+    assert analysed == 218 - excluded
+    assert summary[0] == (f"Subjects: {analysed} analysed; left out: 2 in the VCF without covariates, 2 in the "
+                          "covariates table without genotypes, 0 with missing covariate values (covariates.missing), "
+                          f"{excluded} with a missing genotype call (haplotypes.missing_genotypes: exclude_subject)")
+    assert not any("without gene vectors on every chromosome" in line for line in summary)
+    # The same subjects subject_haplotypes flags, per chromosome, among the covariates subjects.
+    warehouse = Warehouse(recipe.warehouse.root)
+    with warehouse.catalog(read_only=True) as catalog:
+        flagged = catalog.execute(
+            f"select chrom, subject_id from {meta['excluded_subjects_table']} where excluded and subject_id in "
+            "(select subject_id from covariates)").df()
+    assert meta["excluded_by_chromosome"] == flagged.groupby("chrom").size().reindex(
+        recipe.reference.chromosomes, fill_value=0).to_dict()
+    assert flagged["subject_id"].nunique() == excluded
+    assert set(meta["excluded_first_20"]) <= set(flagged["subject_id"]) and len(meta["excluded_first_20"]) == 20
+    assert len(read_subject_matrix(warehouse, "concat")[0]) == analysed
+
+
+def test_exclusions_that_leave_too_few_subjects_stop_at_the_subject_matrix(demo_recipe, tmp_path):
+    """A VCF where all but five samples have missing calls, with exclude_subject: one error from the subject matrix
+    (not the PCA's "too few subjects"), naming the VCF and the setting, how many were excluded per chromosome, and
+    the fix; no subject matrix is written."""
+    lines = gzip.open(demo_recipe.inputs.vcf, "rt").read().splitlines()
+    missing = [line if line.startswith("#") else "\t".join([*line.split("\t")[:14], *(
+        "./." for _ in line.split("\t")[14:])]) for line in lines]
+    vcf = bgzip_vcf("\n".join(missing) + "\n", tmp_path / "missing.vcf.gz")
+    recipe = write_recipe(tmp_path, demo_recipe, **SETTINGS, **EXCLUDE, inputs={"vcf": str(vcf)})
+    with pytest.raises(InputError) as caught:
+        materialize_on(dg.DagsterInstance.ephemeral())(recipe)
+    message = str(caught.value)
+    assert re.fullmatch(
+        re.escape(f"{vcf}: haplotypes.missing_genotypes: exclude_subject: ") + r"(\d+) of 218 subjects were excluded "
+        r"for a missing genotype call \(by chromosome: chr1 \d+, chr2 \1, chrX \d+\), and the \d left cannot fill the "
+        r"folds and fit the PCA \(fold \d keeps no .*\)\. Fix: set haplotypes.missing_genotypes: ref \(a missing call "
+        r"reads as the reference allele\), or filter or impute the VCF's missing calls", message), message
+    assert not Warehouse(recipe.warehouse.root).dataset_dir("subject_matrix").exists()

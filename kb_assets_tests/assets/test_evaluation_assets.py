@@ -10,7 +10,7 @@ import pytest
 
 from kb_assets.cli import run_summary
 from kb_assets.definitions import build_definitions
-from kb_assets.demo.brain import planted_brain_table
+from kb_assets.demo.brain import null_brain_table, planted_brain_table
 from kb_assets.genome import ReferenceGenome, build_haplotypes, extract_regions, load_annotation, resolve_gene_set
 from kb_assets.storage import Warehouse
 from kb_assets_tests.assets.helpers import metadata
@@ -87,3 +87,38 @@ def test_tables_name_folds_components_and_permutations(evaluated):
 def test_a_recipe_without_a_brain_table_has_no_evaluation_stage(make_recipe):
     graph = build_definitions(make_recipe()).resolve_asset_graph()
     assert not {k.to_user_string() for k in graph.get_all_asset_keys()} & {"brain_features", "gene_brain_alignment"}
+
+
+def test_brain_features_count_and_sample_the_subjects_left_out_and_list_them_whole_in_the_catalog(demo_recipe,
+                                                                                                  tmp_path):
+    """A brain table without four covariates subjects, with three subjects of its own, and 25 without a hippocampal
+    volume (brain.missing: drop): the metadata holds counts and at most 20 ids (at cohort scale the ids are tens of
+    thousands per event), the catalog lists every subject left out once, with why."""
+    subjects = pd.read_csv(demo_recipe.inputs.covariates, sep="\t")["subject_id"].tolist()
+    with_brain = subjects[4:] + ["EXTRA1", "EXTRA2", "EXTRA3"]
+    table = null_brain_table(with_brain, n_features=4, seed=1)
+    no_volume = with_brain[:25]
+    table.loc[table["subject_id"].isin(no_volume), "idp_001"] = np.nan
+    brain = tmp_path / "brain.tsv"
+    table.to_csv(brain, sep="\t", index=False)
+    recipe = write_recipe(tmp_path, demo_recipe, inputs={"brain": str(brain)}, evaluation={"missing": "drop"})
+    job = build_definitions(recipe).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(asset_selection=[dg.AssetKey("covariates"), dg.AssetKey("brain_features")],
+                                    instance=dg.DagsterInstance.ephemeral())
+    warehouse = Warehouse(recipe.warehouse.root)
+    cohort = set(warehouse.read_table("covariates").column("subject_id").to_pylist())
+    only_in_brain = set(with_brain) - cohort - set(no_volume)
+    without_brain = cohort - set(with_brain)
+    assert {"EXTRA1", "EXTRA2", "EXTRA3"} <= only_in_brain and without_brain
+    meta = metadata([result], "brain_features")
+    assert max(str(value).count("SUBJ") for value in meta.values()) <= 20  # demo ids are SUBJ0001 …
+    assert meta["dropped_by_reason"] == {"missing idp_001": 25}
+    assert meta["only_in_brain_table"] == len(only_in_brain)
+    assert meta["covariates_subjects_without_brain_data"] == len(without_brain)
+    assert [row["subject_id"] for row in meta["left_out_first_20"]] == no_volume[:20]
+    with warehouse.catalog(read_only=True) as catalog:
+        left_out = catalog.execute(f"select subject_id, reason from {meta['left_out_table']}").df()
+    assert left_out["subject_id"].is_unique
+    assert left_out.groupby("reason")["subject_id"].apply(set).to_dict() == {
+        "missing idp_001": set(no_volume), "in the brain table without covariates": only_in_brain,
+        "in the covariates table without brain data": without_brain}

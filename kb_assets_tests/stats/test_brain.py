@@ -70,7 +70,7 @@ def test_blank_subject_id_names_the_row(tmp_path: Path):
     with pytest.raises(InputError) as caught:
         _load(path)
     assert str(caught.value) == (
-        f"{path}: row 2, column 'eid': subject id is missing (1 row(s) without an id). Fix: give every row a "
+        f"{path}: line 3 of b.csv, column 'eid': subject id is missing (1 row(s) without an id). Fix: give every row a "
         "subject id"
     )
 
@@ -80,7 +80,8 @@ def test_duplicated_subject_names_the_rows(tmp_path: Path):
     with pytest.raises(InputError) as caught:
         _load(path)
     assert str(caught.value) == (
-        f"{path}: subject 012 (rows 2, 4): subject id appears more than once. Fix: keep exactly one row per subject"
+        f"{path}: subject 012 on lines 3 and 5 of b.csv: subject id appears more than once. Fix: keep exactly one "
+        "row per subject"
     )
 
 
@@ -89,8 +90,8 @@ def test_text_in_a_feature_names_row_subject_column_and_value(tmp_path: Path):
     with pytest.raises(InputError) as caught:
         _load(path)
     assert str(caught.value) == (
-        f"{path}: row 2 (subject 012), column 'thickness_lh': '2.4mm' is not a number. Fix: write brain features as "
-        "numbers; leave unknown values empty (brain.missing decides what happens to them)"
+        f"{path}: line 3 of b.csv (subject 012), column 'thickness_lh': '2.4mm' is not a number. Fix: write brain "
+        "features as numbers; leave unknown values empty (brain.missing decides what happens to them)"
     )
 
 
@@ -116,7 +117,7 @@ def test_missing_values_fail_or_drop_the_subject(tmp_path: Path):
     with pytest.raises(InputError) as caught:
         _load(path)
     assert str(caught.value) == (
-        f"{path}: row 2 (subject 012), column(s) volume_hippo: missing value (1 row(s) have missing values). "
+        f"{path}: line 3 of b.csv (subject 012), column(s) volume_hippo: missing value (1 row(s) have missing values). "
         "Fix: fill them in, or set brain.missing: drop to leave those subjects out (they are counted)"
     )
     table = _load(path, missing="drop")

@@ -1,3 +1,4 @@
+import gzip
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from kb_assets.stats.covariates import (
     intersect_subjects,
     left_out_subjects,
     load_covariates,
+    unfittable_folds,
 )
 from kb_assets_tests.stats.conftest import cohort_frame, write_table
 
@@ -62,7 +64,8 @@ def test_duplicated_subject_names_the_id_rows_and_file(tmp_path: Path):
     with pytest.raises(InputError) as caught:
         load_covariates(path, TWO_PCS)
     assert str(caught.value) == (
-        f"{path}: subject S2 (rows 2, 5): subject id appears more than once. Fix: keep exactly one row per subject"
+        f"{path}: subject S2 on lines 3 and 6 of dup.csv: subject id appears more than once. Fix: keep exactly one "
+        "row per subject"
     )
 
 
@@ -73,7 +76,7 @@ def test_text_in_age_names_the_row_subject_and_value(tmp_path: Path):
     with pytest.raises(InputError) as caught:
         load_covariates(path, CovariateColumns(age="Age", pcs=["pc1", "pc2"]))
     assert str(caught.value) == (
-        f"{path}: row 3 (subject S3), column 'Age': 'forty-seven' is not a number. "
+        f"{path}: line 4 of age.csv (subject S3), column 'Age': 'forty-seven' is not a number. "
         "Fix: write covariates.columns.age values as numbers; leave unknown values empty "
         "(covariates.missing decides what happens to them)"
     )
@@ -115,7 +118,7 @@ def test_missing_values_fail_by_default_naming_the_first(tmp_path: Path):
     with pytest.raises(InputError) as caught:
         load_covariates(path, TWO_PCS)
     assert str(caught.value) == (
-        f"{path}: row 2 (subject S2), column(s) pc1: missing value (2 row(s) have missing values). "
+        f"{path}: line 3 of gaps.csv (subject S2), column(s) pc1: missing value (2 row(s) have missing values). "
         "Fix: fill them in, or set covariates.missing: drop to leave those subjects out (they are counted)"
     )
 
@@ -261,3 +264,64 @@ def test_coder_json_round_trip_codes_identically():
     again = CovariateCoder.from_json(coder.to_json())
     assert again.columns_ == coder.columns_
     np.testing.assert_array_equal(again.transform(frame), coder.transform(frame))
+
+
+def test_errors_give_the_line_an_editor_shows_counting_blank_lines_crlf_and_gzip(tmp_path: Path):
+    """Lines as an editor numbers them (the header is line 1; blank lines count), whatever the line endings or
+    compression, as the gene set's errors say them; a parquet file's rows count from 1."""
+    rows = ["\t".join(str(v) for v in row) for row in [*ROWS, ["S2", 40, "F", 0, 0, "b1"]]]
+    text = "\r\n".join(["\t".join(HEADER), rows[0], "", rows[1], *rows[2:], ""]) + "\r\n"
+    plain = tmp_path / "covariates.tsv"
+    plain.write_bytes(text.encode())
+    packed = tmp_path / "covariates.tsv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    for path in (plain, packed):
+        with pytest.raises(InputError) as caught:
+            load_covariates(path, TWO_PCS)
+        assert str(caught.value) == (f"{path}: subject S2 on lines 4 and 7 of {path.name}: subject id appears more "
+                                     "than once. Fix: keep exactly one row per subject")
+    parquet = tmp_path / "covariates.parquet"
+    pd.DataFrame([*ROWS, ["S2", 40, "F", 0, 0, "b1"]], columns=HEADER).to_parquet(parquet)
+    with pytest.raises(InputError, match=re.escape("subject S2 on rows 2 and 5 of covariates.parquet: ")):
+        load_covariates(parquet, TWO_PCS)
+
+
+def test_a_value_spanning_lines_falls_back_to_data_rows(tmp_path: Path):
+    """A quoted value holding a line break makes lines and rows disagree: errors then count data rows, and say so."""
+    path = tmp_path / "c.csv"
+    path.write_text("subject_id,age,sex,pc1,pc2,batch\nS1,50,F,0,0,\"b\n1\"\nS1,60,M,0,0,b2\n")
+    with pytest.raises(InputError, match=re.escape("subject S1 on data rows 1 and 2 of c.csv: ")):
+        load_covariates(path, TWO_PCS)
+
+
+def test_every_row_error_names_the_line(tmp_path: Path):
+    """Text in a number (with the further offenders), a missing value and a blank id: each by its line."""
+    rows = [list(r) for r in ROWS]
+    rows[1][3], rows[3][3] = "x", "y"
+    path = write_table(tmp_path / "c.csv", HEADER, rows)
+    with pytest.raises(InputError, match=re.escape(f"{path}: line 3 of c.csv (subject S2), column 'pc1': 'x' is not "
+                                                   "a number (also line 5 'y')")):
+        load_covariates(path, TWO_PCS)
+    rows[1][3], rows[3][3], rows[2][0] = 0.1, 0.2, None
+    path = write_table(tmp_path / "c.csv", HEADER, rows)
+    with pytest.raises(InputError, match=re.escape(f"{path}: line 4 of c.csv, column 'subject_id': subject id is "
+                                                   "missing")):
+        load_covariates(path, TWO_PCS)
+
+
+def test_folds_the_pca_cannot_fit_are_named():
+    """A fold left without held-out subjects, and one whose training subjects do not outnumber the covariate design's
+    rank (or, when the PCA comes first, the mean)."""
+    frame = cohort_frame(40, n_sites=4)
+    folds = pd.DataFrame({"subject_id": frame["subject_id"], "fold": np.arange(40) % 4})
+    assert unfittable_folds(frame, folds, removes_design=True) == []
+    only_fold_0 = frame[folds["fold"] == 0]
+    assert unfittable_folds(only_fold_0, folds, removes_design=True) == [
+        "fold 0 keeps no training subject", *(f"fold {f} keeps no held-out subject" for f in (1, 2, 3))]
+    # Fold 1's ten subjects and two of fold 0: fold 1 then trains on two subjects, as many as its design's rank.
+    few = frame[(folds["fold"] == 1) | frame.index.isin([0, 4])]
+    assert unfittable_folds(few, folds, removes_design=True) == [
+        "fold 1 keeps 2 training subject(s) for a covariate design of rank 2",
+        "fold 2 keeps no held-out subject", "fold 3 keeps no held-out subject"]
+    assert unfittable_folds(few, folds, removes_design=False) == [
+        "fold 2 keeps no held-out subject", "fold 3 keeps no held-out subject"]
