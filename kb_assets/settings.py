@@ -65,6 +65,14 @@ class ReferenceSettings(_Section):
     chromosomes: list[str] = Field(default_factory=lambda: list(PRIMARY_ASSEMBLY), min_length=1,
                                    description="the chromosomes embedded, one partition each")
 
+    @field_validator("chromosomes", mode="before")
+    @classmethod
+    def _numbers_as_names(cls, chromosomes: object) -> object:
+        # YAML reads Ensembl's [1, 2, X] as numbers and letters; a chromosome is a name either way.
+        if isinstance(chromosomes, list):
+            return [str(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in chromosomes]
+        return chromosomes
+
     @field_validator("chromosomes")
     @classmethod
     def _unique(cls, chromosomes: list[str]) -> list[str]:

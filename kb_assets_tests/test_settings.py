@@ -81,6 +81,13 @@ def test_duplicated_chromosome_is_refused(tmp_path):
         load_recipe(_write(tmp_path, settings))
 
 
+def test_ensembl_chromosome_numbers_are_names(tmp_path):
+    # YAML reads [1, 2, X] as two numbers and a letter: Ensembl's names, as the contig-name error suggests them.
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_minimal(tmp_path)) + "reference:\n  chromosomes: [1, 2, X, MT]\n")
+    assert load_recipe(path).reference.chromosomes == ["1", "2", "X", "MT"]
+
+
 @pytest.mark.parametrize("mode", ["mean", "max"])
 def test_a_brain_table_needs_concatenated_genes(tmp_path, mode):
     (tmp_path / "brain.tsv").write_text("x")

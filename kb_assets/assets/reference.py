@@ -20,8 +20,8 @@ from kb_assets.genome import (
     REGION_DTYPES,
     Annotation,
     ReferenceGenome,
-    check_chromosomes_in_fasta,
     check_contig_names,
+    check_genes_on_chromosomes,
     extract_regions,
     load_annotation,
     read_gene_set,
@@ -73,7 +73,9 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         settings = recipe.checked()
         store = warehouse.get()
         reference = ReferenceGenome(settings.inputs.fasta)
-        check_chromosomes_in_fasta(reference, settings.reference.chromosomes)
+        # The first asset to run: every naming mismatch among the inputs is reported here, at once (the .fai, the
+        # GTF's first records and the VCF header are cheap to read).
+        check_contig_names(reference, settings.reference.chromosomes, settings.inputs.gtf, settings.inputs.vcf)
         contigs = pa.table(
             {
                 "contig": list(reference.contigs),
@@ -103,7 +105,9 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         """Genes, transcripts, exons, CDS and UTRs of the GTF (pyranges), with the annotation version."""
         settings = recipe.checked()
         annotation = load_annotation(settings.inputs.gtf)
-        check_contig_names(ReferenceGenome(settings.inputs.fasta), annotation, settings.reference.chromosomes)
+        # Every contig of the GTF this time, not only its first records' (the GTF may also have changed alone).
+        check_contig_names(ReferenceGenome(settings.inputs.fasta), settings.reference.chromosomes, annotation,
+                           settings.inputs.vcf)
         store = warehouse.get()
         inputs = input_facts(store, gtf=settings.inputs.gtf)
         tables = {f"gene_annotations/{name}": arrow_table(getattr(annotation, name)) for name in ANNOTATION_TABLES}
@@ -130,7 +134,9 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         store = warehouse.get()
         annotation = read_annotation(store, str(settings.inputs.gtf))
         genes = resolve_gene_set(read_gene_set(settings.inputs.gene_set), annotation, source=settings.inputs.gene_set)
-        check_contig_names(ReferenceGenome(settings.inputs.fasta), annotation, settings.reference.chromosomes, genes)
+        check_contig_names(ReferenceGenome(settings.inputs.fasta), settings.reference.chromosomes, annotation,
+                           settings.inputs.vcf)
+        check_genes_on_chromosomes(annotation, settings.reference.chromosomes, genes)
         return publish(
             context, store, settings, {"gene_set": arrow_table(genes)},
             facts={

@@ -1,6 +1,7 @@
 """Genome domain code: FASTA access, annotation parsing, gene sets, region extraction, VCF → haplotypes."""
 
 from kb_assets.genome.annotation import Annotation, load_annotation
+from kb_assets.genome.contigs import check_contig_names, check_genes_on_chromosomes
 from kb_assets.genome.fasta import ReferenceGenome
 from kb_assets.genome.gene_set import choose_transcripts, read_gene_set, resolve_gene_set
 from kb_assets.genome.haplotypes import (
@@ -15,8 +16,6 @@ from kb_assets.genome.haplotypes import (
 from kb_assets.genome.regions import (
     REGION_DTYPES,
     REGION_MODES,
-    check_chromosomes_in_fasta,
-    check_contig_names,
     extract_regions,
 )
 from kb_assets.genome.sequence import reverse_complement
@@ -31,8 +30,8 @@ __all__ = [
     "REGION_MODES",
     "ReferenceGenome",
     "build_haplotypes",
-    "check_chromosomes_in_fasta",
     "check_contig_names",
+    "check_genes_on_chromosomes",
     "choose_transcripts",
     "extract_regions",
     "load_annotation",

@@ -16,6 +16,7 @@ Decisions:
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import re
 import warnings
@@ -26,6 +27,7 @@ import pandas as pd
 import pyranges as pr
 
 from kb_assets.errors import InputError
+from kb_assets.genome.bgzf import is_gzip
 
 UTR_FEATURES = ("UTR", "five_prime_utr", "three_prime_utr")
 _PART_FEATURES = ("exon", "CDS", *UTR_FEATURES)
@@ -103,15 +105,26 @@ def load_annotation(gtf_path: str | os.PathLike) -> Annotation:
     )
 
 
+def leading_contigs(gtf_path: str | os.PathLike, records: int = 1000) -> list[str]:
+    """The distinct contigs of the GTF's first `records` feature lines: its naming convention, without reading the
+    whole file (a missing, empty or non-GTF file raises the InputError load_annotation would)."""
+    path = Path(gtf_path)
+    header = _read_header(path)
+    try:
+        with (gzip.open(path, "rt") if is_gzip(path) else open(path)) as handle:
+            lines = itertools.islice(handle, len(header), len(header) + records)
+            return list(dict.fromkeys(line.split("\t", 1)[0] for line in lines))
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise InputError(path, None, f"cannot read the GTF ({err})", "download or copy it again") from err
+
+
 def _read_header(path: Path) -> list[str]:
     """The leading '#' lines; also rejects a missing, empty or non-GTF file before pyranges sees it."""
     if not path.is_file():
         raise InputError(path, None, "GTF file not found", "point inputs.gtf at an existing GTF file")
-    with open(path, "rb") as handle:
-        compressed = handle.read(2) == b"\x1f\x8b"
     header: list[str] = []
     try:
-        with (gzip.open(path, "rt") if compressed else open(path)) as handle:
+        with (gzip.open(path, "rt") if is_gzip(path) else open(path)) as handle:
             for line in handle:
                 if not line.startswith("#"):
                     break

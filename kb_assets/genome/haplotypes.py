@@ -45,8 +45,8 @@ import pandas as pd
 
 from kb_assets.errors import InputError
 from kb_assets.genome.bgzf import check_bgzf, is_gzip
+from kb_assets.genome.contigs import raise_contig_mismatches, vcf_mismatches
 from kb_assets.genome.fasta import ReferenceGenome
-from kb_assets.genome.regions import respell_contigs
 from kb_assets.genome.sequence import reverse_complement
 
 HAPLOTYPE_MODES = ("alt_if_present", "phased")
@@ -511,15 +511,4 @@ def _select_samples(path: Path, header_samples: list[str], samples: list[str] | 
 
 
 def _check_vcf_contigs(path: Path, vcf: cyvcf2.VCF, genome: ReferenceGenome, regions: pd.DataFrame) -> None:
-    names = list(vcf.seqnames)
-    wanted = [chrom for chrom in regions.chrom.unique() if chrom not in names]
-    respelled = respell_contigs(wanted, names)
-    if respelled:
-        fasta_name, vcf_name = next(iter(respelled.items()))
-        raise InputError(
-            path,
-            "contig names",
-            f"the VCF and the FASTA ({genome.path.name}) name contigs differently: the VCF writes {vcf_name!r} "
-            f"where the FASTA writes {fasta_name!r}",
-            "rename the VCF's contigs to the FASTA's: bcftools annotate --rename-chrs <old new map> -Oz -W",
-        )
+    raise_contig_mismatches(genome, vcf_mismatches(genome, path, list(vcf.seqnames), list(regions.chrom.unique())))

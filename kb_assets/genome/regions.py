@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
 from kb_assets.errors import InputError
@@ -28,63 +26,6 @@ REGION_DTYPES = {
     "non_acgt_count": "int64",
 }
 _SHOWN = 5
-
-
-def check_chromosomes_in_fasta(genome: ReferenceGenome, chromosomes: list[str]) -> None:
-    """Raise one InputError unless every chromosome is a FASTA contig; a respelling ('1' for 'chr1') is named."""
-    fasta_names = list(genome.contigs)
-    not_in_fasta = [name for name in chromosomes if name not in genome.contigs]
-    fasta_spelling = respell_contigs(not_in_fasta, fasta_names)
-    if fasta_spelling:
-        listed = ", ".join(f"{name!r} → {fasta_spelling[name]!r}" for name in list(fasta_spelling)[:_SHOWN])
-        raise InputError(
-            genome.path,
-            "reference.chromosomes",
-            f"the recipe names chromosomes differently from the FASTA ({listed})",
-            "list reference.chromosomes as the FASTA and the GTF name them",
-        )
-    if not_in_fasta:
-        raise InputError(
-            genome.path,
-            ", ".join(not_in_fasta),
-            f"chromosome(s) not in the FASTA (it has {_sample(fasta_names)})",
-            "remove them from reference.chromosomes or use a FASTA of the whole assembly",
-        )
-
-
-def check_contig_names(
-    genome: ReferenceGenome, annotation: Annotation, chromosomes: list[str], genes: pd.DataFrame | None = None
-) -> None:
-    """Raise one InputError unless the chromosomes, the FASTA and the GTF name contigs alike.
-
-    Every chromosome must be a FASTA contig; a chromosome the GTF spells differently ('chr1' vs '1',
-    'chrM' vs 'MT') is a naming mismatch. With `genes` (a resolved gene set), every gene must lie on one of
-    the chromosomes, so none is silently left out.
-    """
-    check_chromosomes_in_fasta(genome, chromosomes)
-    gtf_names = list(annotation.genes.chrom.unique())
-    gtf_spelling = respell_contigs([name for name in chromosomes if name not in gtf_names], gtf_names)
-    if gtf_spelling:
-        fasta_example, gtf_example = next(iter(gtf_spelling.items()))
-        raise InputError(
-            annotation.source,
-            "contig names",
-            f"the GTF and the FASTA ({genome.path.name}) name contigs differently: the GTF writes "
-            f"{gtf_example!r} where the FASTA writes {fasta_example!r} "
-            f"({len(gtf_spelling)} contig(s): {_sample(list(gtf_spelling.values()))})",
-            "use a GTF and FASTA from the same source (GENCODE with GENCODE/UCSC, Ensembl with Ensembl), "
-            f"or rename the GTF's contigs: {_rename_command(fasta_example)}",
-        )
-    if genes is not None:
-        outside = genes[~genes.chrom.isin(chromosomes)]
-        if len(outside):
-            listed = [f"{gene.gene_name} ({gene.chrom})" for gene in outside.head(_SHOWN).itertuples()]
-            raise InputError(
-                annotation.source,
-                ", ".join(listed) + (f" and {len(outside) - _SHOWN} more" if len(outside) > _SHOWN else ""),
-                f"{len(outside)} gene-set gene(s) lie on chromosomes not in reference.chromosomes",
-                "add their chromosomes to reference.chromosomes or remove the genes from the gene set",
-            )
 
 
 def extract_regions(
@@ -170,25 +111,3 @@ def _check_within_contig(genome: ReferenceGenome, annotation: Annotation, region
             f"{len(outside)} region(s) of {annotation.source.name} run past the end of {chrom} (length {length})",
             "use a FASTA of the same genome build as the annotation (e.g. GRCh38 with GENCODE's GRCh38 GTF)",
         )
-
-
-def _plain_name(name: str) -> str:
-    """A contig name without naming conventions: chr1 and 1 → 1; chrM and MT → M."""
-    bare = re.sub(r"^chr", "", name, flags=re.IGNORECASE)
-    return "M" if bare.upper() == "MT" else bare
-
-
-def respell_contigs(names: list[str], candidates: list[str]) -> dict[str, str]:
-    """name → the candidate naming the same contig another way (chr1/1, chrM/MT), for the names that have one."""
-    by_plain = {_plain_name(candidate): candidate for candidate in candidates}
-    return {name: by_plain[_plain_name(name)] for name in names if _plain_name(name) in by_plain}
-
-
-def _rename_command(fasta_example: str) -> str:
-    if fasta_example.lower().startswith("chr"):
-        return r"zcat in.gtf.gz | sed -E 's/^MT\t/chrM\t/; s/^([0-9]+|X|Y)\t/chr\1\t/' | gzip > renamed.gtf.gz"
-    return r"zcat in.gtf.gz | sed -E 's/^chrM\t/MT\t/; s/^chr//' | gzip > renamed.gtf.gz"
-
-
-def _sample(names: list[str]) -> str:
-    return ", ".join(names[:_SHOWN]) + (f", … ({len(names)} in all)" if len(names) > _SHOWN else "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import pyarrow.parquet as pq
 import pytest
@@ -96,3 +98,20 @@ def test_n_heavy_regions_are_reported_by_a_warning_check(make_recipe, materializ
     assert not evaluation.passed and evaluation.severity.value == "WARN"
     assert evaluation.metadata["regions_over"].value == 1
     assert "DLG4_demo" in evaluation.metadata["examples"].value[0]
+
+
+def test_an_ensembl_named_fasta_reports_every_naming_mismatch_in_the_first_run(demo_recipe, make_recipe, materialize,
+                                                                                 tmp_path):
+    # The recipe, the GTF and the VCF write 'chr1', the FASTA '1': one run names all three, before writing anything.
+    fasta = tmp_path / "ensembl.fa"
+    fasta.write_text(re.sub(r"^>chr", ">", demo_recipe.inputs.fasta.read_text(), flags=re.MULTILINE))
+    recipe = make_recipe(inputs={"fasta": str(fasta)})
+    with pytest.raises(InputError) as caught:
+        materialize(recipe)
+    message = str(caught.value)
+    assert message.startswith(f"{fasta}: contig names: 3 contig naming mismatches with the FASTA: "
+                              "(1) reference.chromosomes: the recipe names chromosomes differently from the FASTA")
+    assert "(2) demo.gencode.gtf.gz: the GTF and the FASTA (ensembl.fa) name contigs differently" in message
+    assert "(3) demo_cohort.vcf.gz: the VCF and the FASTA (ensembl.fa) name contigs differently" in message
+    assert "Fix: rename the FASTA's contigs, one change that fixes all of them" in message
+    assert not Warehouse(recipe.warehouse.root).table_file("reference_genome").exists()

@@ -8,13 +8,12 @@ from kb_assets.errors import InputError
 from kb_assets.genome import (
     REGION_DTYPES,
     ReferenceGenome,
-    check_contig_names,
     extract_regions,
     load_annotation,
     resolve_gene_set,
     reverse_complement,
 )
-from kb_assets_tests.genome.conftest import CHR1, CHR2, CHR3, NCGENE, PLUS1, gene_lines, write_fasta, write_gtf
+from kb_assets_tests.genome.conftest import CHR1, CHR2, CHR3, write_fasta
 
 
 @pytest.fixture
@@ -124,36 +123,6 @@ def test_region_past_contig_end(tmp_path: Path, gtf_path: Path):
     with pytest.raises(InputError, match=r"short.fa: PLUS1 chr1:40-50: 1 region\(s\) of annotation.gtf run past "
                                          r"the end of chr1 \(length 45\)"):
         extract_regions(short, annotation, genes, "chr1", "exons")
-
-
-def test_contig_naming_mismatch_chr_prefix(tmp_path: Path, gtf_path: Path):
-    ensembl_style = ReferenceGenome(write_fasta(tmp_path / "ensembl.fa", {"1": CHR1, "2": CHR2, "MT": CHR3}))
-    with pytest.raises(InputError, match=r"the recipe names chromosomes differently from the FASTA "
-                                         r"\('chr1' → '1', 'chr2' → '2', 'chrM' → 'MT'\)"):
-        check_contig_names(ensembl_style, load_annotation(gtf_path), ["chr1", "chr2", "chrM"])
-
-
-def test_contig_naming_mismatch_between_gtf_and_fasta(tmp_path: Path, fasta_path: Path):
-    renamed = [line.replace("chr", "", 1) for line in [*gene_lines(PLUS1), *gene_lines(NCGENE)]]
-    annotation = load_annotation(write_gtf(tmp_path / "ensembl.gtf", renamed))
-    with pytest.raises(InputError) as caught:
-        check_contig_names(ReferenceGenome(fasta_path), annotation, ["chr1", "chr2"])
-    message = str(caught.value)
-    assert "ensembl.gtf: contig names: the GTF and the FASTA (genome.fa) name contigs differently" in message
-    assert "the GTF writes '1' where the FASTA writes 'chr1' (2 contig(s): 1, 2)" in message
-    assert "sed -E 's/^MT\\t/chrM\\t/; s/^([0-9]+|X|Y)\\t/chr\\1\\t/'" in message
-
-
-def test_chromosome_missing_from_fasta(fasta_path: Path, gtf_path: Path):
-    with pytest.raises(InputError, match=r"chrX: chromosome\(s\) not in the FASTA \(it has chr1, chr2, chr3\)"):
-        check_contig_names(ReferenceGenome(fasta_path), load_annotation(gtf_path), ["chr1", "chrX"])
-
-
-def test_gene_on_a_chromosome_not_listed(inputs):
-    genome, annotation, genes = inputs
-    check_contig_names(genome, annotation, ["chr1", "chr2", "chr3"], genes)
-    with pytest.raises(InputError, match=r"NCGENE \(chr2\): 1 gene-set gene\(s\) lie on chromosomes not in"):
-        check_contig_names(genome, annotation, ["chr1"], genes)
 
 
 def test_bgzipped_reference_gives_the_same_regions(inputs, tmp_path: Path):
