@@ -106,8 +106,8 @@ BROKEN_VCFS = {
     "contig names differ from the FASTA's": (
         _contigs_without_chr,
         "{vcf}: contig names: the VCF and the FASTA (demo_genome.fa) name contigs differently: the VCF writes '1' "
-        "where the FASTA writes 'chr1'. Fix: rename the VCF's contigs to the FASTA's: bcftools annotate "
-        "--rename-chrs <old new map> -Oz -W",
+        "where the FASTA writes 'chr1'. Fix: rename the VCF's contigs to the FASTA's: printf '1 chr1\\n' > map.txt "
+        "&& bcftools annotate --rename-chrs map.txt -Oz -W -o renamed.vcf.gz broken.vcf.gz",
     ),
     "truncated bgzip block": (
         None,
