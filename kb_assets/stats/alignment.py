@@ -10,7 +10,8 @@ designs, the brain features and the exchangeability blocks of the training subje
    weights and each component's held-out canonical correlation is reported;
 3. prediction of the label (and optionally each brain PC) from the gene PCs with ridge regression, the penalty
    chosen by leave-one-out CV (scikit-learn ``RidgeCV``; for a binary label this is ``RidgeClassifierCV``);
-   held-out AUC (binary) or R² (continuous);
+   held-out AUC (binary) or R² (continuous); an AUC whose held-out subjects hold one class is undefined (NaN,
+   without a p-value), and its row says why (``undefined_reason``);
 4. permutation tests: training subjects permuted within exchangeability blocks, everything fitted on brain data
    or the label refitted per permutation (Freedman–Lane for the residualization; see ``alignment_engine``),
    held-out subjects never permuted. P-values for each component (plain, and family-wise by the max statistic
@@ -155,7 +156,7 @@ class FoldAlignment:
 
     fold: int
     canonical: pd.DataFrame  # component, train_r, heldout_r, p_value, p_fwe, gene_shrinkage, n_permutations
-    prediction: pd.DataFrame  # target, metric, value, p_value, alpha, n_permutations
+    prediction: pd.DataFrame  # target, metric, value, p_value, alpha, n_permutations, undefined_reason
     loadings: pd.DataFrame  # component, view, feature, weight, structure_correlation
     heldout: pd.DataFrame  # subject_id, gene_cv_j, brain_cv_j, label_prediction
     null: dict[str, np.ndarray]
@@ -235,13 +236,16 @@ def align_fold(data: FoldData, settings: AlignmentSettings = AlignmentSettings()
         column = None if target == "label" else int(target.rsplit("_", 1)[1]) - 1
         values = null.get(statistic)
         p_value = np.nan
-        if values is not None:
+        # An undefined (NaN) metric has no p-value: every comparison with NaN is false, which would count it as
+        # beating every permutation.
+        if values is not None and np.isfinite(value):
             p_value = float(permutation_p_values(value, values if column is None else values[:, column])[0])
         metric = label.metric_name if target == "label" else "r2"
         rows.append({"fold": data.fold, "target": target, "metric": metric, "value": value, "p_value": p_value,
-                     "alpha": alpha, "n_permutations": settings.n_permutations})
+                     "alpha": alpha, "n_permutations": settings.n_permutations,
+                     "undefined_reason": label.undefined_reason if target == "label" else ""})
     prediction = pd.DataFrame(rows, columns=["fold", "target", "metric", "value", "p_value", "alpha",
-                                             "n_permutations"])
+                                             "n_permutations", "undefined_reason"])
 
     heldout = pd.DataFrame({"fold": data.fold, "subject_id": np.asarray(data.heldout_ids).astype(str)})
     for j in range(m):
@@ -328,7 +332,9 @@ def attribute_genes(
                 row["label_p_value_without"] = float(
                     reduced.prediction.set_index("target")["p_value"]["label"])
                 delta_label = full.null["label"][:n_permutations] - reduced.null["label"]
-                row["p_delta_label_metric"] = float(permutation_p_values(row["delta_label_metric"], delta_label)[0])
+                if np.isfinite(row["delta_label_metric"]):  # an undefined metric has no p-value (see align_fold)
+                    row["p_delta_label_metric"] = float(
+                        permutation_p_values(row["delta_label_metric"], delta_label)[0])
         rows.append(row)
         if progress is not None:
             progress(done + 1, len(genes))
@@ -443,6 +449,7 @@ class _Label:
     heldout: np.ndarray
     binary: bool
     positive_heldout: np.ndarray | None
+    undefined_reason: str = ""  # why the held-out metric is undefined (NaN); empty when it is defined
 
     @property
     def metric_name(self) -> str:
@@ -461,8 +468,13 @@ class _Label:
         classes = np.unique(values.astype(str))
         if kind == "binary" and len(classes) == 2:
             positive = classes[1]
+            heldout_classes = np.unique(heldout.astype(str))
+            one_class = (f"the fold's {len(heldout)} held-out subjects with brain data all have label "
+                         f"'{heldout_classes[0]}', so the AUC, which compares the two classes, is undefined"
+                         if len(heldout_classes) == 1 else "")
             return cls(np.where(train.astype(str) == positive, 1.0, -1.0),
-                       np.where(heldout.astype(str) == positive, 1.0, -1.0), True, heldout.astype(str) == positive)
+                       np.where(heldout.astype(str) == positive, 1.0, -1.0), True, heldout.astype(str) == positive,
+                       one_class)
         if kind == "continuous" and _numeric(values):
             return cls(train.astype(float), heldout.astype(float), False, None)
         raise ValueError(f"fold {data.fold}: label_kind {settings.label_kind!r} does not fit the label's values "

@@ -104,10 +104,11 @@ def _label_kind(covariates: pd.DataFrame, brain: BrainTable, files: InputFiles) 
 def _check_fold_sizes(scores: pd.DataFrame, models: pd.DataFrame, brain: BrainTable, settings: AlignmentSettings,
                       files: InputFiles) -> None:
     """Each fold has enough subjects with brain data: the inner splits choose the penalties on the training
-    subjects, and a held-out correlation needs two."""
+    subjects, a held-out correlation needs two, and the brain PCs are fitted on the residuals of the fold's
+    covariate design, which need more training subjects than the design has columns."""
     brain_ids = set(brain.subject_ids)
     needed = 2 * settings.inner_splits
-    for fold in models["fold"]:
+    for fold, model_path in zip(models["fold"], models["model"]):
         train, heldout = _with_brain(scores[scores["fold"] == fold], brain_ids)
         if len(train) < needed or len(heldout) < 2:
             raise InputError(files.brain, f"fold {fold}",
@@ -115,6 +116,16 @@ def _check_fold_sizes(scores: pd.DataFrame, models: pd.DataFrame, brain: BrainTa
                              f"data; the evaluation needs at least {needed} and 2",
                              f"add brain features for more of the covariates' subjects (the brain table has "
                              f"{len(brain_ids)} of them)")
+        columns = CovariateCoder.from_json(ResidualizedPCA.saved_coder_json(model_path)).columns_
+        if len(train) <= len(columns):
+            shown = ", ".join(columns[:6]) + (", …" if len(columns) > 6 else "")
+            raise InputError(files.brain, f"fold {fold}",
+                             f"{len(train)} training subjects of the fold have brain data, no more than the "
+                             f"{len(columns)} columns of its covariate design ({shown}), so no brain PCs can be "
+                             "fitted on the brain features' residuals",
+                             f"add brain features for more of the covariates' subjects (the brain table has "
+                             f"{len(brain_ids)} of them; each fold needs more than {len(columns)} among its "
+                             "training subjects), or residualize on fewer covariates (covariates.columns.pcs)")
 
 
 def _check_fold_labels_and_blocks(scores: pd.DataFrame, models: pd.DataFrame, covariates: pd.DataFrame,

@@ -90,6 +90,24 @@ def test_too_few_subjects_with_brain_data_name_the_brain_table_and_fold(tmp_path
         evaluate(tmp_path, frame, with_brain=frame["subject_id"][:12])
 
 
+def test_folds_with_fewer_brain_subjects_than_design_columns_name_the_brain_table_fold_and_counts(tmp_path):
+    # Eight batches make a 13-column design; five brain subjects per fold leave each fold 10 training subjects,
+    # enough for the inner splits but not for brain PCs on the design's residuals.
+    frame = cohort_frame(N, seed=3)
+    frame["batch"] = pd.Categorical([f"b{i % 8}" for i in range(N)])
+    folds = assign_folds(frame, k=3, seed=0)
+    with_brain = folds.groupby("fold")["subject_id"].apply(lambda ids: list(ids[:5])).sum()
+    without_p_values = AlignmentSettings(n_brain_components=3, n_canonical_components=2, n_permutations=0)
+    with pytest.raises(InputError, match=r"^brain.tsv: fold 0: 10 training subjects of the fold have brain data, no "
+                                         r"more than the 13 columns of its covariate design \(intercept, age, pc1, "
+                                         r"pc2, pc3, sex\[F\], …\), so no brain PCs can be fitted on the brain "
+                                         r"features' residuals\. Fix: add brain features for more of the "
+                                         r"covariates' subjects \(the brain table has 15 of them; each fold needs "
+                                         r"more than 13 among its training subjects\), or residualize on fewer "
+                                         r"covariates \(covariates.columns.pcs\)$"):
+        evaluate(tmp_path, frame, with_brain=with_brain, settings=without_p_values)
+
+
 def test_a_fold_whose_training_subjects_hold_one_class_is_named(tmp_path):
     # Cases with brain data only among fold 0's held-out subjects: fold 0 trains on controls alone.
     frame = cohort_frame(N, seed=3)
@@ -114,3 +132,22 @@ def test_subjects_alone_in_their_site_and_batch_ask_for_no_permutations(tmp_path
     without_p_values = AlignmentSettings(n_brain_components=3, n_canonical_components=2, n_permutations=0)
     evaluation, _ = evaluate(tmp_path, frame, settings=without_p_values)
     assert evaluation.tables["canonical_correlations"]["p_value"].isna().all()
+
+
+def test_a_fold_whose_heldout_subjects_hold_one_class_says_why_its_auc_is_undefined(tmp_path):
+    # Cases with brain data outside fold 0 only: fold 0 trains on both classes and holds out controls alone.
+    frame = cohort_frame(N, seed=3)
+    folds = assign_folds(frame, k=3, seed=0).set_index("subject_id")["fold"]
+    label = frame.set_index("subject_id")["label"].astype(str)
+    with_brain = [s for s in frame["subject_id"] if label[s] == "control" or folds[s] != 0]
+    evaluation, _ = evaluate(tmp_path, frame, with_brain=with_brain)
+    rows = evaluation.tables["prediction"].query("target == 'label'").set_index("fold")
+    n_heldout = sum(folds[s] == 0 for s in with_brain)
+    assert np.isnan(rows.loc[0, "value"]) and np.isnan(rows.loc[0, "p_value"])
+    assert rows.loc[0, "undefined_reason"] == (f"the fold's {n_heldout} held-out subjects with brain data all have "
+                                               "label 'control', so the AUC, which compares the two classes, is "
+                                               "undefined")
+    assert np.isfinite(rows.loc[[1, 2], ["value", "p_value"]].to_numpy()).all()
+    assert (rows.loc[[1, 2], "undefined_reason"] == "").all()
+    fold0 = evaluation.tables["attribution"].query("fold == 0")
+    assert fold0[["label_p_value_without", "p_delta_label_metric"]].isna().all().all()
