@@ -81,8 +81,13 @@ def add_subject_distances(total: np.ndarray, regions: pd.DataFrame, sample: Samp
         return
     genes = pool_genes(regions, sample.alleles, sample.stats.vectors(pooling), sample.stats.forward.counts == 0,
                        sample.assignments, sample.subject_indices, sample.ploidy, region_to_gene)
+    # The assignments grouped by gene once: filtering them per gene would cost genes × assignments.
+    carriers_of_gene = genes.assignments.groupby("gene_order").indices
+    subject_indices = genes.assignments["subject_index"].to_numpy()
+    codes = genes.assignments["code"].to_numpy()
     for gene_order, gene_rows in genes.vectors.groupby("gene_order", sort=True):
         matrix = genes.matrix[gene_rows.sort_values("code").index.to_numpy()]
-        carried = genes.assignments[genes.assignments["gene_order"] == gene_order]
-        codes = pd.Series(carried["code"].to_numpy(), index=carried["subject_index"].to_numpy())
-        add_squared_distances(total, matrix[codes.reindex(sample.row_subject_index, fill_value=0).to_numpy(np.int64)])
+        carried = carriers_of_gene.get(gene_order, np.empty(0, np.int64))
+        code_of_subject = pd.Series(codes[carried], index=subject_indices[carried])
+        add_squared_distances(
+            total, matrix[code_of_subject.reindex(sample.row_subject_index, fill_value=0).to_numpy(np.int64)])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from kb_assets.diagnostics import (
+    SampledAlleles,
     add_squared_distances,
+    add_subject_distances,
     cohort_subjects,
     distance_rank_agreement,
     gene_table,
@@ -15,6 +19,7 @@ from kb_assets.diagnostics import (
     half_split_cosines,
     strategy_cosines,
 )
+from kb_assets.encoders.gene_pooling import GeneVectors
 
 E1, E2, E3 = np.eye(3)
 
@@ -115,3 +120,49 @@ def test_gene_table_in_gene_set_order():
     table = gene_table(regions)
     assert table["gene_id"].tolist() == ["A", "B"]
     assert table["length_bp"].tolist() == [50, 10] and table["n_regions"].tolist() == [2, 1]
+
+
+def _pooled_chromosome(n_genes: int, seed: int = 0) -> tuple[GeneVectors, SampledAlleles]:
+    """Genes with a reference vector (code 0) and three carried ones, rows shuffled; 30 sampled subjects, each gene
+    carried by some of them; the sample's stats are never read once pool_genes is replaced."""
+    rng = np.random.default_rng(seed)
+    vectors = pd.DataFrame({"gene_order": np.repeat(np.arange(n_genes), 4), "code": np.tile(np.arange(4), n_genes)})
+    vectors = vectors.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    carriers = [(subject, gene, int(rng.integers(1, 4))) for gene in range(n_genes)
+                for subject in rng.choice(30, size=int(rng.integers(0, 12)), replace=False)]
+    assignments = pd.DataFrame(carriers, columns=["subject_index", "gene_order", "code"]).astype(np.int32)
+    genes = GeneVectors(vectors, rng.normal(size=(len(vectors), 2)).astype(np.float32), assignments, 0)
+    stats = SimpleNamespace(vectors=lambda pooling: None, forward=SimpleNamespace(counts=np.zeros(0)))
+    sample = SampledAlleles(alleles=pd.DataFrame(), stats=stats, assignments=pd.DataFrame(),
+                            subject_indices=np.arange(30), row_subject_index=rng.permutation(30), ploidy=1)
+    return genes, sample
+
+
+def test_subject_distances_sum_each_genes_squared_distances_and_scan_the_assignments_once(monkeypatch):
+    genes, sample = _pooled_chromosome(n_genes=40)
+    monkeypatch.setattr("kb_assets.diagnostics.subjects.pool_genes", lambda *args: genes)
+    full_scans = []
+    compare = pd.Series.__eq__
+
+    def counted(series, other):
+        if len(series) == len(genes.assignments):
+            full_scans.append(series.name)
+        return compare(series, other)
+
+    monkeypatch.setattr(pd.Series, "__eq__", counted)
+    total = np.zeros((30, 30))
+    add_subject_distances(total, pd.DataFrame(), sample, "mean", "mean")
+    monkeypatch.undo()
+    # A gene's assignments are found without comparing every assignment's gene, gene after gene.
+    assert full_scans == []
+
+    expected = np.zeros((30, 30))
+    for gene_order in range(40):
+        carried = genes.assignments[genes.assignments["gene_order"] == gene_order]
+        code = pd.Series(carried["code"].to_numpy(), index=carried["subject_index"].to_numpy())
+        rows = [genes.vectors.index[(genes.vectors["gene_order"] == gene_order)
+                                    & (genes.vectors["code"] == code.get(subject, 0))][0]
+                for subject in sample.row_subject_index]
+        vectors = genes.matrix[rows].astype(np.float64)
+        expected += ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=-1)
+    np.testing.assert_allclose(total, expected, rtol=1e-12, atol=1e-12)
