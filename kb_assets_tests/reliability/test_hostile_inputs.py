@@ -139,12 +139,12 @@ def test_a_broken_vcf_fails_its_partition_and_leaves_earlier_outputs_intact(host
 BROKEN_COVARIATES = {
     "duplicated subject": (
         lambda frame: pd.concat([frame, frame.iloc[[0]]], ignore_index=True),
-        "{path}: subject O'Brien;--\"x (rows 1, {n}): subject id appears more than once. Fix: keep exactly one row "
-        "per subject",
+        "{path}: subject O'Brien;--\"x on lines 2 and {last_line} of broken.tsv: subject id appears more than once. "
+        "Fix: keep exactly one row per subject",
     ),
     "text in age": (
         lambda frame: frame.assign(age=frame["age"].where(frame.index != 0, "forty")),
-        "{path}: row 1 (subject O'Brien;--\"x), column 'age': 'forty' is not a number. Fix: write "
+        "{path}: line 2 of broken.tsv (subject O'Brien;--\"x), column 'age': 'forty' is not a number. Fix: write "
         "covariates.columns.age values as numbers; leave unknown values empty (covariates.missing decides what "
         "happens to them)",
     ),
@@ -168,7 +168,7 @@ def test_a_broken_covariates_table_fails_and_leaves_earlier_outputs_intact(hosti
                           warehouse={"root": str(warehouse.root)}, **FAST)
     with pytest.raises(InputError) as caught:
         run_assets(broken, instance, "covariates")
-    assert str(caught.value) == expected.format(path=path, n=len(frame), rows=len(frame))
+    assert str(caught.value) == expected.format(path=path, last_line=len(frame) + 1, rows=len(frame))
     assert snapshot(warehouse, instance) == before
 
 
