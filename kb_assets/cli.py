@@ -301,6 +301,8 @@ def run_summary(recipe: Recipe, instance, results: Sequence) -> list[str]:
                          f"{meta.get('heldout_r1_mean', float('nan')):.3f} (mean over folds), permutation p by fold "
                          f"{p_values}; top genes by attribution: "
                          f"{', '.join(row['gene_name'] for row in (meta.get('top_genes_by_attribution') or [])[:3])}")
+            lines += [f"  {meta['label_metric']} undefined in {reason}"
+                      for reason in meta.get("label_metric_undefined") or []]
     comparison = latest_materialization(instance, "encoder_comparison")
     if comparison is not None:
         agreement = {key.split("/", 1)[1]: value for key, value in comparison.metadata.items()

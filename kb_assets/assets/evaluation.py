@@ -32,7 +32,7 @@ from kb_assets.stats.brain import (
 from kb_assets.stats.evaluation import InputFiles, evaluate_gene_brain
 from kb_assets.storage import Warehouse, view_name
 
-CODE_VERSION = "2"  # 2: top_genes_by_attribution as a ranked list
+CODE_VERSION = "3"  # 2: top_genes_by_attribution as a ranked list; 3: undefined label metrics have no p-value
 BRAIN_FEATURES_CODE_VERSION = "3"  # 3: writes brain_features/left_out
 LEFT_OUT_SCHEMA = pa.schema([("subject_id", pa.string()), ("reason", pa.string())])
 GROUP = "evaluation"
@@ -158,7 +158,11 @@ def _gene_brain_alignment(recipe: Recipe, encoder: EncoderAssets):
                 "p_value_r1_by_fold": [float(p) for p in first["p_value"]],
                 **({"label_metric": str(label_rows["metric"].iloc[0]),
                     "label_metric_mean": round(float(label_rows["value"].mean()), 4),
-                    "label_p_value_by_fold": [float(p) for p in label_rows["p_value"]]} if len(label_rows) else {}),
+                    "label_p_value_by_fold": [float(p) for p in label_rows["p_value"]],
+                    # The mean is over the folds where the metric is defined; each other fold says why.
+                    "label_metric_undefined": [f"fold {row.fold}: {row.undefined_reason}"
+                                               for row in label_rows.itertuples() if row.undefined_reason]}
+                   if len(label_rows) else {}),
                 # A list, not a dict: Dagster stores a JSON object with its keys sorted, which loses the ranking.
                 "top_genes_by_attribution": [
                     {"gene_name": gene, "mean_delta_r1": round(float(drop), 4)} for gene, drop in
