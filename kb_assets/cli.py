@@ -172,7 +172,7 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
             if selection:
                 run(selection, partition)
         return results
-    # Stage by stage, each time asking Dagster what is stale now: a stage whose output came out byte-identical
+    # Stage by stage, each time asking Dagster what is stale now: a stage whose output came out as it was
     # (same data version) leaves the stages after it fresh, so a gene added on chrX re-runs chr1's reference
     # sequences but nothing after them. A stale stage runs together with the stale stages right after it, so a
     # partition never materialized is still one run.

@@ -6,7 +6,7 @@
 - Every materializable asset outside the diagnostics carries `after_upstream_data_changes`: it runs once its
   dependencies are present and idle and one of them got new data (a new data version, not merely a new run). The
   sensor `follow_inputs` (off by default: it launches forward passes) applies it to the reference, subject and
-  embedding stages, so a changed input travels down the graph and stops where an output comes out byte-identical;
+  embedding stages, so a changed input travels down the graph and stops where an output comes out as it was;
   `cohort_follows_embeddings` (on) applies it to the cohort stage.
 - `chromosome_refresh` (off by default; cron from the recipe) launches one run per chromosome partition of the
   embedding chain; unchanged inputs cost only cache lookups.

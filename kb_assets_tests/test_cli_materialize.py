@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import gzip
 import io
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ import cyvcf2
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pysam
 import pytest
 from filelock import FileLock
 
@@ -229,11 +231,41 @@ def test_a_second_materialize_runs_only_what_changed(demo_recipe, tmp_path, monk
     # but only chrX's come out changed, so only chrX's chain runs after them.
     recipe = write_recipe(tmp_path / "again", demo_recipe, genes=["CHD8_demo", "SCN2A_demo", "MECP2_demo"],
                           encoder={"dtype": "float32", "pooling": "max"})
-    fourth = _materialize(recipe)
-    ran_in = {}
-    for names, label in re.findall(r"^materializing (.*) \((.*)\)$", fourth, re.MULTILINE):
-        ran_in.setdefault(label, set()).update(names.split(", "))
+    ran_in = _ran_by_partition(_materialize(recipe))
     assert ran_in["partition chr1"] == ran_in["partition chr2"] == {"reference_sequences"}
     assert ran_in["partition chrX"] == {"reference_sequences", "subject_haplotypes", "tokenized_genes",
                                         "gene_embeddings"}
     assert {"gene_set", "subject_matrix", "subject_embeddings_pca"} <= ran_in["unpartitioned"]
+
+    # One genotype changed on chr1, where the gene set has no gene: the VCF feeds every partition's haplotypes and
+    # the covariates (its subject list), which all run again and come out as they were (the VCF's new sha256 is
+    # provenance, not data), so nothing after them runs.
+    vcf = _with_one_genotype_changed(demo_recipe.inputs.vcf, "chr1", tmp_path / "edited.vcf.gz")
+    recipe = write_recipe(tmp_path / "again", demo_recipe, genes=["CHD8_demo", "SCN2A_demo", "MECP2_demo"],
+                          encoder={"dtype": "float32", "pooling": "max"}, inputs={"vcf": str(vcf)})
+    ran_in = _ran_by_partition(_materialize(recipe))
+    assert ran_in == {f"partition {chrom}": {"subject_haplotypes"} for chrom in ("chr1", "chr2", "chrX")} | {
+        "unpartitioned": {"covariates"}}
+
+
+def _with_one_genotype_changed(vcf: Path, chrom: str, path: Path) -> Path:
+    """A copy of `vcf` (bgzipped, indexed) whose first record on `chrom` has its first subject's genotype swapped
+    between 0|0 and 0|1."""
+    lines = gzip.open(vcf, "rt").read().splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith(f"{chrom}\t"))
+    fields = lines[index].split("\t")
+    fields[9] = "0|1" if fields[9] == "0|0" else "0|0"
+    lines[index] = "\t".join(fields)
+    plain = path.with_suffix("")
+    plain.write_text("\n".join(lines) + "\n")
+    pysam.tabix_compress(str(plain), str(path), force=True)
+    pysam.tabix_index(str(path), preset="vcf", force=True)
+    return path
+
+
+def _ran_by_partition(output: str) -> dict[str, set[str]]:
+    """What a `materialize` output says it ran: {"partition chr1" | "unpartitioned": asset names}."""
+    ran: dict[str, set[str]] = {}
+    for names, label in re.findall(r"^materializing (.*) \((.*)\)$", output, re.MULTILINE):
+        ran.setdefault(label, set()).update(names.split(", "))
+    return ran

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from kb_assets.errors import InputError
 from kb_assets.settings import Recipe
-from kb_assets.storage import Warehouse
+from kb_assets.storage import INPUTS_FACT, Warehouse
 
 # Facts of the reference and annotation that every materialization repeats, so any one table names them.
 REFERENCE_FACTS = ("reference_version",)
@@ -94,7 +94,7 @@ def publish(
     partition = partition_of(context)
     all_facts = {"recipe_id": recipe.recipe_id, **{k: _plain(v) for k, v in facts.items()}}
     if inputs:
-        all_facts["inputs"] = {name: dict(used) for name, used in inputs.items()}
+        all_facts[INPUTS_FACT] = {name: dict(used) for name, used in inputs.items()}
     paths, data_version, all_facts = warehouse.write_outputs(tables, partition, all_facts)
     warehouse.register_views(list(tables))
     shapes = {name: (table.schema, table.num_rows) for name, table in tables.items()}

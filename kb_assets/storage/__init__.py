@@ -2,9 +2,10 @@
 
 from kb_assets.storage.embedding_cache import CacheUse, EmbeddingCache, EmbeddingKey
 from kb_assets.storage.vectors import to_matrix, vector_column
-from kb_assets.storage.warehouse import Warehouse, content_version, quote_identifier, view_name
+from kb_assets.storage.warehouse import INPUTS_FACT, Warehouse, content_version, quote_identifier, view_name
 
 __all__ = [
+    "INPUTS_FACT",
     "CacheUse",
     "EmbeddingCache",
     "EmbeddingKey",

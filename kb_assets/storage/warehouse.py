@@ -51,6 +51,8 @@ _HOST = socket.gethostname()
 
 # Key of the schema metadata entry that holds a file's facts (JSON): how it was made, readable from the file alone.
 FACTS_KEY = b"kb_assets"
+# The facts key under which an asset records the input files it read ({name: {path, sha256}}).
+INPUTS_FACT = "inputs"
 
 
 class Warehouse:
@@ -88,10 +90,13 @@ class Warehouse:
     def write_outputs(self, tables: Mapping[str, pa.Table], partition: str | None,
                       facts: Mapping[str, object]) -> tuple[dict[str, Path], str, dict]:
         """Write one asset's tables (a partition of each, or whole ones) with their facts; return the paths, the
-        data version (a hash of the bytes written) and the facts as written.
+        data version and the facts as written.
 
         The facts gain a `write_id` from the tables' content: files written together share it, so a reader can tell
-        a set that a crash left half-replaced, while equal content still gives equal bytes (and data version).
+        a set that a crash left half-replaced, while equal content still gives equal bytes. The data version hashes
+        the content and the facts, except the `inputs` an asset read (their paths and sha256s): that is provenance,
+        so a changed VCF that leaves a chromosome's haplotypes as they were leaves that partition's version, and
+        everything downstream of it, as it was.
         """
         write_id = hashlib.sha256()
         for name, table in tables.items():
@@ -103,7 +108,9 @@ class Warehouse:
         facts = {**facts, "write_id": write_id.hexdigest()[:16]}
         paths = self.write_tables(tables, facts) if partition is None else self.write_partitions(tables, partition,
                                                                                                    facts)
-        return paths, content_version(*(self._written(path) for path in paths.values())), facts
+        versioned = {name: value for name, value in facts.items() if name != INPUTS_FACT}
+        data_version = hashlib.sha256(json.dumps(versioned, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return paths, data_version, facts
 
     def write_stream(self, dataset: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
                      facts: Mapping[str, object]) -> Path:
