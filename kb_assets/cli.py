@@ -172,14 +172,12 @@ def materialize_all(defs, partitions: Sequence[str] | None = None, *, instance, 
             if selection:
                 run(selection, partition)
         return results
-    # Stage by stage, each time asking Dagster what is stale now: a stage whose output came out as it was
-    # (same data version) leaves the stages after it fresh, so a gene added on chrX re-runs chr1's reference
-    # sequences but nothing after them. A stale stage runs together with the stale stages right after it, so a
-    # partition never materialized is still one run.
-    affected = outdated(graph, instance, warehouse_root)
+    # Stage by stage, each time asking Dagster what is stale now: the groups run in dependency order, so what a
+    # group's parents just wrote is seen, and a stage whose output came out as it was (same data version) leaves
+    # the stages after it fresh: a gene added on chrX re-runs chr1's reference sequences but nothing after them.
+    # A stale stage runs together with the stale stages right after it, so a partition never materialized is still
+    # one run.
     for selection, partition in groups:
-        if not any((key, partition) in affected for key in selection):
-            continue
         done: set = set()
         while stale := [key for key, _ in stale_or_missing(graph, instance, warehouse_root,
                                                            [(key, partition) for key in selection])
@@ -218,32 +216,6 @@ def _file_missing(instance, warehouse_root: Path, key, partition: str | None) ->
         return False
     path = Path(recorded.value)
     return not (path.is_relative_to(warehouse_root) and path.exists())
-
-
-def outdated(graph, instance, warehouse_root: Path) -> set[tuple]:
-    """(asset key, partition) of every asset partition `stale_or_missing`, and everything downstream of those:
-    what a change may reach, before knowing whether the stages that run again change their output."""
-
-    def partitions_of(key):
-        definition = graph.get(key).partitions_def
-        return definition.get_partition_keys() if definition is not None else [None]
-
-    pending = stale_or_missing(graph, instance, warehouse_root, [
-        (key, partition) for key in graph.materializable_asset_keys for partition in partitions_of(key)])
-    found = set(pending)
-    while pending:
-        key, partition = pending.pop()
-        for child in graph.get(key).child_keys:
-            if not graph.get(child).is_materializable:
-                continue
-            # Chromosome partitions map one to one; an unpartitioned parent feeds every partition.
-            children = [(child, p) for p in partitions_of(child)
-                        if graph.get(child).partitions_def is None or partition is None or p == partition]
-            for item in children:
-                if item not in found:
-                    found.add(item)
-                    pending.append(item)
-    return found
 
 
 def input_error_in(err: BaseException) -> InputError | None:
@@ -626,17 +598,14 @@ def primary_chromosomes(fasta: Path) -> list[str]:
     """The primary-assembly chromosomes (1–22, X, Y, M) a FASTA holds, under its own naming ("chr1" or "1", "chrM"
     or "MT"), in that order; the default list when the FASTA is not there yet or holds none of them."""
     from kb_assets.genome import ReferenceGenome
+    from kb_assets.genome.contigs import respell_contigs
 
     if not fasta.is_file():
         return list(PRIMARY_ASSEMBLY)
     contigs = ReferenceGenome(fasta).contigs
-    found = []
-    for name in PRIMARY_ASSEMBLY:
-        bare = name.removeprefix("chr")
-        aliases = (name, bare, "MT") if bare == "M" else (name, bare)
-        present = [alias for alias in aliases if alias in contigs]
-        if present:
-            found.append(present[0])
+    respelled = respell_contigs([name for name in PRIMARY_ASSEMBLY if name not in contigs], list(contigs))
+    found = [name if name in contigs else respelled[name] for name in PRIMARY_ASSEMBLY
+             if name in contigs or name in respelled]
     return found or list(PRIMARY_ASSEMBLY)
 
 

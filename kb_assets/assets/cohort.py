@@ -57,12 +57,12 @@ from kb_assets.stats.gene_blocks import (
     shared_settings,
 )
 from kb_assets.stats.projection import FOLD_SCORES_SCHEMA, fit_folds
+from kb_assets.stats.subject_tables import LEFT_OUT_SCHEMA
 from kb_assets.storage import Warehouse, content_version, to_matrix, view_name
 
 CODE_VERSION = "1"
 SUBJECT_MATRIX_CODE_VERSION = "2"  # 2: reads cv_folds to refuse exclusions that leave the PCA unfittable
 COVARIATES_CODE_VERSION = "2"  # 2: writes covariates/left_out
-LEFT_OUT_SCHEMA = pa.schema([("subject_id", pa.string()), ("reason", pa.string())])
 GROUP = "cohort"
 # Facts that must agree across every gene_embeddings partition before their vectors share one matrix.
 EMBEDDING_SETTINGS = ("model_sha256", "tokenizer_version", "rc_mode", "pooling_strategy", "region_to_gene",

@@ -30,11 +30,11 @@ from kb_assets.stats.brain import (
     load_brain_table,
 )
 from kb_assets.stats.evaluation import InputFiles, evaluate_gene_brain
+from kb_assets.stats.subject_tables import LEFT_OUT_SCHEMA
 from kb_assets.storage import Warehouse, view_name
 
 CODE_VERSION = "3"  # 2: top_genes_by_attribution as a ranked list; 3: undefined label metrics have no p-value
 BRAIN_FEATURES_CODE_VERSION = "3"  # 3: writes brain_features/left_out
-LEFT_OUT_SCHEMA = pa.schema([("subject_id", pa.string()), ("reason", pa.string())])
 GROUP = "evaluation"
 
 

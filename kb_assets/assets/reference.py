@@ -134,8 +134,6 @@ def build_reference_assets(recipe: Recipe, chromosomes: dg.PartitionsDefinition)
         store = warehouse.get()
         annotation = read_annotation(store, str(settings.inputs.gtf))
         genes = resolve_gene_set(read_gene_set(settings.inputs.gene_set), annotation, source=settings.inputs.gene_set)
-        check_contig_names(ReferenceGenome(settings.inputs.fasta), settings.reference.chromosomes, annotation,
-                           settings.inputs.vcf)
         check_genes_on_chromosomes(annotation, settings.reference.chromosomes, genes)
         return publish(
             context, store, settings, {"gene_set": arrow_table(genes)},

@@ -35,7 +35,6 @@ def add_squared_distances(total: np.ndarray, vectors: np.ndarray) -> None:
         total += between[np.ix_(inverse, inverse)]
 
 
-
 @dataclass(frozen=True)
 class SampledAlleles:
     """The alleles the sampled subjects carry on one chromosome, their statistics, and who carries which."""

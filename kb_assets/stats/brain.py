@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from kb_assets.errors import InputError
-from kb_assets.stats.subject_tables import SHOWN, place, read_subject_table, sample
+from kb_assets.stats.subject_tables import SHOWN, left_out_frame, place, read_subject_table, sample
 
 _ID_KEY = "brain.columns.subject_id"
 _FEATURES_KEY = "brain.columns.features"
@@ -64,11 +64,9 @@ def left_out_of_evaluation(table: BrainTable, cohort: Iterable[str]) -> pd.DataF
     cohort = list(cohort)
     in_cohort, in_table = set(cohort), set(table.subject_ids)
     dropped = {s for ids in table.dropped.values() for s in ids}
-    reasons = {**table.dropped,
-               ONLY_IN_BRAIN: [s for s in table.subject_ids if s not in in_cohort],
-               NO_BRAIN_ROW: [s for s in cohort if s not in in_table and s not in dropped]}
-    return pd.DataFrame({"subject_id": [s for ids in reasons.values() for s in ids],
-                         "reason": [reason for reason, ids in reasons.items() for _ in ids]})
+    return left_out_frame({**table.dropped,
+                           ONLY_IN_BRAIN: [s for s in table.subject_ids if s not in in_cohort],
+                           NO_BRAIN_ROW: [s for s in cohort if s not in in_table and s not in dropped]})
 
 
 def load_brain_table(

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from kb_assets.errors import InputError
 from kb_assets.settings import CovariateColumns
-from kb_assets.stats.subject_tables import SHOWN, place, read_subject_table, sample
+from kb_assets.stats.subject_tables import SHOWN, left_out_frame, place, read_subject_table, sample
 
 CATEGORICAL = ("sex", "batch", "site", "label")
 _OPTIONAL = ("site", "label")
@@ -133,10 +133,8 @@ def intersect_subjects(table: CovariateTable, vcf_subjects: list[str]) -> tuple[
 def left_out_subjects(dropped: Mapping[str, list[str]], intersection: Mapping[str, object]) -> pd.DataFrame:
     """Every input subject left out of the analysis set, once, and why (subject_id, reason): those `dropped` for a
     missing value, then those an `intersect_subjects` report (empty without a VCF) finds in one source only."""
-    reasons = {**dropped, ONLY_IN_VCF: intersection.get("only_in_vcf", []),
-               ONLY_IN_TABLE: intersection.get("only_in_table", [])}
-    return pd.DataFrame({"subject_id": [s for ids in reasons.values() for s in ids],
-                         "reason": [reason for reason, ids in reasons.items() for _ in ids]})
+    return left_out_frame({**dropped, ONLY_IN_VCF: intersection.get("only_in_vcf", []),
+                           ONLY_IN_TABLE: intersection.get("only_in_table", [])})
 
 
 class CovariateCoder(TransformerMixin, BaseEstimator):

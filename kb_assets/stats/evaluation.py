@@ -65,9 +65,8 @@ def evaluate_gene_brain(scores: pd.DataFrame, models: pd.DataFrame, covariates: 
     The inputs are checked for every fold before any fitting: an InputError names the file, the column or fold,
     and the fix."""
     label = "label" if "label" in covariates else None
-    _check_fold_sizes(scores, models, brain, settings, files)
-    kind = _label_kind(covariates, brain, files) if label else None
-    _check_fold_labels_and_blocks(scores, models, covariates, brain, kind, settings, files)
+    _check_folds(scores, models, covariates, brain, _label_kind(covariates, brain, files) if label else None,
+                 settings, files)
     subject_rows = pd.Series(np.arange(len(subjects)), index=subjects)
     results, attributions, loadings = [], [], []
     for model in folds_of(scores, models):
@@ -101,12 +100,15 @@ def _label_kind(covariates: pd.DataFrame, brain: BrainTable, files: InputFiles) 
     return kind
 
 
-def _check_fold_sizes(scores: pd.DataFrame, models: pd.DataFrame, brain: BrainTable, settings: AlignmentSettings,
-                      files: InputFiles) -> None:
-    """Each fold has enough subjects with brain data: the inner splits choose the penalties on the training
-    subjects, a held-out correlation needs two, and the brain PCs are fitted on the residuals of the fold's
-    covariate design, which need more training subjects than the design has columns."""
+def _check_folds(scores: pd.DataFrame, models: pd.DataFrame, covariates: pd.DataFrame, brain: BrainTable,
+                 kind: Literal["binary", "continuous"] | None, settings: AlignmentSettings, files: InputFiles) -> None:
+    """Each fold's subjects with brain data can be evaluated: the inner splits choose the penalties on the training
+    subjects and a held-out correlation needs two; the brain PCs are fitted on the residuals of the fold's
+    covariate design, which need more training subjects than the design has columns; a binary label needs both
+    classes among the training subjects; and permutations, when there are any, need training subjects that share
+    an exchangeability block (site and batch) somewhere."""
     brain_ids = set(brain.subject_ids)
+    frame = covariates.set_index("subject_id")
     needed = 2 * settings.inner_splits
     for fold, model_path in zip(models["fold"], models["model"]):
         train, heldout = _with_brain(scores[scores["fold"] == fold], brain_ids)
@@ -126,17 +128,6 @@ def _check_fold_sizes(scores: pd.DataFrame, models: pd.DataFrame, brain: BrainTa
                              f"add brain features for more of the covariates' subjects (the brain table has "
                              f"{len(brain_ids)} of them; each fold needs more than {len(columns)} among its "
                              "training subjects), or residualize on fewer covariates (covariates.columns.pcs)")
-
-
-def _check_fold_labels_and_blocks(scores: pd.DataFrame, models: pd.DataFrame, covariates: pd.DataFrame,
-                                  brain: BrainTable, kind: Literal["binary", "continuous"] | None,
-                                  settings: AlignmentSettings, files: InputFiles) -> None:
-    """Each fold's training subjects with brain data hold both classes of a binary label and, when there are
-    permutations, share exchangeability blocks (site and batch) at least two at a time somewhere."""
-    brain_ids = set(brain.subject_ids)
-    frame = covariates.set_index("subject_id")
-    for fold in models["fold"]:
-        train, _ = _with_brain(scores[scores["fold"] == fold], brain_ids)
         if kind == "binary":
             classes = frame.loc[train["subject_id"], "label"].astype(str).unique()
             if len(classes) < 2:
@@ -146,8 +137,8 @@ def _check_fold_labels_and_blocks(scores: pd.DataFrame, models: pd.DataFrame, co
                                  "add brain features for subjects of the other class, or set "
                                  "covariates.columns.label: null to evaluate without a label")
         if settings.n_permutations and np.bincount(_blocks(frame, train["subject_id"])).max() < 2:
-            columns = " and ".join(getattr(files.columns, name) for name in ("site", "batch") if name in frame)
-            raise InputError(files.covariates, f"columns {columns}, fold {fold}",
+            block_columns = " and ".join(getattr(files.columns, name) for name in ("site", "batch") if name in frame)
+            raise InputError(files.covariates, f"columns {block_columns}, fold {fold}",
                              f"each of the {len(train)} training subjects of the fold with brain data is alone in "
                              "its site and batch, so no permutation within site and batch can exchange two",
                              "set evaluation.n_permutations: 0 to report held-out correlations without p-values, "

@@ -5,15 +5,18 @@ in the file (its line, as an editor numbers them, or its parquet row) for errors
 from __future__ import annotations
 
 import gzip
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from kb_assets.errors import InputError
 
 TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 SHOWN = 5  # how many offending records an error lists before "and N more"
+# The subjects an input table's stage left out, and why: one row per subject.
+LEFT_OUT_SCHEMA = pa.schema([("subject_id", pa.string()), ("reason", pa.string())])
 
 
 def read_subject_table(path: Path, kind: str, recipe_key: str) -> pd.DataFrame:
@@ -53,6 +56,12 @@ def read_subject_table(path: Path, kind: str, recipe_key: str) -> pd.DataFrame:
             stripped = frame[name].str.strip()
             frame[name] = stripped.mask(stripped == "")
     return frame
+
+
+def left_out_frame(reasons: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """(subject_id, reason) rows from reason → subject ids, in that order (LEFT_OUT_SCHEMA's columns)."""
+    return pd.DataFrame({"subject_id": [s for ids in reasons.values() for s in ids],
+                         "reason": [reason for reason, ids in reasons.items() for _ in ids]})
 
 
 def place(path: Path, labels: Sequence[int] | pd.Index, unit: str, with_file: bool = True) -> str:
